@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine: `make train` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+# pip repeats a harmless warning per package about this machine's local indexes.
+QUIET  := 2>&1 | (grep -v "^WARNING: Location" || true)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+.PHONY: setup test lint bench clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU build that is on the machine's disk; a looser
+# spec would pull a multi-GB CUDA build. Users with a GPU install their own torch.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0 $(QUIET)
+	$(PIP) -e ".[dev]" $(QUIET)
+	$(PY) -c "import torch, gymnasium, envs, memory_modules, agents"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) benchmarks/env_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
