@@ -1,0 +1,179 @@
+"""The batched environment core: N copies of a task stepped in one call on one device.
+
+A task subclasses :class:`BatchedEnv` and writes four pure-tensor hooks over the
+whole batch (no Python loop over copies):
+
+* ``_spaces()``: the single observation and action spaces;
+* ``_new_episode(mask, key)``: draw a fresh episode for the copies in ``mask``
+  (called on reset and after every step, ``mask`` = copies starting anew, so a
+  task may also draw its per-step randomness here);
+* ``_observe()``: the current observation of every copy;
+* ``_transition(actions)``: apply actions, return ``(reward, terminated, truncated, success)``.
+
+The base class owns seeding, automatic reset, episode statistics, action
+checking and the gymnasium ``VectorEnv`` surface.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs import rng
+
+
+class BatchedEnv(gym.vector.VectorEnv):
+    """Base class of every recall task. See the module docstring for the hooks."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4, "autoreset_mode": "same-step"}
+    env_id: str = ""
+    #: Whether episodes can end by a time limit (then trainers bootstrap from final_observation).
+    can_truncate: bool = False
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        check_actions: bool = True,
+        final_observation: bool | None = None,
+    ):
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        # Checking action range costs a host sync on CUDA; trainers whose actions come
+        # from a categorical sample (in range by construction) switch it off.
+        self.check_actions = check_actions
+        self.final_observation = self.can_truncate if final_observation is None else final_observation
+        self.single_observation_space, self.single_action_space = self._spaces()
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, self.num_envs
+        )
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self.is_vector_env = True
+        self.closed = False
+        self.render_mode = "rgb_array"
+        self.spec = None
+
+        n, dev = self.num_envs, self.device
+        self.copies = torch.arange(n, device=dev)
+        self.episode = torch.full((n,), -1, dtype=torch.int64, device=dev)
+        self.t = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.episode_return = torch.zeros(n, dtype=torch.float32, device=dev)
+        self._all = torch.ones(n, dtype=torch.bool, device=dev)
+        self._set_seed(seed)
+
+    # ------------------------------------------------------------------ hooks
+    def _spaces(self) -> tuple[gym.Space, gym.Space]:
+        raise NotImplementedError
+
+    def _new_episode(self, mask: torch.Tensor, key: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _observe(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _transition(self, actions: torch.Tensor):
+        raise NotImplementedError
+
+    def oracle_actions(self) -> torch.Tensor:
+        """The optimal action of every copy in its current state (may read hidden state)."""
+        raise NotImplementedError
+
+    def render_frame(self, index: int = 0, show_answer: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- gymnasium
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start a new episode in every copy; ``seed`` restarts each copy's episode sequence."""
+        if seed is not None:
+            self._set_seed(seed)
+        self._begin(self._all)
+        return self._observe(), {}
+
+    def step(self, actions):
+        actions = self._as_actions(actions)
+        reward, terminated, truncated, success = self._transition(actions)
+        self.t += 1
+        self.episode_return += reward
+        done = terminated | truncated
+        info: dict[str, Any] = {
+            "done": done,
+            "success": success & done,
+            "episode_return": self.episode_return.clone(),
+            "episode_length": self.t.clone(),
+        }
+        if self.final_observation:
+            info["final_observation"] = self._observe()
+        self._begin(done)
+        return self._observe(), reward, terminated, truncated, info
+
+    def render(self, index: int = 0) -> np.ndarray:
+        """An RGB frame of copy ``index``: what it sees, the phase, and the right answer marked."""
+        if not 0 <= index < self.num_envs:
+            raise IndexError(f"index must be in [0, {self.num_envs - 1}], got {index}")
+        return self.render_frame(index)
+
+    def close_extras(self, **kwargs):
+        pass
+
+    def close(self, **kwargs):
+        self.closed = True
+
+    # -------------------------------------------------------------- internals
+    def _set_seed(self, seed: int) -> None:
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.seed_value = int(seed)
+        self._copy_key = rng.copy_keys(self.seed_value, self.copies)
+        self.episode.fill_(-1)
+
+    def _begin(self, mask: torch.Tensor) -> None:
+        self.episode += mask.long()
+        self.t.masked_fill_(mask, 0)
+        self.episode_return.masked_fill_(mask, 0.0)
+        self.episode_key = rng.combine(self._copy_key, self.episode)
+        self._new_episode(mask, self.episode_key)
+
+    def step_key(self, stream: int = 0) -> torch.Tensor:
+        """A key per copy for randomness drawn at the current step (stream separates uses)."""
+        return rng.combine(self.episode_key, self.t * 64 + stream)
+
+    def _as_actions(self, actions) -> torch.Tensor:
+        if isinstance(actions, np.ndarray):
+            actions = torch.from_numpy(actions)
+        if not isinstance(actions, torch.Tensor):
+            raise TypeError(
+                f"{self.env_id}: actions must be a torch.Tensor of shape ({self.num_envs},), "
+                f"got {type(actions).__name__}"
+            )
+        if actions.shape != (self.num_envs,):
+            raise ValueError(
+                f"{self.env_id}: actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
+            )
+        if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
+            raise TypeError(f"{self.env_id}: actions must be integers, got dtype {actions.dtype}")
+        actions = actions.to(self.device, torch.int64)
+        if self.check_actions:
+            n = int(self.single_action_space.n)
+            bad = (actions < 0) | (actions >= n)
+            if bool(bad.any()):
+                first = int(bad.nonzero()[0, 0])
+                raise ValueError(
+                    f"{self.env_id}: action {int(actions[first])} of copy {first} is out of "
+                    f"range; accepted: 0..{n - 1}"
+                )
+        return actions
+
+    @staticmethod
+    def check_range(name: str, value, low, high, kind=int) -> None:
+        """Raise a ValueError naming the knob, its value and the accepted range."""
+        ok_type = isinstance(value, (int, np.integer)) if kind is int else isinstance(
+            value, (int, float, np.integer, np.floating)
+        )
+        if isinstance(value, bool) or not ok_type or not low <= value <= high:
+            raise ValueError(f"{name}={value!r} is out of range; accepted: {low}..{high}")

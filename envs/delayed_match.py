@@ -1,0 +1,115 @@
+"""Delayed match-to-sample.
+
+A sample symbol is shown for ``cue_steps`` steps, then ``delay`` steps of random
+distractor symbols (or blanks), then ``num_choices`` options appear, one equal
+to the sample, in random order; the action picks one. Reward 1 for the match,
+else 0; the episode ends at the choice. Actions before the choice do nothing.
+Chance = 1 / num_choices. Memory horizon = delay + cue_steps steps.
+
+Observation (MultiDiscrete, length 2 + num_choices):
+``[phase, symbol, option_1 .. option_k]`` with phase 0 = cue, 1 = delay,
+2 = choice; symbol 0 is blank and 1..num_symbols are symbols.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs import rng
+from envs.batched import BatchedEnv
+from envs.render import ANSWER, Canvas, palette
+
+CUE, DELAY, CHOICE = 0, 1, 2
+
+
+class DelayedMatch(BatchedEnv):
+    env_id = "recall/DelayedMatch-v0"
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        *,
+        num_symbols: int = 8,
+        cue_steps: int = 1,
+        delay: int = 16,
+        num_choices: int = 4,
+        distractors: bool = True,
+        **kwargs,
+    ):
+        self.check_range("num_symbols", num_symbols, 2, 256)
+        self.check_range("cue_steps", cue_steps, 1, 1000)
+        self.check_range("delay", delay, 0, 100_000)
+        self.check_range("num_choices", num_choices, 2, num_symbols)
+        if not isinstance(distractors, (bool, np.bool_)):
+            raise ValueError(f"distractors={distractors!r} must be True or False")
+        self.num_symbols = num_symbols
+        self.cue_steps = cue_steps
+        self.delay = delay
+        self.num_choices = num_choices
+        self.distractors = bool(distractors)
+        self.choice_step = cue_steps + delay
+        super().__init__(num_envs, device, seed, **kwargs)
+        n, dev = self.num_envs, self.device
+        self._perms = rng.permutation_table(num_symbols, device=dev)[:, :num_choices] + 1
+        self.options = torch.zeros(n, num_choices, dtype=torch.int64, device=dev)
+        self.answer = torch.zeros(n, dtype=torch.int64, device=dev)
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.num_choices
+
+    def _spaces(self):
+        k, s = self.num_choices, self.num_symbols
+        obs = gym.spaces.MultiDiscrete(np.array([3, s + 1] + [s + 1] * k, dtype=np.int64))
+        return obs, gym.spaces.Discrete(k)
+
+    def _new_episode(self, mask, key):
+        options = self._perms[key % self._perms.shape[0]]
+        answer = rng.combine(key, 1) % self.num_choices
+        self.options = torch.where(mask[:, None], options, self.options)
+        self.answer = torch.where(mask, answer, self.answer)
+
+    @property
+    def sample(self) -> torch.Tensor:
+        return self.options.gather(1, self.answer[:, None]).squeeze(1)
+
+    def phase(self) -> torch.Tensor:
+        return (self.t >= self.cue_steps).long() + (self.t >= self.choice_step).long()
+
+    def _observe(self):
+        phase = self.phase()
+        if self.distractors:
+            noise = rng.randint(self.step_key(), self.num_symbols) + 1
+            shown = torch.where(phase == DELAY, noise, 0)
+        else:
+            shown = torch.zeros_like(phase)
+        shown = torch.where(phase == CUE, self.sample, shown)
+        options = self.options * (phase == CHOICE)[:, None]
+        return torch.cat([phase[:, None], shown[:, None], options], dim=1)
+
+    def _transition(self, actions):
+        at_choice = self.t == self.choice_step
+        correct = at_choice & (actions == self.answer)
+        return correct.float(), at_choice, torch.zeros_like(at_choice), correct
+
+    def oracle_actions(self):
+        return self.answer.clone()
+
+    def render_frame(self, index=0, show_answer=True):
+        obs = self._observe()[index].tolist()
+        phase, shown, options = obs[0], obs[1], obs[2:]
+        t = int(self.t[index])
+        colors = palette(self.num_symbols)
+        c = Canvas(max(240, 64 + 40 * self.num_choices), 150)
+        label = ["cue", f"delay {t - self.cue_steps + 1}/{self.delay}", "choose"][phase]
+        c.text((8, 6), f"DelayedMatch  t={t}  {label}")
+        c.tile(8, 30, 48, shown, colors)
+        answer = int(self.answer[index])
+        for j, sym in enumerate(options):
+            mark = ANSWER if show_answer and phase == CHOICE and j == answer else None
+            c.tile(16 + 40 * j, 100, 32, sym, colors, outline=mark)
+        return c.array()

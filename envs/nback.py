@@ -1,0 +1,118 @@
+"""N-back.
+
+A stream of ``length`` symbols of ``num_symbols``. From step n on, each step the
+agent answers 1 if the symbol now shown equals the one n steps back, else 0
+(actions before step n do nothing). A step from n on is a match with
+probability ``match_prob``. Reward +1/(length - n) for each right answer and
+-1/(length - n) for each wrong one, so the return lies in [-1, 1];
+``success`` = at least 90% right. Chance: return 0, 50% right.
+Memory horizon = n steps, all episode long.
+
+Observation (MultiDiscrete): ``[symbol, answer_due]`` with symbol in
+1..num_symbols and answer_due 1 from step n on.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs import rng
+from envs.batched import BatchedEnv
+from envs.render import ANSWER, Canvas, palette
+
+
+class NBack(BatchedEnv):
+    env_id = "recall/NBack-v0"
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        *,
+        n: int = 2,
+        length: int = 32,
+        num_symbols: int = 8,
+        match_prob: float = 0.5,
+        **kwargs,
+    ):
+        self.check_range("n", n, 1, 64)
+        self.check_range("length", length, n + 1, 100_000)
+        self.check_range("num_symbols", num_symbols, 2, 256)
+        self.check_range("match_prob", match_prob, 0.0, 1.0, kind=float)
+        self.n, self.length, self.num_symbols = n, length, num_symbols
+        self.match_prob = float(match_prob)
+        super().__init__(num_envs, device, seed, **kwargs)
+        # Ring buffer of the last n symbols: history[:, t % n] is the symbol shown at t - n.
+        self.history = torch.zeros(self.num_envs, n, dtype=torch.int64, device=self.device)
+        self.symbol = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self.correct = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self._match_threshold = int(round(self.match_prob * 2**32))
+
+    @property
+    def chance(self) -> float:
+        return 0.5
+
+    def _spaces(self):
+        obs = gym.spaces.MultiDiscrete(np.array([self.num_symbols + 1, 2], dtype=np.int64))
+        return obs, gym.spaces.Discrete(2)
+
+    def _slot(self) -> torch.Tensor:
+        return (self.t % self.n)[:, None]
+
+    def _draw_symbol(self) -> None:
+        """Draw the symbol shown at step t for every copy (called when t changes)."""
+        key = self.step_key()
+        fresh = rng.randint(key, self.num_symbols) + 1
+        back = self.history.gather(1, self._slot()).squeeze(1)
+        # A non-match is a uniform symbol other than the one n back.
+        other = (back + rng.randint(rng.combine(key, 1), self.num_symbols - 1)) % self.num_symbols + 1
+        match = rng.combine(key, 2) < self._match_threshold
+        after = torch.where(match, back, other)
+        self.symbol = torch.where(self.t >= self.n, after, fresh)
+
+    def _new_episode(self, mask, key):
+        self.history.masked_fill_(mask[:, None], 0)
+        self.correct.masked_fill_(mask, 0)
+        self._draw_symbol()  # every copy's t changed: show each its next symbol
+
+    def target(self) -> torch.Tensor:
+        """1 where the current symbol equals the one n steps back."""
+        back = self.history.gather(1, self._slot()).squeeze(1)
+        return (self.symbol == back).long()
+
+    def _observe(self):
+        return torch.stack([self.symbol, (self.t >= self.n).long()], dim=1)
+
+    def _transition(self, actions):
+        due = self.t >= self.n
+        right = due & (actions == self.target())
+        wrong = due & ~right
+        self.correct += right.long()
+        reward = (right.float() - wrong.float()) / (self.length - self.n)
+        self.history.scatter_(1, self._slot(), self.symbol[:, None])
+        terminated = self.t == self.length - 1
+        success = self.correct * 10 >= 9 * (self.length - self.n)
+        return reward, terminated, torch.zeros_like(terminated), success
+
+    def oracle_actions(self):
+        return self.target()
+
+    def render_frame(self, index=0, show_answer=True):
+        t = int(self.t[index])
+        colors = palette(self.num_symbols)
+        c = Canvas(max(240, 40 * (self.n + 1) + 24), 140)
+        c.text((8, 6), f"{self.n}-back  t={t}/{self.length}  right={int(self.correct[index])}")
+        # The last n symbols (oldest first), then the current one.
+        hist = self.history[index].tolist()
+        for j in range(self.n):
+            step = t - self.n + j
+            sym = hist[step % self.n] if step >= 0 else 0
+            c.tile(8 + 40 * j, 40, 32, sym, colors)
+        c.tile(8 + 40 * self.n, 36, 40, int(self.symbol[index]), colors)
+        if t >= self.n:
+            answer = "match" if int(self.target()[index]) else "no match"
+            c.text((8, 100), f"answer: {answer}" if show_answer else "answer?", fill=ANSWER)
+        return c.array()

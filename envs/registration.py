@@ -1,0 +1,28 @@
+"""The task registry: env ids -> batched classes, and their gymnasium registration."""
+
+from __future__ import annotations
+
+import importlib
+
+# Imported from the submodule: this runs as a plugin while gymnasium itself is importing.
+from gymnasium.envs.registration import register, registry
+
+# env id -> "module:Class" of its batched simulator. Imported lazily.
+TASKS: dict[str, str] = {
+    "recall/DelayedMatch-v0": "envs.delayed_match:DelayedMatch",
+    "recall/NBack-v0": "envs.nback:NBack",
+}
+
+
+def task_class(env_id: str):
+    if env_id not in TASKS:
+        raise ValueError(f"unknown env id {env_id!r}; known ids: {', '.join(sorted(TASKS))}")
+    module, name = TASKS[env_id].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def register_envs() -> None:
+    """Register every task as a single gymnasium env (numpy in and out)."""
+    for env_id in TASKS:
+        if env_id not in registry:
+            register(id=env_id, entry_point="envs.single:RecallEnv", kwargs={"env_id": env_id})

@@ -1,0 +1,64 @@
+"""Counter-based random numbers: a pure function of (seed, copy, episode, step, stream).
+
+Copy i of a batch draws its episodes from keys derived from (seed, i) alone, so
+its episodes do not depend on the number of copies, the device or the thread
+count, and a single env seeded s plays exactly copy 0 of a batch seeded s.
+Integer ops only (kept below 2**32 so products fit int64 on every device), no
+generator state, no host sync.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) of an int64 tensor; values in [0, 2**32)."""
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def combine(key: torch.Tensor, value: torch.Tensor | int) -> torch.Tensor:
+    """A new key from a key and a counter (episode, step, stream...)."""
+    return hash32(key ^ ((value * _GOLDEN + 0x632BE5AB) & _MASK32))
+
+
+def copy_keys(seed: int, copies: torch.Tensor) -> torch.Tensor:
+    """One key per copy, a function of (seed, copy index) only."""
+    seed_key = hash32(torch.tensor(seed & _MASK32, dtype=torch.int64, device=copies.device)
+                      ^ ((seed >> 32) & _MASK32))
+    return combine(seed_key.expand_as(copies), copies)
+
+
+def randint(key: torch.Tensor, high: int | torch.Tensor) -> torch.Tensor:
+    """Integers in [0, high) from hashed keys (modulo bias below 2**-24 for high < 256)."""
+    return key % high
+
+
+def uniform(key: torch.Tensor) -> torch.Tensor:
+    """Floats in [0, 1) from hashed keys."""
+    return key.to(torch.float32) * (1.0 / 4294967296.0)
+
+
+def permutation_table(n: int, rows: int = 4096, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``rows`` fixed random permutations of range(n) (all n! of them when that is fewer).
+
+    Tasks pick a row by hashing, which turns "a random ordering of n items" into
+    one gather instead of a sort per step.
+    """
+    import itertools
+    import math
+
+    if math.factorial(n) <= rows:
+        table = torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64)
+    else:
+        gen = torch.Generator().manual_seed(0x5EED + n)
+        table = torch.stack([torch.randperm(n, generator=gen) for _ in range(rows)])
+    return table.to(device)
