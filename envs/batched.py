@@ -40,6 +40,7 @@ class BatchedEnv(gym.vector.VectorEnv):
         seed: int = 0,
         check_actions: bool = True,
         final_observation: bool | None = None,
+        first_copy: int = 0,
     ):
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
@@ -60,7 +61,11 @@ class BatchedEnv(gym.vector.VectorEnv):
         self.spec = None
 
         n, dev = self.num_envs, self.device
-        self.copies = torch.arange(n, device=dev)
+        if not isinstance(first_copy, (int, np.integer)) or first_copy < 0:
+            raise ValueError(f"first_copy must be an int >= 0, got {first_copy!r}")
+        # Global copy indices: a batch can be one shard of a larger one (copy i plays
+        # the same episodes wherever it runs).
+        self.copies = torch.arange(first_copy, first_copy + n, device=dev)
         self.episode = torch.full((n,), -1, dtype=torch.int64, device=dev)
         self.t = torch.zeros(n, dtype=torch.int64, device=dev)
         self.episode_return = torch.zeros(n, dtype=torch.float32, device=dev)

@@ -9,6 +9,10 @@ generator state, no host sync.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
+
 import torch
 
 _MASK32 = 0xFFFFFFFF
@@ -47,18 +51,18 @@ def uniform(key: torch.Tensor) -> torch.Tensor:
     return key.to(torch.float32) * (1.0 / 4294967296.0)
 
 
+@functools.lru_cache(maxsize=32)
+def _permutations(n: int, rows: int) -> torch.Tensor:
+    if math.factorial(n) <= rows:
+        return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64)
+    gen = torch.Generator().manual_seed(0x5EED + n)
+    return torch.rand(rows, n, generator=gen).argsort(dim=1)
+
+
 def permutation_table(n: int, rows: int = 4096, device: torch.device | str = "cpu") -> torch.Tensor:
     """``rows`` fixed random permutations of range(n) (all n! of them when that is fewer).
 
     Tasks pick a row by hashing, which turns "a random ordering of n items" into
-    one gather instead of a sort per step.
+    one gather instead of a sort per step. The table is the same on every device.
     """
-    import itertools
-    import math
-
-    if math.factorial(n) <= rows:
-        table = torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64)
-    else:
-        gen = torch.Generator().manual_seed(0x5EED + n)
-        table = torch.stack([torch.randperm(n, generator=gen) for _ in range(rows)])
-    return table.to(device)
+    return _permutations(n, rows).to(device)

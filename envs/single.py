@@ -18,11 +18,20 @@ from envs.registration import task_class
 class RecallEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, env_id: str, render_mode: str | None = "rgb_array", **task_kwargs):
+    def __init__(
+        self,
+        env_id: str,
+        render_mode: str | None = "rgb_array",
+        copy_index: int = 0,
+        **task_kwargs,
+    ):
+        """``copy_index`` i makes this env play copy i of a batch with the same seed."""
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}; accepted: 'rgb_array' or None")
         self.render_mode = render_mode
-        self.batch = task_class(env_id)(num_envs=1, device="cpu", final_observation=True, **task_kwargs)
+        self.batch = task_class(env_id)(
+            num_envs=1, device="cpu", final_observation=True, first_copy=copy_index, **task_kwargs
+        )
         self.observation_space = self.batch.single_observation_space
         self.action_space = self.batch.single_action_space
         self._pending_obs: np.ndarray | None = None  # first obs of the next episode
