@@ -1,0 +1,194 @@
+"""GTrXL: gated Transformer-XL (Parisotto et al. 2019, "Stabilizing Transformers for RL").
+
+Each layer keeps its own input over the last ``window`` steps as a sliding
+cache. A query at step t attends, with pre-layer-norm multi-head attention, to
+the cached steps and to the steps of the current sequence up to t itself,
+never further back than ``window`` steps and never across an episode start.
+GRU-type gates replace both residual connections; their update gate starts
+biased towards the identity, so the untrained core passes its input through.
+
+Positions are relative, as in Transformer-XL: the logit of query t and key s is
+``(q + u) . k + (q + v) . W_r R[t - s]`` with ``R`` a sinusoidal table over the
+distances 0..window. A distance depends only on the two steps, not on where
+a sequence was cut, which is what keeps a sequence forward equal to the same
+steps taken one at a time.
+
+Gradient: the cache in the state holds activations of earlier forward calls,
+stored detached (as in TrXL-PPO), so no gradient flows into the steps before
+the current sequence; within a sequence gradients flow between all steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from memory_modules.attention import (
+    PositionwiseMLP,
+    last_reset_index,
+    sinusoid_table,
+    split_heads,
+)
+from memory_modules.base import MemoryCore, State
+
+
+class GRUGate(nn.Module):
+    """GTrXL's gated residual: ``g(x, y) = (1 - z) * x + z * tanh(W_g y + U_g (r * x))``.
+
+    ``x`` is the residual stream, ``y`` the sublayer output. The update gate
+    ``z`` starts near ``sigmoid(-bias)``, i.e. close to the identity map on ``x``.
+    """
+
+    def __init__(self, size: int, bias: float = 2.0):
+        super().__init__()
+        self.from_y = nn.Linear(size, 3 * size)  # W_r, W_z, W_g
+        self.from_x = nn.Linear(size, 2 * size, bias=False)  # U_r, U_z
+        self.from_rx = nn.Linear(size, size, bias=False)  # U_g
+        with torch.no_grad():
+            self.from_y.bias.zero_()
+            self.from_y.bias[size : 2 * size].fill_(-bias)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        wr, wz, wg = self.from_y(y).chunk(3, dim=-1)
+        ur, uz = self.from_x(x).chunk(2, dim=-1)
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz)
+        h = torch.tanh(wg + self.from_rx(r * x))
+        return x + z * (h - x)
+
+
+class GTrXLLayer(nn.Module):
+    def __init__(self, size: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm_attn = nn.LayerNorm(size)
+        self.query = nn.Linear(size, size, bias=False)
+        self.key_value = nn.Linear(size, 2 * size, bias=False)
+        self.position = nn.Linear(size, size, bias=False)  # W_r, applied to the sinusoid table
+        head = size // num_heads
+        self.content_bias = nn.Parameter(torch.zeros(num_heads, head))  # u
+        self.position_bias = nn.Parameter(torch.zeros(num_heads, head))  # v
+        self.out = nn.Linear(size, size)
+        self.gate_attn = GRUGate(size)
+        self.norm_mlp = nn.LayerNorm(size)
+        self.mlp = PositionwiseMLP(size)
+        self.gate_mlp = GRUGate(size)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        cache: torch.Tensor,
+        visible: torch.Tensor,
+        distance: torch.Tensor,
+        table: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """h [B, T, H]; cache [B, W, H]; visible [B, T, W+T]; distance [T, W+T] in 0..W;
+        table [W+1, H] sinusoids. Returns the layer output and [cache; h] (the raw keys)."""
+        B, T, H = h.shape
+        W = cache.shape[1]
+        nh = self.num_heads
+        raw = torch.cat([cache, h], dim=1)
+        normed = self.norm_attn(raw)
+        q = split_heads(self.query(normed[:, W:]), nh)  # [B, T, nh, d]
+        k, v = (split_heads(z, nh) for z in self.key_value(normed).chunk(2, dim=-1))
+        content = torch.einsum("bthd,bshd->bhts", q + self.content_bias, k)
+        # (q + v) . (W_r R[n]) == ((q + v) W_r) . R[n]: project the T queries
+        # instead of the W+1 table rows, which is what makes the acting step cheap.
+        w_r = self.position.weight.view(nh, H // nh, H)
+        q_pos = torch.einsum("bthd,hdk->bhtk", q + self.position_bias, w_r)
+        by_distance = torch.einsum("bhtk,nk->bhtn", q_pos, table)  # [B, nh, T, W+1]
+        position = by_distance.gather(3, distance.expand(B, nh, T, W + T))
+        logits = (content + position) * (1.0 / math.sqrt(H // nh))
+        logits = logits.masked_fill(~visible[:, None], float("-inf"))
+        att = torch.einsum("bhts,bshd->bthd", logits.softmax(-1), v).reshape(B, T, H)
+        h = self.gate_attn(h, torch.relu(self.out(att)))
+        h = self.gate_mlp(h, torch.relu(self.mlp(self.norm_mlp(h))))
+        return h, raw
+
+
+class GTrXLCore(MemoryCore):
+    """Gated Transformer-XL over a sliding window of ``window`` cached steps per layer.
+
+    State: ``cache{l}`` [B, window, hidden] (layer l's input at the last
+    ``window`` steps, oldest first, zero where invalid) and ``valid``
+    [B, window] (which cached steps belong to the current episode). Cached
+    activations are stored detached: no gradient reaches steps from an earlier
+    forward call. The receptive field of the stack is ``num_layers * window``
+    steps, since layer l's cache holds outputs of layer l-1.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        window: int = 64,
+    ):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.input_size = input_size
+        self.output_size = hidden_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.window = window
+        self.embed = nn.Linear(input_size, hidden_size)
+        self.layers = nn.ModuleList(GTrXLLayer(hidden_size, num_heads) for _ in range(num_layers))
+        self.norm_out = nn.LayerNorm(hidden_size)
+        self.register_buffer(
+            "table", sinusoid_table(torch.arange(window + 1), hidden_size), persistent=False
+        )
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        dtype = self.embed.weight.dtype
+        state = {
+            f"cache{i}": torch.zeros(batch_size, self.window, self.hidden_size, device=device, dtype=dtype)
+            for i in range(self.num_layers)
+        }
+        state["valid"] = torch.zeros(batch_size, self.window, dtype=torch.bool, device=device)
+        return state
+
+    def forward(self, x, state, episode_starts):
+        self.check_inputs(x, episode_starts)
+        T, B, _ = x.shape
+        W = self.window
+        dev = x.device
+        starts = episode_starts.t()  # [B, T]
+        reset_at = last_reset_index(starts)  # [B, T]
+        fresh = reset_at < 0  # no episode start in this sequence up to t
+
+        # Key u in [cache; sequence] is the step u - W relative to the sequence start.
+        key_step = torch.arange(W + T, device=dev) - W
+        query_step = torch.arange(T, device=dev)
+        gap = query_step[:, None] - key_step[None, :]  # [T, W+T]
+        in_window = (gap >= 0) & (gap <= W)
+        key_valid = torch.cat([state["valid"], torch.ones(B, T, dtype=torch.bool, device=dev)], 1)
+        same_episode = torch.where(
+            key_step >= 0,
+            key_step[None, None, :] >= reset_at[:, :, None],
+            key_valid[:, None, :] & fresh[:, :, None],
+        )
+        visible = in_window[None] & same_episode  # [B, T, W+T]
+        distance = gap.clamp(0, W)
+
+        # Validity of the new cache (the last W keys) as seen from after step T-1.
+        tail_step = key_step[T:]
+        new_valid = torch.where(
+            tail_step >= 0,
+            tail_step[None, :] >= reset_at[:, -1:],
+            key_valid[:, T:] & fresh[:, -1:],
+        )
+
+        h = self.embed(x).transpose(0, 1)  # [B, T, H]
+        new_state: State = {}
+        for i, layer in enumerate(self.layers):
+            h, raw = layer(h, state[f"cache{i}"], visible, distance, self.table)
+            tail = raw[:, T:].detach()
+            new_state[f"cache{i}"] = torch.where(new_valid[..., None], tail, torch.zeros_like(tail))
+        new_state["valid"] = new_valid
+        return self.norm_out(h).transpose(0, 1), new_state
