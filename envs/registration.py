@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib
 
-# Imported from the submodule: this runs as a plugin while gymnasium itself is importing.
-from gymnasium.envs.registration import register, registry
-
 # env id -> "module:Class" of its batched simulator. Imported lazily.
 TASKS: dict[str, str] = {
     "recall/DelayedMatch-v0": "envs.delayed_match:DelayedMatch",
@@ -22,7 +19,14 @@ def task_class(env_id: str):
 
 
 def register_envs() -> None:
-    """Register every task as a single gymnasium env (numpy in and out)."""
+    """Register every task as a single gymnasium env (numpy in and out).
+
+    gymnasium calls this as a plugin while it is itself importing, and importing
+    ``envs`` first imports gymnasium: so gymnasium is imported here, not at the
+    top, and from the submodule that is complete by the time plugins load.
+    """
+    from gymnasium.envs.registration import register, registry
+
     for env_id in TASKS:
         if env_id not in registry:
             register(id=env_id, entry_point="envs.single:RecallEnv", kwargs={"env_id": env_id})
