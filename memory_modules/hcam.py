@@ -1,0 +1,352 @@
+"""HCAM: hierarchical chunk attention memory (Lampinen et al. 2021, "Towards mental time travel").
+
+Each layer files its input away in chunks of ``chunk_size`` consecutive steps.
+A completed chunk goes into a ring buffer of ``max_chunks`` chunks, with a
+summary key: the mean of the chunk. A query reads the memory in two stages:
+
+1. it scores the summary keys of all visible chunks and keeps the ``top_k``
+   best, with a softmax over those k scores only;
+2. it runs ordinary multi-head attention inside each chosen chunk and sums
+   the k results weighted by the stage-1 weights.
+
+Beside this read, the query attends causally to the current, partly filled
+chunk (the steps since the last chunk was completed, itself included). Both
+results are added to the residual stream (pre-layer-norm), followed by a
+position-wise MLP. Steps carry a sinusoidal embedding of their position inside
+their chunk; chunks have no position, which is what lets the memory reach
+arbitrarily far back.
+
+Chunks start at the episode start and are completed every ``chunk_size``
+steps. An episode start empties the whole memory; when no chunk is visible the
+read is exactly zero (all weights are masked to 0, the read has no bias), and
+with fewer than ``top_k`` visible chunks the missing picks get weight 0.
+
+A sequence forward is computed in parallel: the candidates of each query are
+the chunks cached in the state plus the chunks completed earlier in the same
+sequence, with masks for causality, episode starts and ring-buffer overwrites.
+The acting step gathers only the ``top_k`` chosen chunks, so its cost grows
+with ``max_chunks`` only through the cheap stage-1 scores.
+
+Gradient: chunk contents and keys in the state come from earlier forward
+calls and are stored detached; summary keys are always detached (they only
+steer the selection); chunks completed inside the current sequence pass
+gradient through their contents.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from memory_modules.attention import (
+    PositionwiseMLP,
+    last_reset_index,
+    masked_top_k_weights,
+    sinusoid_table,
+    split_heads,
+)
+from memory_modules.base import MemoryCore, State
+
+
+@dataclass
+class _Plan:
+    """Where every step falls in the chunk grid; shared by all layers of one forward call.
+
+    The "extended" sequence is ``[C-1 slots; T steps]``: the partial chunk from
+    the state sits right-aligned in the first C-1 slots, so step s of the
+    sequence is at ext index s + C - 1 and a chunk completed at step c spans
+    ext[c : c + C].
+    """
+
+    lead_index: torch.Tensor  # [B, C-1] which partial-chunk slot fills each leading ext slot
+    lead_ok: torch.Tensor  # [B, C-1] whether that slot holds a real step
+    ext_position: torch.Tensor  # [B, C-1+T] position inside its chunk of every ext entry
+    local_visible: torch.Tensor  # [B, T, C] band attention mask: ext[t + i] for i < C
+    chunk_end: torch.Tensor  # [B, K] step at which in-sequence chunk k completed (clamped)
+    candidates_visible: torch.Tensor  # [B, T, M+K] cached slots then in-sequence chunks
+    partial_index: torch.Tensor  # [B, C] ext index of each slot of the new partial chunk
+    partial_ok: torch.Tensor  # [B, C]
+    write_slot: torch.Tensor  # [B, K] ring slot in-sequence chunk k goes to
+    write_ok: torch.Tensor  # [B, K] chunk k exists and is not overwritten within the sequence
+    last_writer: torch.Tensor  # [B, M] latest in-sequence chunk written to each slot (clamped)
+    written: torch.Tensor  # [B, M] whether any in-sequence chunk was written to the slot
+    new_valid: torch.Tensor  # [B, M]
+    new_len: torch.Tensor  # [B]
+    new_ptr: torch.Tensor  # [B]
+
+
+class HCAMLayer(nn.Module):
+    def __init__(self, size: int, num_heads: int, chunk_size: int, top_k: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.chunk_size = chunk_size
+        self.top_k = top_k
+        self.norm = nn.LayerNorm(size)
+        # attention over the current, partly filled chunk
+        self.local_query = nn.Linear(size, size)
+        self.local_key_value = nn.Linear(size, 2 * size)
+        self.local_out = nn.Linear(size, size)
+        # hierarchical read: chunk selection, then attention inside the chosen chunks
+        self.select = nn.Linear(size, size, bias=False)
+        self.mem_query = nn.Linear(size, size)
+        self.mem_key_value = nn.Linear(size, 2 * size)
+        self.mem_out = nn.Linear(size, size, bias=False)  # no bias: an empty read stays 0
+        self.norm_mlp = nn.LayerNorm(size)
+        self.mlp = PositionwiseMLP(size)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        chunks: torch.Tensor,
+        keys: torch.Tensor,
+        partial: torch.Tensor,
+        plan: _Plan,
+        chunk_pos: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """h [B, T, H]; chunks [B, M, C, H]; keys [B, M, H]; partial [B, C, H];
+        chunk_pos [C, H] sinusoids. Returns the output and this layer's new state."""
+        B, T, H = h.shape
+        M, C = chunks.shape[1], chunks.shape[2]
+        nh, dh = self.num_heads, H // self.num_heads
+        K = plan.chunk_end.shape[1]
+
+        lead = partial.gather(1, plan.lead_index[..., None].expand(B, C - 1, H))
+        lead = torch.where(plan.lead_ok[..., None], lead, torch.zeros_like(lead))
+        ext = torch.cat([lead, h], dim=1)  # [B, C-1+T, H]
+        ext_n = self.norm(ext)
+        xn = ext_n[:, C - 1 :]
+        pos_emb = chunk_pos[plan.ext_position]  # [B, C-1+T, H]
+
+        # Local attention: a band of width C over ext, masked to the current chunk.
+        q = split_heads(self.local_query(xn + pos_emb[:, C - 1 :]), nh)  # [B, T, nh, dh]
+        k, v = self.local_key_value(ext_n + pos_emb).chunk(2, dim=-1)
+        k_band = split_heads(k, nh).unfold(1, C, 1)  # [B, T, nh, dh, C]
+        v_band = split_heads(v, nh).unfold(1, C, 1)
+        logits = torch.einsum("bthd,bthdc->bthc", q, k_band) * (1.0 / math.sqrt(dh))
+        logits = logits.masked_fill(~plan.local_visible[:, :, None, :], float("-inf"))
+        local = torch.einsum("bthc,bthdc->bthd", logits.softmax(-1), v_band).reshape(B, T, H)
+        local = self.local_out(local)
+
+        # Chunks completed inside this sequence, and their summary keys.
+        span = (plan.chunk_end[:, :, None] + torch.arange(C, device=h.device)).reshape(B, K * C)
+        new_chunks = ext.gather(1, span[..., None].expand(B, K * C, H)).view(B, K, C, H)
+        new_keys = new_chunks.detach().mean(2)
+
+        # Stage 1: score every visible chunk, keep the top k.
+        all_keys = nn.functional.layer_norm(torch.cat([keys, new_keys], dim=1), (H,))
+        scores = torch.einsum("bth,bmh->btm", self.select(xn), all_keys) * (1.0 / math.sqrt(H))
+        top_k = min(self.top_k, M + K)
+        weights, picked = masked_top_k_weights(scores, plan.candidates_visible, top_k)
+
+        # Stage 2: attention inside the chosen chunks. Gather the k chosen chunks per
+        # query when that is cheaper (the acting step); otherwise project every
+        # candidate once and weight the unchosen ones by 0 (long training sequences).
+        mq = split_heads(self.mem_query(xn), nh)  # [B, T, nh, dh]
+        gather_cost = T * top_k * C * H * (2 * H + 3)
+        dense_cost = (M + K) * C * H * 2 * H + T * (M + K) * C * (2 * H + 8 * nh)
+        if gather_cost <= dense_cost:
+            flat = picked.reshape(B, T * top_k)
+            from_cache = chunks.gather(
+                1, flat.clamp(max=M - 1)[:, :, None, None].expand(B, T * top_k, C, H)
+            )
+            from_seq = new_chunks.gather(
+                1, (flat - M).clamp(min=0)[:, :, None, None].expand(B, T * top_k, C, H)
+            )
+            chosen = torch.where((flat < M)[:, :, None, None], from_cache, from_seq)
+            chosen = chosen.view(B, T, top_k, C, H)
+            mk, mv = self.mem_key_value(self.norm(chosen) + chunk_pos).chunk(2, dim=-1)
+            mk, mv = split_heads(mk, nh), split_heads(mv, nh)  # [B, T, k, C, nh, dh]
+            att = torch.einsum("bthd,btkchd->bthkc", mq, mk) * (1.0 / math.sqrt(dh))
+            att = att.softmax(-1) * weights[:, :, None, :, None]
+            read = torch.einsum("bthkc,btkchd->bthd", att, mv)
+        else:
+            every = torch.cat([chunks, new_chunks], dim=1)  # [B, M+K, C, H]
+            mk, mv = self.mem_key_value(self.norm(every) + chunk_pos).chunk(2, dim=-1)
+            mk, mv = split_heads(mk, nh), split_heads(mv, nh)  # [B, M+K, C, nh, dh]
+            dense = torch.zeros_like(scores).scatter(2, picked, weights)  # [B, T, M+K]
+            att = torch.einsum("bthd,bmchd->bthmc", mq, mk) * (1.0 / math.sqrt(dh))
+            att = att.softmax(-1) * dense[:, :, None, :, None]
+            read = torch.einsum("bthmc,bmchd->bthd", att, mv)
+        read = self.mem_out(read.reshape(B, T, H))
+
+        h = h + local + read
+        h = h + self.mlp(self.norm_mlp(h))
+
+        # New state of this layer: the partial chunk and the ring buffer, detached.
+        ext_d = ext.detach()
+        new_partial = ext_d.gather(1, plan.partial_index[..., None].expand(B, C, H))
+        new_partial = torch.where(plan.partial_ok[..., None], new_partial, torch.zeros_like(new_partial))
+        new_chunks = new_chunks.detach()
+        if K <= M:
+            # The K written slots are distinct: scatter into a copy of the buffer.
+            slot = plan.write_slot
+            keep_c = chunks.gather(1, slot[:, :, None, None].expand(B, K, C, H))
+            keep_k = keys.gather(1, slot[:, :, None].expand(B, K, H))
+            ok = plan.write_ok
+            vals_c = torch.where(ok[:, :, None, None], new_chunks, keep_c)
+            vals_k = torch.where(ok[:, :, None], new_keys, keep_k)
+            out_chunks = chunks.scatter(1, slot[:, :, None, None].expand(B, K, C, H), vals_c)
+            out_keys = keys.scatter(1, slot[:, :, None].expand(B, K, H), vals_k)
+        else:
+            # More chunks than slots: every slot takes its latest writer.
+            w = plan.last_writer
+            out_chunks = torch.where(
+                plan.written[:, :, None, None],
+                new_chunks.gather(1, w[:, :, None, None].expand(B, M, C, H)),
+                chunks,
+            )
+            out_keys = torch.where(
+                plan.written[:, :, None], new_keys.gather(1, w[:, :, None].expand(B, M, H)), keys
+            )
+        return h, {"chunks": out_chunks, "keys": out_keys, "partial": new_partial}
+
+
+class HCAMCore(MemoryCore):
+    """Stack of HCAM layers (hierarchical chunk read + local attention + MLP).
+
+    State per layer l: ``chunks{l}`` [B, max_chunks, chunk_size, hidden] (the
+    ring buffer of completed chunks of layer l's input), ``keys{l}``
+    [B, max_chunks, hidden] (their means) and ``partial{l}``
+    [B, chunk_size, hidden] (the current chunk, zero past ``partial_len``).
+    Shared: ``chunk_valid`` [B, max_chunks] (slot holds a chunk of the current
+    episode), ``partial_len`` [B] and ``write_ptr`` [B] (next ring slot).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        chunk_size: int = 16,
+        top_k: int = 4,
+        max_chunks: int = 64,
+    ):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        for key, value in dict(chunk_size=chunk_size, top_k=top_k, max_chunks=max_chunks).items():
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        self.input_size = input_size
+        self.output_size = hidden_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.chunk_size = chunk_size
+        self.max_chunks = max_chunks
+        self.embed = nn.Linear(input_size, hidden_size)
+        self.layers = nn.ModuleList(
+            HCAMLayer(hidden_size, num_heads, chunk_size, top_k) for _ in range(num_layers)
+        )
+        self.norm_out = nn.LayerNorm(hidden_size)
+        self.register_buffer(
+            "chunk_pos", sinusoid_table(torch.arange(chunk_size), hidden_size), persistent=False
+        )
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        B, M, C, H = batch_size, self.max_chunks, self.chunk_size, self.hidden_size
+        dtype = self.embed.weight.dtype
+        state: State = {}
+        for i in range(self.num_layers):
+            state[f"chunks{i}"] = torch.zeros(B, M, C, H, device=device, dtype=dtype)
+            state[f"keys{i}"] = torch.zeros(B, M, H, device=device, dtype=dtype)
+            state[f"partial{i}"] = torch.zeros(B, C, H, device=device, dtype=dtype)
+        state["chunk_valid"] = torch.zeros(B, M, dtype=torch.bool, device=device)
+        state["partial_len"] = torch.zeros(B, dtype=torch.long, device=device)
+        state["write_ptr"] = torch.zeros(B, dtype=torch.long, device=device)
+        return state
+
+    def _plan(self, state: State, starts: torch.Tensor) -> _Plan:
+        B, T = starts.shape
+        C, M = self.chunk_size, self.max_chunks
+        K = (T + C - 1) // C  # most chunks T steps can complete
+        dev = starts.device
+        len0, ptr0, valid0 = state["partial_len"], state["write_ptr"], state["chunk_valid"]
+
+        steps = torch.arange(T, device=dev)
+        reset_at = last_reset_index(starts)  # [B, T]
+        fresh = reset_at < 0
+        # Steps of the current episode filed before t since the chunk grid's origin.
+        filed = torch.where(fresh, len0[:, None] + steps, steps - reset_at)
+        position = filed % C
+        completes = position == C - 1
+        done_incl = completes.long().cumsum(1)  # chunks completed at steps <= t
+        done_before = done_incl - completes.long()
+        total = done_incl[:, -1]
+        chunk_ids = torch.arange(K, device=dev)
+        chunk_end = torch.searchsorted(done_incl, (chunk_ids + 1).expand(B, K).contiguous())
+        chunk_end = chunk_end.clamp(max=T - 1)
+
+        lead_j = torch.arange(C - 1, device=dev) - (C - 1) + len0[:, None]  # [B, C-1]
+        lead_ok = lead_j >= 0
+        lead_index = lead_j.clamp(0, C - 1)
+        ext_position = torch.cat([lead_index, position], dim=1)
+        # ext[t + i] is step t + i - (C-1); it is in t's chunk iff i >= C-1 - position[t].
+        band = torch.arange(C, device=dev)
+        local_visible = band[None, None, :] >= (C - 1 - position)[:, :, None]
+
+        # Cached slot j is overwritten by in-sequence chunk (j - ptr0) mod M, M + that, ...
+        first_writer = (torch.arange(M, device=dev)[None, :] - ptr0[:, None]) % M  # [B, M]
+        cache_visible = (
+            valid0[:, None, :]
+            & fresh[:, :, None]
+            & (first_writer[:, None, :] >= done_before[:, :, None])
+        )
+        seq_visible = (
+            (chunk_ids[None, None, :] < done_before[:, :, None])
+            & (chunk_ids[None, None, :] >= done_before[:, :, None] - M)
+            & (chunk_end[:, None, :] >= reset_at[:, :, None])
+        )
+        candidates_visible = torch.cat([cache_visible, seq_visible], dim=2)
+
+        new_len = (position[:, -1] + 1) % C
+        slots = torch.arange(C, device=dev)
+        partial_index = (T + C - 1 - new_len[:, None] + slots[None, :]).clamp(max=T + C - 2)
+        partial_ok = slots[None, :] < new_len[:, None]
+
+        write_slot = (ptr0[:, None] + chunk_ids[None, :]) % M
+        write_ok = (chunk_ids[None, :] < total[:, None]) & (chunk_ids[None, :] + M >= total[:, None])
+        written = first_writer < total[:, None]
+        last_writer = first_writer + M * ((total[:, None] - 1 - first_writer).clamp(min=0) // M)
+        last_writer = last_writer.clamp(max=K - 1)
+        new_valid = torch.where(
+            written,
+            chunk_end.gather(1, last_writer) >= reset_at[:, -1:],
+            valid0 & fresh[:, -1:],
+        )
+        return _Plan(
+            lead_index=lead_index,
+            lead_ok=lead_ok,
+            ext_position=ext_position,
+            local_visible=local_visible,
+            chunk_end=chunk_end,
+            candidates_visible=candidates_visible,
+            partial_index=partial_index,
+            partial_ok=partial_ok,
+            write_slot=write_slot,
+            write_ok=write_ok,
+            last_writer=last_writer,
+            written=written,
+            new_valid=new_valid,
+            new_len=new_len,
+            new_ptr=(ptr0 + total) % M,
+        )
+
+    def forward(self, x, state, episode_starts):
+        self.check_inputs(x, episode_starts)
+        plan = self._plan(state, episode_starts.t())
+        h = self.embed(x).transpose(0, 1)  # [B, T, H]
+        new_state: State = {}
+        for i, layer in enumerate(self.layers):
+            h, layer_state = layer(
+                h, state[f"chunks{i}"], state[f"keys{i}"], state[f"partial{i}"], plan, self.chunk_pos
+            )
+            for key, value in layer_state.items():
+                new_state[f"{key}{i}"] = value
+        new_state["chunk_valid"] = plan.new_valid
+        new_state["partial_len"] = plan.new_len
+        new_state["write_ptr"] = plan.new_ptr
+        return self.norm_out(h).transpose(0, 1), new_state
