@@ -11,9 +11,18 @@ TASKS: dict[str, str] = {
 }
 
 
+# MiniGrid's Memory rooms, served by envs.minigrid_memory through envs.make_vec only
+# (gymnasium.make of these ids is MiniGrid's own env).
+MINIGRID_IDS: tuple[str, ...] = tuple(
+    f"MiniGrid-Memory{room}-v0" for room in ("S7", "S9", "S11", "S13", "S13Random", "S17Random")
+)
+
+
 def task_class(env_id: str):
     if env_id not in TASKS:
-        raise ValueError(f"unknown env id {env_id!r}; known ids: {', '.join(sorted(TASKS))}")
+        known = ", ".join([*sorted(TASKS), *MINIGRID_IDS])
+        hint = " (a MiniGrid id: use envs.make_vec)" if env_id in MINIGRID_IDS else ""
+        raise ValueError(f"unknown env id {env_id!r}{hint}; known ids: {known}")
     module, name = TASKS[env_id].split(":")
     return getattr(importlib.import_module(module), name)
 

@@ -1,0 +1,279 @@
+"""MiniGrid's Memory rooms behind the batched tensor interface of :class:`BatchedEnv`.
+
+MiniGrid's simulator is Python, so this is the one adapter in ``envs/`` that
+steps its copies in a Python loop on the CPU (one ``MemoryEnv`` per copy,
+stepped in one ``step()`` call); everything it returns is a torch tensor on the
+chosen device, so trainers run on it unchanged. Per step it pays one
+device->host copy of the actions (when they live on an accelerator) and a few
+host->device copies of the packed results; nothing else syncs.
+
+The task (``MiniGrid-MemoryS{7,9,11,13}-v0``, ``MiniGrid-MemoryS{13,17}Random-v0``):
+the agent starts facing east in a hallway that leads west into a small room
+holding a green key or ball (the cue), east to a north-south corridor with a
+key at one end and a ball at the other. Stepping next to the object that
+matches the cue gives ``1 - 0.9 * steps / max_steps`` and ends the episode;
+stepping next to the other gives 0 and ends it; ``max_steps = 5 * size**2``
+truncates it. ``success`` = reward > 0 at termination. Chance (a navigator that
+forgot the cue) = 0.5. In the Random rooms the hallway length varies.
+
+Observation: MiniGrid's egocentric 7x7 partial view (object, colour, state per
+cell) as ``uint8`` ``[7, 7, 3]``, as ``ImgObsWrapper`` gives it; the mission
+string (always the same) and the direction (the view is already egocentric)
+are dropped.
+
+Actions: ``Discrete(3)`` = left, right, forward by default (MiniGrid's 0..2; the
+other four do nothing in these rooms but spend a step);
+``full_action_space=True`` gives MiniGrid's ``Discrete(7)``.
+
+Seeding: episode e of copy i is MiniGrid's ``reset(seed=episode_seed(seed, i, e))``,
+so copy i's episodes depend only on (seed, i), and a plain
+``gymnasium.make(env_id)`` reset with those seeds replays copy i.
+
+Oracle: a scripted solver. It reads the matching object's cell from the
+simulator (``success_pos``) and follows a shortest path over (cell, direction)
+states, found by a backward breadth-first search once per episode; it never
+steps next to the wrong object. It is optimal (fewest steps, so highest return).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers the MiniGrid ids with gymnasium)
+import numpy as np
+import torch
+
+from envs import rng
+from envs.batched import BatchedEnv
+from envs.registration import MINIGRID_IDS
+
+# MiniGrid's direction index -> (dx, dy): east, south, west, north.
+_DIR_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))
+LEFT, RIGHT, FORWARD = 0, 1, 2
+_ACTION_NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+# Columns of the packed int64 result sent to the device in one copy.
+_T, _EPISODE, _LEN, _TERM, _TRUNC, _SUCCESS = range(6)
+
+
+def episode_seed(seed: int, copy: int, episode: int) -> int:
+    """The MiniGrid reset seed of episode ``episode`` (0, 1, ...) of copy ``copy``."""
+    key = rng.copy_keys(int(seed), torch.tensor([int(copy)], dtype=torch.int64))
+    return int(rng.combine(key, torch.tensor([int(episode)], dtype=torch.int64))[0])
+
+
+class MiniGridMemory(BatchedEnv):
+    """N MiniGrid Memory rooms stepped on the CPU, presented as device tensors.
+
+    See the module docstring for the task, observation, actions, seeding and
+    oracle. ``check_actions`` is accepted for the common signature, but the
+    range check always runs: the actions are on the host anyway, so it is free.
+    """
+
+    can_truncate = True
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 1,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        *,
+        full_action_space: bool = False,
+        **kwargs,
+    ):
+        if env_id not in MINIGRID_IDS:
+            raise ValueError(
+                f"env_id={env_id!r} is not a MiniGrid Memory room; accepted: {', '.join(MINIGRID_IDS)}"
+            )
+        if not isinstance(full_action_space, (bool, np.bool_)):
+            raise ValueError(f"full_action_space={full_action_space!r} must be True or False")
+        self.env_id = env_id
+        self.full_action_space = bool(full_action_space)
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self._envs = [gym.make(env_id, render_mode="rgb_array").unwrapped for _ in range(num_envs)]
+        super().__init__(num_envs, device, seed, **kwargs)
+        n = self.num_envs
+        self._t = np.zeros(n, dtype=np.int64)
+        self._ret = np.zeros(n, dtype=np.float64)
+        self._plans: list[tuple[int, dict] | None] = [None] * n  # (episode, distance map)
+
+    @property
+    def chance(self) -> float:
+        """Success of a policy that reaches one of the two objects without the cue."""
+        return 0.5
+
+    @property
+    def max_steps(self) -> int:
+        return int(self._envs[0].max_steps)
+
+    def _spaces(self):
+        image = self._envs[0].observation_space["image"]
+        obs = gym.spaces.Box(0, 255, image.shape, dtype=np.uint8)
+        return obs, gym.spaces.Discrete(7 if self.full_action_space else 3)
+
+    # ------------------------------------------------------------- seeding
+    def _set_seed(self, seed: int) -> None:
+        super()._set_seed(seed)
+        if not hasattr(self, "_copies_cpu"):
+            self._copies_cpu = self.copies.cpu()  # once, at construction
+        self._key_cpu = rng.copy_keys(self.seed_value, self._copies_cpu)
+        self._episode = np.full(self.num_envs, -1, dtype=np.int64)
+
+    def _start(self, index: np.ndarray, obs: np.ndarray) -> None:
+        """Start the next episode of the copies ``index``; write their first observation."""
+        self._episode[index] += 1
+        self._t[index] = 0
+        self._ret[index] = 0.0
+        keys = rng.combine(self._key_cpu[index], torch.from_numpy(self._episode[index]))
+        for i, s in zip(index.tolist(), keys.tolist(), strict=True):
+            o, _ = self._envs[i].reset(seed=int(s))
+            obs[i] = o["image"]
+
+    # ------------------------------------------------------------ gymnasium
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start a new episode in every copy; ``seed`` restarts each copy's episode sequence."""
+        if seed is not None:
+            self._set_seed(seed)
+        obs = np.empty((self.num_envs, *self.single_observation_space.shape), dtype=np.uint8)
+        self._start(np.arange(self.num_envs), obs)
+        self._sync_counters()
+        return self._to_device(obs), {}
+
+    def step(self, actions):
+        acts = self._host_actions(actions).tolist()
+        n = self.num_envs
+        obs = np.empty((n, *self.single_observation_space.shape), dtype=np.uint8)
+        reward = np.zeros(n, dtype=np.float64)
+        ints = np.zeros((n, 6), dtype=np.int64)
+        for i, (env, a) in enumerate(zip(self._envs, acts, strict=True)):
+            o, r, te, tr, _ = env.step(a)
+            obs[i] = o["image"]
+            reward[i] = r
+            ints[i, _TERM] = te
+            ints[i, _TRUNC] = tr
+        self._t += 1
+        self._ret += reward
+        done = (ints[:, _TERM] | ints[:, _TRUNC]).astype(bool)
+        ints[:, _SUCCESS] = ints[:, _TERM].astype(bool) & (reward > 0)
+        ints[:, _LEN] = self._t
+        floats = np.zeros((n, 3), dtype=np.float32)
+        floats[:, 0], floats[:, 1] = reward, self._ret
+        # copied: on the CPU the tensor would share memory with ``obs``, rewritten below
+        final = self._to_device(obs.copy()) if self.final_observation else None
+        if done.any():
+            self._start(np.flatnonzero(done), obs)
+        floats[:, 2] = self._ret
+        ints[:, _T] = self._t
+        ints[:, _EPISODE] = self._episode
+        ints_d = torch.from_numpy(ints).to(self.device)
+        floats_d = torch.from_numpy(floats).to(self.device)
+        self.t, self.episode = ints_d[:, _T], ints_d[:, _EPISODE]
+        self.episode_return = floats_d[:, 2]
+        terminated, truncated = ints_d[:, _TERM].bool(), ints_d[:, _TRUNC].bool()
+        info: dict[str, Any] = {
+            "done": terminated | truncated,
+            "success": ints_d[:, _SUCCESS].bool(),
+            "episode_return": floats_d[:, 1],
+            "episode_length": ints_d[:, _LEN],
+        }
+        if final is not None:
+            info["final_observation"] = final
+        return self._to_device(obs), floats_d[:, 0], terminated, truncated, info
+
+    def render_frame(self, index: int = 0, show_answer: bool = True) -> np.ndarray:
+        """MiniGrid's own ``rgb_array`` frame of copy ``index`` (whole room, agent's view lit)."""
+        return self._envs[index].render()
+
+    def close(self, **kwargs):
+        for env in self._envs:
+            env.close()
+        super().close(**kwargs)
+
+    # -------------------------------------------------------------- oracle
+    def oracle_actions(self) -> torch.Tensor:
+        """Each copy's next step on a shortest path to the object matching the cue."""
+        out = np.empty(self.num_envs, dtype=np.int64)
+        for i, env in enumerate(self._envs):
+            plan = self._plans[i]
+            if plan is None or plan[0] != self._episode[i]:
+                plan = (int(self._episode[i]), _distances_to_goal(env))
+                self._plans[i] = plan
+            out[i] = _best_action(env, plan[1])
+        return torch.from_numpy(out).to(self.device)
+
+    # ------------------------------------------------------------ internals
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
+
+    def _sync_counters(self) -> None:
+        self.t = torch.from_numpy(self._t.copy()).to(self.device)
+        self.episode = torch.from_numpy(self._episode.copy()).to(self.device)
+        self.episode_return = torch.from_numpy(self._ret.astype(np.float32)).to(self.device)
+
+    def _host_actions(self, actions) -> np.ndarray:
+        """Validate the actions and bring them to the host (the simulator is Python)."""
+        if isinstance(actions, np.ndarray):
+            actions = torch.from_numpy(actions)
+        if not isinstance(actions, torch.Tensor):
+            raise TypeError(
+                f"{self.env_id}: actions must be a torch.Tensor of shape ({self.num_envs},), "
+                f"got {type(actions).__name__}"
+            )
+        if actions.shape != (self.num_envs,):
+            raise ValueError(
+                f"{self.env_id}: actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
+            )
+        if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
+            raise TypeError(f"{self.env_id}: actions must be integers, got dtype {actions.dtype}")
+        host = actions.to("cpu", torch.int64).numpy()
+        n = int(self.single_action_space.n)
+        bad = np.flatnonzero((host < 0) | (host >= n))
+        if bad.size:
+            first = int(bad[0])
+            names = ", ".join(f"{k}={name}" for k, name in enumerate(_ACTION_NAMES[:n]))
+            raise ValueError(
+                f"{self.env_id}: action {int(host[first])} of copy {first} is out of range; "
+                f"accepted: 0..{n - 1} ({names})"
+            )
+        return host
+
+
+def _passable(env, x: int, y: int) -> bool:
+    if (x, y) == tuple(env.failure_pos):
+        return False  # stepping there ends the episode with 0
+    cell = env.grid.get(x, y)
+    return cell is None or cell.can_overlap()
+
+
+def _distances_to_goal(env) -> dict[tuple[int, int, int], int]:
+    """Fewest left/right/forward steps from each (x, y, dir) to the matching object's cell."""
+    gx, gy = (int(v) for v in env.success_pos)
+    dist = {(gx, gy, d): 0 for d in range(4)}
+    queue = deque(dist)
+    while queue:
+        x, y, d = queue.popleft()
+        k = dist[(x, y, d)] + 1
+        preds = [(x, y, (d + 1) % 4), (x, y, (d - 1) % 4)]  # turned left / right into d
+        dx, dy = _DIR_VEC[d]
+        px, py = x - dx, y - dy
+        if (px, py) != (gx, gy) and 0 <= px < env.width and 0 <= py < env.height and _passable(env, px, py):
+            preds.append((px, py, d))  # moved forward into (x, y)
+        for s in preds:
+            if s not in dist:
+                dist[s] = k
+                queue.append(s)
+    return dist
+
+
+def _best_action(env, dist: dict) -> int:
+    x, y = (int(v) for v in env.agent_pos)
+    d = int(env.agent_dir)
+    dx, dy = _DIR_VEC[d]
+    fx, fy = x + dx, y + dy
+    forward = (fx, fy, d) if _passable(env, fx, fy) else (x, y, d)
+    options = ((FORWARD, forward), (LEFT, (x, y, (d - 1) % 4)), (RIGHT, (x, y, (d + 1) % 4)))
+    inf = 1 << 30
+    return min(options, key=lambda o: dist.get(o[1], inf))[0]
