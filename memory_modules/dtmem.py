@@ -85,8 +85,7 @@ class DTMemCore(MemoryCore):
 
         self.embed_proj = nn.Linear(input_size, H)
         # write
-        self.write_q = nn.Linear(H, H)
-        self.write_kv = nn.Linear(H, 2 * H)
+        self.write_qkv = nn.Linear(H, 3 * H)  # [q | k | v]; the token uses only k, v
         self.write_norm = nn.LayerNorm(H)
         self.write_mlp = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Linear(H, H))
         self.write_mlp_norm = nn.LayerNorm(H)
@@ -123,7 +122,9 @@ class DTMemCore(MemoryCore):
         """Write embeddings e [T, B, H] in order; returns M_1..M_T as [T, B, N, H]."""
         T, B = e.shape[:2]
         # Token-only terms for all steps at once; only the memory terms wait for the loop.
-        k_e, v_e = self.write_kv(e).chunk(2, dim=-1)  # [T, B, H] each
+        H = self.hidden_size
+        w_kv, b_kv = self.write_qkv.weight[H:], self.write_qkv.bias[H:]
+        k_e, v_e = F.linear(e, w_kv, b_kv).chunk(2, dim=-1)  # [T, B, H] each
         k_e = self._heads(k_e.unsqueeze(2))  # [T, B, heads, 1, d]
         v_e = self._heads(v_e.unsqueeze(2))
         gate_e = self.gate_embed(e).unsqueeze(2)  # [T, B, 1, 2H]
@@ -131,8 +132,8 @@ class DTMemCore(MemoryCore):
         memories = []
         for t in range(T):
             memory = torch.where(episode_starts[t].view(B, 1, 1), initial, memory)
-            q = self._heads(self.write_q(memory))  # [B, heads, N, d]
-            k_m, v_m = self.write_kv(memory).chunk(2, dim=-1)
+            q, k_m, v_m = self.write_qkv(memory).chunk(3, dim=-1)
+            q = self._heads(q)  # [B, heads, N, d]
             k = torch.cat([self._heads(k_m), k_e[t]], dim=-2)  # [B, heads, N + 1, d]
             v = torch.cat([self._heads(v_m), v_e[t]], dim=-2)
             c = self._merge(F.scaled_dot_product_attention(q, k, v))  # [B, N, H]
