@@ -8,6 +8,12 @@ import importlib
 TASKS: dict[str, str] = {
     "recall/DelayedMatch-v0": "envs.delayed_match:DelayedMatch",
     "recall/NBack-v0": "envs.nback:NBack",
+    "recall/PassiveTMaze-v0": "envs.tmaze:PassiveTMaze",
+    "recall/AssociativeRecall-v0": "envs.associative_recall:AssociativeRecall",
+    "recall/RepeatFirst-v0": "envs.popgym_cards:RepeatFirst",
+    "recall/RepeatPrevious-v0": "envs.popgym_cards:RepeatPrevious",
+    "recall/CountRecall-v0": "envs.popgym_cards:CountRecall",
+    "recall/Autoencode-v0": "envs.popgym_cards:Autoencode",
 }
 
 

@@ -18,6 +18,12 @@ import envs
 SMALL: dict[str, dict] = {
     "recall/DelayedMatch-v0": {"delay": 5},
     "recall/NBack-v0": {"length": 12},
+    "recall/PassiveTMaze-v0": {"length": 6},
+    "recall/AssociativeRecall-v0": {"delay": 3},
+    "recall/RepeatFirst-v0": {},
+    "recall/RepeatPrevious-v0": {},
+    "recall/CountRecall-v0": {},
+    "recall/Autoencode-v0": {},
 }
 IDS = list(envs.ENV_IDS)
 
