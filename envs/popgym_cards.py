@@ -82,6 +82,7 @@ class CardTask(BatchedEnv):
         self._forced_cards: torch.Tensor | None = None  # [n, streams, num_deals]
         self._forced = torch.zeros(n, dtype=torch.bool, device=dev)
         self._pending = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._categories = torch.arange(C, device=dev)
         self._start_state()
 
     @property
@@ -107,8 +108,8 @@ class CardTask(BatchedEnv):
             forced = self._forced_cards.gather(2, pos).squeeze(2)
             cards = torch.where(self._forced[:, None], forced, cards)
         dealing = (self.t < self.num_deals)[:, None, None]
-        taken = torch.nn.functional.one_hot(cards, self.num_categories) * dealing
-        self.remaining -= taken
+        taken = (cards[:, :, None] == self._categories) & dealing
+        self.remaining -= taken.long()
         return cards
 
     def _new_episode(self, mask, key):
