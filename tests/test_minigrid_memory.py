@@ -1,0 +1,299 @@
+"""MiniGrid's Memory rooms through envs.make_vec (envs/minigrid_memory.py)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from envs.minigrid_memory import MiniGridMemory, episode_seed
+
+IDS = list(envs.MINIGRID_IDS)
+S7 = "MiniGrid-MemoryS7-v0"
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+class Replay:
+    """A plain ``gymnasium.make(env_id)`` reset with copy ``copy``'s episode seeds."""
+
+    def __init__(self, env_id: str, seed: int, copy: int, **kwargs):
+        self.env = gym.make(env_id, **kwargs)
+        self.seed, self.copy, self.episode = seed, copy, 0
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=episode_seed(self.seed, self.copy, self.episode))
+        self.episode += 1
+        return obs["image"]
+
+    def step(self, action: int):
+        obs, r, te, tr, _ = self.env.step(action)
+        return obs["image"], r, te, tr
+
+
+def test_ids_are_separate_from_recall_tasks():
+    assert len(IDS) == 6 and all(i.startswith("MiniGrid-Memory") for i in IDS)
+    assert not set(IDS) & set(envs.ENV_IDS)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_make_vec_builds_every_room(env_id):
+    vec = envs.make_vec(env_id, 5, seed=2)
+    assert isinstance(vec, gym.vector.VectorEnv) and isinstance(vec, MiniGridMemory)
+    assert vec.num_envs == 5 and vec.single_action_space == gym.spaces.Discrete(3)
+    assert vec.single_observation_space.shape == (7, 7, 3)
+    assert vec.single_observation_space.dtype == np.uint8
+    obs, info = vec.reset(seed=2)
+    assert info == {}
+    assert obs.shape == (5, 7, 7, 3) and obs.dtype == torch.uint8
+    assert vec.observation_space.contains(obs.numpy())
+    obs, reward, term, trunc, info = vec.step(torch.tensor([2, 0, 1, 2, 2]))
+    assert obs.shape == (5, 7, 7, 3) and reward.dtype == torch.float32
+    assert term.dtype == torch.bool and trunc.dtype == torch.bool
+    assert vec.action_space.shape == (5,)
+    full = envs.make_vec(env_id, 2, full_action_space=True)
+    assert full.single_action_space == gym.spaces.Discrete(7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_tensor_is_on_the_device(device):
+    vec = envs.make_vec(S7, 6, device=device, seed=0)
+    dev = torch.device(device)
+    obs, _ = vec.reset(seed=0)
+    assert obs.device.type == dev.type
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(260):  # past max_steps = 245: every copy has ended an episode
+        actions = torch.randint(0, 3, (6,), generator=gen).to(dev)
+        out = vec.step(actions)
+        for x in out[:4]:
+            assert x.device.type == dev.type
+        info = out[4]
+        assert set(info) == {"done", "success", "episode_return", "episode_length", "final_observation"}
+        for x in info.values():
+            assert x.device.type == dev.type and x.shape[0] == 6
+    assert vec.oracle_actions().device.type == dev.type
+    assert vec.t.device.type == dev.type and vec.episode.device.type == dev.type
+    assert torch.all(vec.episode >= 1)
+
+
+@pytest.mark.parametrize("copy", [0, 6])
+def test_copy_i_replays_as_a_single_minigrid_env(copy):
+    """Copy i's episodes are gymnasium.make(env_id) reset with episode_seed(seed, i, e)."""
+    seed, n = 9, 8
+    vec = envs.make_vec(S7, n, seed=seed)
+    single = Replay(S7, seed, copy)
+    obs_b, _ = vec.reset(seed=seed)
+    obs_s = single.reset()
+    gen = torch.Generator().manual_seed(copy)
+    ends = 0
+    for _ in range(400):
+        np.testing.assert_array_equal(obs_b[copy].numpy(), obs_s)
+        actions = torch.randint(0, 3, (n,), generator=gen)
+        obs_b, r_b, te_b, tr_b, info = vec.step(actions)
+        obs_s, r_s, te_s, tr_s = single.step(int(actions[copy]))
+        assert float(r_b[copy]) == pytest.approx(r_s, abs=1e-6)
+        assert bool(te_b[copy]) == te_s and bool(tr_b[copy]) == tr_s
+        if te_s or tr_s:
+            ends += 1
+            np.testing.assert_array_equal(info["final_observation"][copy].numpy(), obs_s)
+            assert bool(info["success"][copy]) == (te_s and r_s > 0)
+            obs_s = single.reset()
+    assert ends >= 1  # the replay crossed an episode boundary (max_steps is 245)
+
+
+def test_copy_does_not_depend_on_batch_size_or_shard():
+    a = envs.make_vec(S7, 3, seed=5)
+    b = envs.make_vec(S7, 8, seed=5)
+    shard = envs.make_vec(S7, 4, seed=5, first_copy=4)
+    oa, _ = a.reset(seed=5)
+    ob, _ = b.reset(seed=5)
+    osh, _ = shard.reset(seed=5)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(250):
+        assert torch.equal(oa, ob[:3]) and torch.equal(osh, ob[4:])
+        act = torch.randint(0, 3, (8,), generator=gen)
+        oa, *_ = a.step(act[:3])
+        ob, *_ = b.step(act)
+        osh, *_ = shard.step(act[4:])
+
+
+def test_reset_seed_restarts_and_reset_without_seed_moves_on():
+    vec = envs.make_vec(S7, 16, seed=0)
+    first, _ = vec.reset(seed=4)
+    again, _ = vec.reset(seed=4)
+    assert torch.equal(first, again)
+    assert torch.all(vec.episode == 0)
+    nxt, _ = vec.reset()
+    assert torch.all(vec.episode == 1)
+    assert not torch.equal(nxt, first)  # 16 fresh layouts, not the same ones
+    other, _ = vec.reset(seed=5)
+    assert not torch.equal(other, first)
+
+
+def test_automatic_reset_returns_the_next_episode():
+    seed, n = 3, 8
+    vec = envs.make_vec(S7, n, seed=seed)
+    vec.reset(seed=seed)
+    replays = [Replay(S7, seed, i) for i in range(n)]
+    for r in replays:
+        r.reset()
+    ended = torch.zeros(n, dtype=torch.bool)
+    for _ in range(60):
+        obs, _, term, trunc, info = vec.step(vec.oracle_actions())
+        done = term | trunc
+        assert torch.equal(done, info["done"])
+        assert torch.all(info["episode_length"][done] >= 1)
+        assert torch.all(vec.t[done] == 0) and torch.all(vec.t[~done] > 0)
+        for i in done.nonzero().flatten().tolist():
+            if not ended[i]:
+                ended[i] = True
+                assert int(vec.episode[i]) == 1
+                # the observation returned is the first of episode 1, not the final one
+                np.testing.assert_array_equal(obs[i].numpy(), replays[i].reset())
+                assert not torch.equal(obs[i], info["final_observation"][i])
+    assert bool(ended.all())
+
+
+def test_truncation_hands_out_the_final_observation():
+    vec = envs.make_vec(S7, 4, seed=0)
+    assert vec.final_observation and vec.can_truncate and vec.max_steps == 245
+    vec.reset(seed=0)
+    left = torch.zeros(4, dtype=torch.int64)  # spinning in place never reaches an object
+    for step in range(1, 246):
+        obs, reward, term, trunc, info = vec.step(left)
+        if step < 245:
+            assert not trunc.any()
+    assert trunc.all() and not term.any() and not info["success"].any()
+    assert torch.all(info["episode_length"] == 245) and torch.all(info["episode_return"] == 0)
+    assert torch.all(reward == 0) and torch.all(vec.t == 0) and torch.all(vec.episode == 1)
+    replay = Replay(S7, 0, 2)
+    replay.reset()
+    for _ in range(245):
+        last, *_ = replay.step(0)
+    np.testing.assert_array_equal(info["final_observation"][2].numpy(), last)
+    np.testing.assert_array_equal(obs[2].numpy(), replay.reset())
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_oracle_always_succeeds(env_id):
+    vec = envs.make_vec(env_id, 8, seed=1)
+    vec.reset(seed=1)
+    succ, rets, lens = [], [], []
+    while sum(len(s) for s in succ) < 24:
+        _, _, term, trunc, info = vec.step(vec.oracle_actions())
+        done = info["done"]
+        assert not trunc.any()
+        succ.append(info["success"][done])
+        rets.append(info["episode_return"][done])
+        lens.append(info["episode_length"][done])
+    succ, rets, lens = torch.cat(succ), torch.cat(rets), torch.cat(lens)
+    assert succ.all()
+    # MiniGrid pays 1 - 0.9 * steps / max_steps for the right object
+    expected = 1.0 - 0.9 * lens.float() / vec.max_steps
+    assert torch.allclose(rets, expected, atol=1e-5)
+    assert torch.all((rets > 0) & (rets <= 1))
+
+
+def test_wrong_object_ends_without_success():
+    """Walking to the other object (read from the simulator) terminates with 0 and success False."""
+    vec = envs.make_vec(S7, 8, seed=2)
+    vec.reset(seed=2)
+
+
+    def swap_targets():
+        for env in vec._envs:
+            env.success_pos, env.failure_pos = env.failure_pos, env.success_pos
+
+    finished = torch.zeros(8, dtype=torch.bool)
+    for _ in range(40):
+        swap_targets()  # plan for the wrong object, then step the unaltered simulator
+        actions = vec.oracle_actions()
+        swap_targets()
+        _, reward, term, trunc, info = vec.step(actions)
+        new = info["done"] & ~finished
+        assert torch.all(term[new]) and torch.all(reward[new] == 0)
+        assert not info["success"][new].any()
+        finished |= info["done"]
+        if finished.all():
+            break
+    assert finished.all()
+
+
+def test_random_policy_success():
+    """Random turns and steps in the smallest room: about a third of first episodes reach the
+    matching object (measured 0.35 over 128 copies); among episodes that reach an object about
+    half pick the right one, as a policy without the cue must."""
+    n = 64
+    vec = envs.make_vec(S7, n, seed=11)
+    vec.reset(seed=11)
+    gen = torch.Generator().manual_seed(0)
+    success = torch.full((n,), -1.0)
+    reached = torch.zeros(n, dtype=torch.bool)
+    for _ in range(vec.max_steps):
+        _, _, term, trunc, info = vec.step(torch.randint(0, 3, (n,), generator=gen))
+        new = info["done"] & (success < 0)
+        success[new] = info["success"][new].float()
+        reached[new] = term[new]
+    assert torch.all(success >= 0)
+    rate = success.mean().item()
+    assert 0.15 <= rate <= 0.6
+    assert 0.3 <= success[reached].mean().item() <= 0.7
+    assert reached.float().mean().item() < 0.95  # some copies wander until the time limit
+
+
+def test_render_is_minigrid_frame_of_that_copy():
+    vec = envs.make_vec(S7, 4, seed=6)
+    vec.reset(seed=6)
+    frame = vec.render(2)
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    single = gym.make(S7, render_mode="rgb_array")
+    single.reset(seed=episode_seed(6, 2, 0))
+    np.testing.assert_array_equal(single.render(), frame)
+    with pytest.raises(IndexError, match=r"\[0, 3\]"):
+        vec.render(4)
+
+
+def test_bad_actions_raise_clear_errors():
+    vec = envs.make_vec(S7, 4)
+    vec.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        vec.step(torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(TypeError, match="integers"):
+        vec.step(torch.zeros(4))
+    with pytest.raises(ValueError, match=r"action 3 of copy 2 is out of range; accepted: 0..2 \(0=left, 1=right, 2=forward\)"):
+        vec.step(torch.tensor([0, 0, 3, 0]))
+    with pytest.raises(ValueError, match="action -1 of copy 1 .*accepted: 0..2"):
+        vec.step(torch.tensor([0, -1, 0, 0]))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        vec.step([0, 0, 0, 0])
+    # the 3-action space is enforced even with check_actions off (the check costs nothing here)
+    lax = envs.make_vec(S7, 4, check_actions=False)
+    lax.reset(seed=0)
+    with pytest.raises(ValueError, match="accepted: 0..2"):
+        lax.step(torch.tensor([0, 0, 6, 0]))
+    full = envs.make_vec(S7, 4, full_action_space=True)
+    full.reset(seed=0)
+    full.step(torch.tensor([3, 4, 5, 6]))
+    with pytest.raises(ValueError, match=r"action 7 of copy 0 .*accepted: 0..6 .*6=done"):
+        full.step(torch.tensor([7, 0, 0, 0]))
+
+
+def test_bad_knobs_raise_clear_errors():
+    with pytest.raises(ValueError, match="num_envs"):
+        envs.make_vec(S7, 0)
+    with pytest.raises(ValueError, match="seed"):
+        envs.make_vec(S7, 2, seed=-1)
+    with pytest.raises(ValueError, match="full_action_space='yes'"):
+        envs.make_vec(S7, 2, full_action_space="yes")
+    with pytest.raises(ValueError, match="accepted: MiniGrid-MemoryS7-v0"):
+        MiniGridMemory("MiniGrid-Empty-5x5-v0", 2)
+    with pytest.raises(TypeError, match="size"):
+        envs.make_vec(S7, 2, size=9)
+
+
+def test_unknown_id_lists_recall_and_minigrid_ids():
+    with pytest.raises(ValueError, match="known ids: .*recall/DelayedMatch-v0.*MiniGrid-MemoryS17Random-v0") as err:
+        envs.make_vec("MiniGrid-MemoryS8-v0", 4)
+    for env_id in IDS:
+        assert env_id in str(err.value)
