@@ -64,6 +64,7 @@ class AssociativeRecall(BatchedEnv):
         self._perm_a = rng.permutation_table(self.vocab_size, device=dev)
         self._perm_b = rng.permutation_table(self.vocab_size, device=dev)[:, : 2 * P].contiguous()
         self._orders = rng.permutation_table(P, device=dev)[:, : self.num_queries].contiguous()
+        self._cols = torch.arange(2 * P, device=dev)
         self.keys = torch.zeros(n, P, dtype=torch.int64, device=dev)
         self.values = torch.zeros(n, P, dtype=torch.int64, device=dev)
         self.order = torch.zeros(n, self.num_queries, dtype=torch.int64, device=dev)
@@ -80,15 +81,17 @@ class AssociativeRecall(BatchedEnv):
         return obs, gym.spaces.Discrete(self.vocab_size)
 
     def _new_episode(self, mask, key):
-        rows = self._perm_b.shape[0]
+        # Flat takes: row indexing of a table is several times slower on CPU.
+        P, Q, V = self.num_pairs, self.num_queries, self.vocab_size
+        rows, qrows = self._perm_b.shape[0], self._orders.shape[0]
         ka, kb, kc = rng.combine(key, 1), rng.combine(key, 2), rng.combine(key, 3)
-        positions = self._perm_b[kb % rows]
-        tokens = self._perm_a[(ka % rows)[:, None], positions] + 1
-        P = self.num_pairs
+        positions = self._perm_b.take((kb % rows)[:, None] * (2 * P) + self._cols[: 2 * P])
+        tokens = self._perm_a.take((ka % rows)[:, None] * V + positions) + 1
+        order = self._orders.take((kc % qrows)[:, None] * Q + self._cols[:Q])
         m = mask[:, None]
         self.keys = torch.where(m, tokens[:, :P], self.keys)
         self.values = torch.where(m, tokens[:, P:], self.values)
-        self.order = torch.where(m, self._orders[kc % self._orders.shape[0]], self.order)
+        self.order = torch.where(m, order, self.order)
         self.correct.masked_fill_(mask, 0)
 
     def phase(self) -> torch.Tensor:
