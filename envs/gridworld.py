@@ -1,0 +1,62 @@
+"""Small batched grid helpers shared by the gridworld tasks (HiddenObjects, Ballet).
+
+Grids are flat per copy: cell (row, col) of a ``size`` x ``size`` room is index
+``row * size + col``. Everything here is pure tensor ops over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from envs.render import BACKGROUND, Canvas
+
+FLOOR_RGB = (40, 40, 48)
+WALL_RGB = (120, 120, 130)
+AGENT_RGB = (240, 240, 240)
+
+
+def room_walls(size: int, device) -> torch.Tensor:
+    """[size * size] bool: True on the border walls of a square room."""
+    r = torch.arange(size, device=device)
+    border = (r == 0) | (r == size - 1)
+    return (border[:, None] | border[None, :]).reshape(-1)
+
+
+class Window:
+    """Egocentric ``view`` x ``view`` windows of a ``size`` x ``size`` room, batched.
+
+    Cells outside the room read as ``outside``. The agent sits at the centre cell
+    (index ``view * view // 2``).
+    """
+
+    def __init__(self, size: int, view: int, device):
+        self.size, self.view = size, view
+        half = view // 2
+        off = torch.arange(-half, half + 1, device=device)
+        self.dr = off[:, None].expand(view, view).reshape(-1)
+        self.dc = off[None, :].expand(view, view).reshape(-1)
+        self.centre = view * view // 2
+
+    def cells(self, grid: torch.Tensor, row: torch.Tensor, col: torch.Tensor, outside: int):
+        """Read the window around (row, col) of every copy from ``grid`` [B, size*size]."""
+        s = self.size
+        rows = row[:, None] + self.dr
+        cols = col[:, None] + self.dc
+        inside = (rows >= 0) & (rows < s) & (cols >= 0) & (cols < s)
+        flat = rows.clamp(0, s - 1) * s + cols.clamp(0, s - 1)
+        vals = grid.expand(row.shape[0], -1).gather(1, flat)
+        return torch.where(inside, vals, torch.full_like(vals, outside))
+
+
+def draw_grid(canvas: Canvas, x0: int, y0: int, cell: int, colors, highlight=(), outline=None):
+    """Draw a 2-D list of RGB tuples (or None for background) as square cells."""
+    for i, row in enumerate(colors):
+        for j, col in enumerate(row):
+            box = (x0 + j * cell, y0 + i * cell, x0 + (j + 1) * cell - 1, y0 + (i + 1) * cell - 1)
+            canvas.draw.rectangle(box, fill=col if col is not None else BACKGROUND)
+    for i, j in highlight:
+        canvas.draw.rectangle(
+            (x0 + j * cell - 2, y0 + i * cell - 2, x0 + (j + 1) * cell + 1, y0 + (i + 1) * cell + 1),
+            outline=outline,
+            width=3,
+        )

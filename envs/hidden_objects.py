@@ -1,0 +1,242 @@
+"""Hidden objects: remember which box hides which object.
+
+A ``size`` x ``size`` room (walls on the border). The agent starts at a random
+cell at least three cells from the walls. Objects of ``num_objects`` distinct
+kinds (drawn from ``num_kinds``) lie on random spots of the ring of 8 cells two
+apart around the start cell (offsets {-2, 0, 2}^2 minus the start), so all of
+them are inside the agent's first view and no two objects touch.
+
+* Show phase (``show_steps`` steps, from t = 0): the objects are visible. The
+  agent is held still (actions are ignored), so it sees every object.
+* Delay phase (``delay`` steps): every object is covered by an identical box.
+  The agent moves freely; walls and boxes block it.
+* Query phase (at most ``query_steps`` steps): the observation carries a cue
+  naming one of the hidden kinds. Stepping onto the box that hides it gives
+  +1 and ends the episode (success); stepping onto any other box gives 0 and
+  ends it; reaching the time limit truncates the episode with 0.
+
+Actions: 0 noop, 1 up, 2 right, 3 down, 4 left.
+Chance: 1 / num_objects for a policy that walks to some box.
+Memory horizon: delay + 1 steps from the last sight of the objects to the cue,
+plus the walk to the box.
+
+Observation (MultiDiscrete, length view*view + 2, or size*size + 2 with
+``full_view``): the cells of the egocentric window row by row (cell ids: 0
+floor, 1 wall (also outside the room), 2 agent, 3 box, 3 + k object kind k),
+then ``[phase, cue]`` with phase 0 show, 1 delay, 2 query and cue 0 = none,
+k = kind k.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs import rng
+from envs.batched import BatchedEnv
+from envs.gridworld import AGENT_RGB, FLOOR_RGB, WALL_RGB, Window, draw_grid, room_walls
+from envs.render import ANSWER, Canvas, palette
+
+SHOW, DELAY, QUERY = 0, 1, 2
+FLOOR, WALL, AGENT, BOX = 0, 1, 2, 3
+NOOP, UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3, 4
+BOX_RGB = (150, 105, 60)
+# The 8 spots around the start cell, two cells apart.
+SPOT_OFFSETS = [(dr, dc) for dr in (-2, 0, 2) for dc in (-2, 0, 2) if (dr, dc) != (0, 0)]
+
+
+class HiddenObjects(BatchedEnv):
+    env_id = "recall/HiddenObjects-v0"
+    can_truncate = True
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        *,
+        size: int = 9,
+        view: int = 5,
+        full_view: bool = False,
+        num_objects: int = 3,
+        num_kinds: int = 8,
+        show_steps: int = 4,
+        delay: int = 16,
+        query_steps: int | None = None,
+        **kwargs,
+    ):
+        self.check_range("size", size, 7, 15)
+        self.check_range("view", view, 5, 15)
+        if view % 2 == 0:
+            raise ValueError(f"view={view!r} must be odd; accepted: 5, 7, 9, 11, 13, 15")
+        if not isinstance(full_view, (bool, np.bool_)):
+            raise ValueError(f"full_view={full_view!r} must be True or False")
+        self.check_range("num_objects", num_objects, 1, 8)
+        self.check_range("num_kinds", num_kinds, num_objects, 16)
+        self.check_range("show_steps", show_steps, 1, 1000)
+        self.check_range("delay", delay, 0, 100_000)
+        if query_steps is None:
+            query_steps = 4 * size
+        # The oracle's longest walk is 2 * size - 4 steps; shorter limits would fail it.
+        self.check_range("query_steps", query_steps, 2 * size, 100_000)
+        self.size, self.view, self.full_view = size, view, bool(full_view)
+        self.num_objects, self.num_kinds = num_objects, num_kinds
+        self.show_steps, self.delay, self.query_steps = show_steps, delay, query_steps
+        self.query_start = show_steps + delay
+        self.query_end = self.query_start + query_steps
+        super().__init__(num_envs, device, seed, **kwargs)
+        n, dev, s = self.num_envs, self.device, size
+        self._walls = room_walls(s, dev)
+        self._empty_layout = torch.where(self._walls, -1, 0).to(torch.int64)[None]
+        self._window = Window(s, view, dev)
+        self._spot_perms = rng.permutation_table(8, device=dev)[:, :num_objects]
+        self._kind_perms = rng.permutation_table(num_kinds, device=dev)[:, :num_objects] + 1
+        self._spot_flat = torch.tensor([dr * s + dc for dr, dc in SPOT_OFFSETS], device=dev)
+        self._move_flat = torch.tensor([0, -s, 1, s, -1], device=dev)
+        # layout: -1 wall, 0 floor, k > 0 the object of kind k (boxed after the show phase)
+        self.layout = self._empty_layout.expand(n, -1).clone()
+        zeros = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.pos, self.start, self.target_pos, self.target_kind = zeros, zeros, zeros, zeros
+        self.obj_pos = torch.zeros(n, num_objects, dtype=torch.int64, device=dev)
+        self.obj_kind = torch.ones(n, num_objects, dtype=torch.int64, device=dev)
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.num_objects
+
+    def _spaces(self):
+        cells = self.size**2 if self.full_view else self.view**2
+        nvec = [4 + self.num_kinds] * cells + [3, self.num_kinds + 1]
+        return gym.spaces.MultiDiscrete(np.array(nvec, dtype=np.int64)), gym.spaces.Discrete(5)
+
+    def _new_episode(self, mask, key):
+        s, inner = self.size, self.size - 6
+        start = (3 + rng.combine(key, 1) % inner) * s + 3 + rng.combine(key, 2) % inner
+        spots = self._spot_perms[rng.combine(key, 3) % self._spot_perms.shape[0]]
+        obj_pos = start[:, None] + self._spot_flat[spots]
+        obj_kind = self._kind_perms[rng.combine(key, 4) % self._kind_perms.shape[0]]
+        target = (rng.combine(key, 5) % self.num_objects)[:, None]
+        layout = self._empty_layout.expand(self.num_envs, -1).scatter(1, obj_pos, obj_kind)
+        m = mask[:, None]
+        self.layout = torch.where(m, layout, self.layout)
+        self.obj_pos = torch.where(m, obj_pos, self.obj_pos)
+        self.obj_kind = torch.where(m, obj_kind, self.obj_kind)
+        self.start = torch.where(mask, start, self.start)
+        self.pos = torch.where(mask, start, self.pos)
+        self.target_pos = torch.where(mask, obj_pos.gather(1, target).squeeze(1), self.target_pos)
+        self.target_kind = torch.where(mask, obj_kind.gather(1, target).squeeze(1), self.target_kind)
+
+    def phase(self) -> torch.Tensor:
+        return (self.t >= self.show_steps).long() + (self.t >= self.query_start).long()
+
+    def _observe(self):
+        phase = self.phase()
+        s = self.size
+        if self.full_view:
+            v = self.layout
+        else:
+            v = self._window.cells(self.layout, self.pos // s, self.pos % s, outside=-1)
+        shown = torch.where((phase == SHOW)[:, None], v + BOX, torch.full_like(v, BOX))
+        cells = torch.where(v > 0, shown, torch.where(v < 0, WALL, FLOOR))
+        if self.full_view:
+            cells = cells.scatter(1, self.pos[:, None], AGENT)
+        else:
+            cells[:, self._window.centre] = AGENT
+        cue = torch.where(phase == QUERY, self.target_kind, 0)
+        return torch.cat([cells, phase[:, None], cue[:, None]], dim=1)
+
+    def _transition(self, actions):
+        phase = self.phase()
+        query = phase == QUERY
+        dest = self.pos + self._move_flat[actions] * (phase != SHOW)
+        v = self.layout.gather(1, dest[:, None]).squeeze(1)
+        hit = query & (v > 0)
+        correct = hit & (dest == self.target_pos)
+        self.pos = torch.where((v == 0) | hit, dest, self.pos)
+        truncated = query & ~hit & (self.t >= self.query_end - 1)
+        return correct.float(), hit, truncated, correct
+
+    def path_actions(self, goal: torch.Tensor) -> torch.Tensor:
+        """Actions along a shortest path to the object spot ``goal`` (flat cell) of every copy.
+
+        Objects lie on the lattice of cells an even number of rows and columns
+        from the start cell. While the goal is in neither the agent's row nor
+        its column, the agent takes a step towards it that lands off that
+        lattice (one of the two always does), so it never meets a box. Once
+        aligned it walks straight; if a wrong box is next, it steps aside onto a
+        row (column) off the lattice and passes it. The walk is at most
+        Manhattan distance + 2 steps.
+        """
+        s = self.size
+        r, c = self.pos // s, self.pos % s
+        gr, gc = goal // s, goal % s
+        r0, c0 = self.start // s, self.start % s
+        dr, dc = gr - r, gc - c
+        a_v = torch.where(dr < 0, UP, DOWN)
+        a_h = torch.where(dc < 0, LEFT, RIGHT)
+        odd_r, odd_c = (r - r0) % 2 == 1, (c - c0) % 2 == 1
+        v_on_lattice, h_on_lattice = odd_r & ~odd_c, ~odd_r & odd_c
+        pick_h = ~h_on_lattice & (v_on_lattice | (dc.abs() >= dr.abs()))
+        action = torch.where(pick_h, a_h, a_v)
+
+        def blocked(step):
+            nxt = self.pos + step
+            return (self.layout.gather(1, nxt[:, None]).squeeze(1) > 0) & (nxt != goal)
+
+        row_aligned = (dr == 0) & (dc != 0)
+        col_aligned = (dc == 0) & (dr != 0)
+        side_v = torch.where(r > r0, UP, DOWN)
+        side_h = torch.where(c > c0, LEFT, RIGHT)
+        along_row = torch.where(blocked(dc.sign()), side_v, a_h)
+        along_col = torch.where(blocked(dr.sign() * s), side_h, a_v)
+        action = torch.where(row_aligned, along_row, torch.where(col_aligned, along_col, action))
+        return torch.where((dr == 0) & (dc == 0), NOOP, action)
+
+    def oracle_actions(self):
+        """Wait until the cue, then walk the shortest path to the box hiding the cued kind."""
+        return torch.where(self.phase() == QUERY, self.path_actions(self.target_pos), NOOP)
+
+    def render_frame(self, index=0, show_answer=True):
+        s, cell = self.size, 24
+        t = int(self.t[index])
+        phase = int(self.phase()[index])
+        layout = self.layout[index].tolist()
+        pos, target = int(self.pos[index]), int(self.target_pos[index])
+        colors = palette(self.num_kinds)
+        grid = []
+        for i in range(s):
+            row = []
+            for j in range(s):
+                v = layout[i * s + j]
+                if v < 0:
+                    row.append(WALL_RGB)
+                elif v > 0:
+                    row.append(colors[v - 1] if phase == SHOW else BOX_RGB)
+                else:
+                    row.append(FLOOR_RGB)
+            grid.append(row)
+        pr, pc = divmod(pos, s)
+        grid[pr][pc] = AGENT_RGB
+        c = Canvas(max(260, s * cell + 16), s * cell + 56)
+        label = ["show", f"delay {t - self.show_steps + 1}/{self.delay}", "query"][phase]
+        c.text((8, 6), f"HiddenObjects  t={t}  {label}")
+        mark = [divmod(target, s)] if show_answer and phase == QUERY else []
+        draw_grid(c, 8, 48, cell, grid, highlight=mark, outline=ANSWER)
+        # kinds are written on their boxes in faint text once hidden, so videos stay readable
+        for k, p in zip(self.obj_kind[index].tolist(), self.obj_pos[index].tolist(), strict=True):
+            i, j = divmod(p, s)
+            fill = (0, 0, 0) if phase == SHOW else (90, 60, 35)
+            c.text((8 + j * cell + 8, 48 + i * cell + 6), str(k), fill=fill)
+        if not self.full_view:
+            h = self.view // 2
+            c.draw.rectangle(
+                (8 + (pc - h) * cell, 48 + (pr - h) * cell, 8 + (pc + h + 1) * cell - 1,
+                 48 + (pr + h + 1) * cell - 1),
+                outline=AGENT_RGB, width=1,
+            )
+        if phase == QUERY:
+            kind = int(self.target_kind[index])
+            c.text((8, 24), "cue:")
+            c.tile(44, 20, 20, kind, colors)
+        return c.array()
