@@ -23,8 +23,8 @@ RECIPES: dict[str, dict] = {
     "gru": dict(cfg={}, lr=3e-3, updates=1500),
     "gtrxl": dict(cfg={}, lr=1e-3, updates=1500),
     "hcam": dict(cfg={}, lr=1e-3, updates=1500),
-    "rmc": dict(cfg={}, lr=1e-3, updates=1500),
-    "dtmem": dict(cfg={}, lr=1e-3, updates=1500),
+    "rmc": dict(cfg=dict(head_size=16, num_heads=2), lr=1e-3, updates=300),
+    "dtmem": dict(cfg=dict(hidden_size=32, mem_slots=4, num_heads=2), lr=2e-3, updates=300),
 }
 
 
