@@ -17,16 +17,16 @@ read back by attention from the token. Per step t, for token x_t:
     M_t  = sigmoid(f + 1) * M_{t-1} + sigmoid(i) * tanh(M~)
 
     READ (from the updated memory)
-    r_t  = concat_h softmax(q_h K_h^T / sqrt(d)) V_h W_r,  q = e_t W_q^r,
-                                                           K = M_t W_k^r, V = M_t W_v^r
+    q    = e_t W_q^r,   K = M_t W_k^r,   V = M_t W_v^r
+    r_t  = W_r concat_h softmax(q_h K_h^T / sqrt(d)) V_h + b_r
     y_t  = LN_o(W_o [e_t; r_t] + b_o)                      output, [H]
 
-All layer norms are per row (per slot, or per token) over H features. The
-softmax in the write runs, for each slot, over the N slots and the token:
-the weight a slot gives the token is its content-based write address, so a
-slot whose content does not match the token keeps itself (attends to the
-slots) and a matching one takes the token in. The forget gate then decides how
-much of M_{t-1} survives and the input gate how much of the candidate enters.
+All layer norms are per row (per slot, or per token) over H features. In the
+write, each slot's softmax runs over the N slots and the token: the weight a
+slot gives the token is its content-based write address (how much of the token
+goes into that slot's candidate; the rest is content gathered from the slots).
+The forget gate then decides how much of M_{t-1} survives and the input gate
+how much of the candidate enters.
 
 Differences from the paper's public code, on purpose:
 
@@ -156,6 +156,8 @@ class DTMemCore(MemoryCore):
 
     def forward(self, x, state, episode_starts):
         self.check_inputs(x, episode_starts)
+        if x.shape[0] == 0:
+            return x.new_zeros(0, x.shape[1], self.output_size), state
         e = self.embed(x)
         memories = self.write(e, state["memory"], episode_starts)
         return self.read(e, memories), {"memory": memories[-1]}

@@ -142,6 +142,8 @@ class RMCCore(MemoryCore):
     def forward(self, x, state, episode_starts):
         self.check_inputs(x, episode_starts)
         T, B = x.shape[:2]
+        if T == 0:
+            return x.new_zeros(0, B, self.output_size), state
         # Everything that depends on the input alone is computed for all steps at once.
         u = self.input_proj(x)  # [T, B, S]
         gate_u = self.gate_input(u)  # [T, B, 2G]

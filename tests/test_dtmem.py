@@ -215,3 +215,11 @@ def test_write_and_read_split_equals_forward():
         # the read at step t uses the memory after step t's write
         y_stale = core.read(e[1:], memories[:-1])
     assert not torch.allclose(y_stale, y[1:], atol=1e-4)
+
+
+def test_empty_sequence_keeps_state():
+    core = _core()
+    state = core.initial_state(B, "cpu")
+    y, new = core(torch.zeros(0, B, IN), state, _no_starts(0))
+    assert y.shape == (0, B, core.output_size)
+    assert new["memory"] is state["memory"]

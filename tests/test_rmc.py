@@ -184,3 +184,11 @@ def test_reset_restores_identity_memory():
         y, _ = core(x, core.initial_state(B, "cpu"), starts)
         fresh, _ = core(x[2:3], core.initial_state(B, "cpu"), _no_starts(1))
     torch.testing.assert_close(y[2], fresh[0])
+
+
+def test_empty_sequence_keeps_state():
+    core = _core()
+    state = core.initial_state(B, "cpu")
+    y, new = core(torch.zeros(0, B, IN), state, _no_starts(0))
+    assert y.shape == (0, B, core.output_size)
+    assert new["memory"] is state["memory"]
