@@ -10,6 +10,9 @@ envs run as one packed batch through the fused RNN. An env's first segment
 starts from the stored state, every later one from zeros; outputs are scattered
 back to ``[T, B]`` and the final state is read from each env's last segment.
 All segment bookkeeping is vectorised index arithmetic on the input's device.
+
+The bias of the gate that retains the state starts at +2 (see ``RETAIN_BIAS``),
+the usual forget-gate bias trick, so memory lasts across long delays from the start.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from memory_modules.base import MemoryCore, State, reset_state
+
+# Added to the retain gate's bias at init (see _FusedRNNCore._init_retain_bias). With
+# torch's default init (bias ~ 0) an LSTM/GRU did not learn the delay-32 recall test in
+# 1500 updates; a shift of 1 was still too little, 2 learned it in 200-450 updates.
+RETAIN_BIAS = 2.0
 
 
 class _FusedRNNCore(MemoryCore):
@@ -39,6 +47,17 @@ class _FusedRNNCore(MemoryCore):
         self.num_layers = num_layers
         # Time-major, as the core's inputs are [T, B, D].
         self.rnn = self._rnn_cls(input_size, hidden_size, num_layers)
+        self._init_retain_bias()
+
+    def _init_retain_bias(self) -> None:
+        """Shift the bias of the gate that keeps the old state (LSTM forget gate, GRU update
+        gate) by ``RETAIN_BIAS``: at init the cell then keeps ~88% of its state per step
+        instead of ~50%, so gradients reach across long delays. Both gates are the second
+        block of torch's gate layout (LSTM: i, f, g, o; GRU: r, z, n)."""
+        H = self.hidden_size
+        with torch.no_grad():
+            for layer in range(self.num_layers):
+                getattr(self.rnn, f"bias_ih_l{layer}")[H : 2 * H] += RETAIN_BIAS
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         dtype = self.rnn.weight_ih_l0.dtype
@@ -54,7 +73,7 @@ class _FusedRNNCore(MemoryCore):
     def _from_hx(self, hx, rows: torch.Tensor | None = None) -> State:
         hs = hx if isinstance(hx, tuple) else (hx,)
         out = {}
-        for k, h in zip(self._state_keys, hs):
+        for k, h in zip(self._state_keys, hs, strict=True):
             h = h.transpose(0, 1)  # [N, L, H]
             out[k] = (h if rows is None else h[rows]).contiguous()
         return out
