@@ -84,10 +84,13 @@ class _FusedRNNCore(MemoryCore):
         self, x: torch.Tensor, state: State, episode_starts: torch.Tensor
     ) -> tuple[torch.Tensor, State]:
         self.check_inputs(x, episode_starts)
+        T, B, _ = x.shape
+        if T == 0:  # an empty sequence reads nothing and leaves the state as it is
+            return x.new_zeros(0, B, self.output_size), state
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
         # A start at step 0 resets the stored state; both paths begin from this state.
         state = reset_state(state, starts[0])
-        if x.shape[0] == 1:
+        if T == 1:
             y, hx = self.rnn(x, self._to_hx(state))
             return y, self._from_hx(hx)
         return self._forward_sequence(x, state, starts)

@@ -1,0 +1,207 @@
+"""LSTM/GRU cores: the packed-segment sequence path against the one-step loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import memory_modules.rnn as rnn
+from memory_modules import make_core
+
+IN = 5
+CASES = [("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 2)]
+IDS = [f"{n}-L{layers}" for n, layers in CASES]
+
+
+def _core(name: str, num_layers: int, hidden: int = 16, seed: int = 0):
+    torch.manual_seed(seed)
+    return make_core(name, IN, hidden_size=hidden, num_layers=num_layers)
+
+
+def _warm_state(core, B: int):
+    """A state that is far from zeros, so resetting it or not makes a difference."""
+    return {k: torch.randn_like(v) for k, v in core.initial_state(B, "cpu").items()}
+
+
+def _step_loop(core, x, state, starts):
+    ys = []
+    for t in range(x.shape[0]):
+        y, state = core(x[t : t + 1], state, starts[t : t + 1])
+        ys.append(y)
+    return torch.cat(ys), state
+
+
+def _assert_same(seq, step):
+    (y_seq, s_seq), (y_step, s_step) = seq, step
+    torch.testing.assert_close(y_seq, y_step, atol=1e-5, rtol=1e-5)
+    assert s_seq.keys() == s_step.keys()
+    for k in s_step:
+        torch.testing.assert_close(s_seq[k], s_step[k], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,num_layers", CASES, ids=IDS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_many_resets_match_step_loop(name, num_layers, seed):
+    """Dense random resets: runs of starts (length-1 segments), starts at t=0 and t=T-1."""
+    core = _core(name, num_layers, seed=seed).eval()
+    gen = torch.Generator().manual_seed(100 + seed)
+    T, B = 37, 9
+    x = torch.randn(T, B, IN, generator=gen)
+    starts = torch.rand(T, B, generator=gen) < 0.3
+    starts[:, 0] = False  # env 0: no reset at all (one segment from the stored state)
+    starts[:, 1] = True  # env 1: every step is a new episode
+    starts[-1, 2] = True  # env 2: last segment is a single step
+    starts[0, 3] = True  # env 3: reset right at the first step
+    with torch.no_grad():
+        state = _warm_state(core, B)
+        _assert_same(core(x, state, starts), _step_loop(core, x, state, starts))
+
+
+@pytest.mark.parametrize("name,num_layers", CASES, ids=IDS)
+def test_no_resets_match_step_loop(name, num_layers):
+    core = _core(name, num_layers).eval()
+    T, B = 20, 4
+    x = torch.randn(T, B, IN)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    with torch.no_grad():
+        state = _warm_state(core, B)
+        _assert_same(core(x, state, starts), _step_loop(core, x, state, starts))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_sequence_path_is_one_fused_call(name, monkeypatch):
+    """Resets inside the sequence: one packed call of the fused RNN, no loop over steps."""
+    core = _core(name, 2).eval()
+    rnn_calls = []
+    core.rnn.register_forward_hook(lambda mod, args, out: rnn_calls.append(type(args[0])))
+    pack_calls = []
+    real_pack = rnn.pack_padded_sequence
+
+    def counting_pack(*args, **kwargs):
+        pack_calls.append(kwargs.get("enforce_sorted"))
+        return real_pack(*args, **kwargs)
+
+    monkeypatch.setattr(rnn, "pack_padded_sequence", counting_pack)
+    T, B = 30, 6
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[[3, 4, 10, 29], [0, 0, 2, 5]] = True
+    with torch.no_grad():
+        core(torch.randn(T, B, IN), core.initial_state(B, "cpu"), starts)
+    assert pack_calls == [False]
+    assert rnn_calls == [torch.nn.utils.rnn.PackedSequence]
+
+    # Without resets inside the sequence there is nothing to pack: one plain call.
+    rnn_calls.clear()
+    pack_calls.clear()
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[0] = True  # a start at step 0 only resets the stored state
+    with torch.no_grad():
+        core(torch.randn(T, B, IN), core.initial_state(B, "cpu"), starts)
+    assert pack_calls == []
+    assert rnn_calls == [torch.Tensor]
+
+
+@pytest.mark.parametrize("name,num_layers", CASES, ids=IDS)
+def test_gradients_match_step_loop(name, num_layers):
+    """Backward through the packed path equals backward through T single steps,
+    for the weights and for the stored state."""
+    T, B = 16, 5
+    x = torch.randn(T, B, IN)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[[0, 2, 3, 9, 15], [1, 0, 0, 3, 4]] = True
+    w = torch.randn(T, B, 16)
+    state0 = _warm_state(_core(name, num_layers), B)
+
+    def grads(sequence: bool):
+        core = _core(name, num_layers)
+        state = {k: v.clone().requires_grad_(True) for k, v in state0.items()}
+        if sequence:
+            y, final = core(x, state, starts)
+        else:
+            y, final = _step_loop(core, x, state, starts)
+        loss = (y * w).sum() + sum(v.square().sum() for v in final.values())
+        loss.backward()
+        out = {n: p.grad for n, p in core.named_parameters()}
+        out.update({f"state.{k}": v.grad for k, v in state.items()})
+        return out
+
+    g_seq, g_step = grads(True), grads(False)
+    assert g_seq.keys() == g_step.keys()
+    for k in g_step:
+        torch.testing.assert_close(g_seq[k], g_step[k], atol=1e-5, rtol=1e-4, msg=k)
+    # Env 1 resets at step 0: nothing may flow back into its stored state.
+    for k in state0:
+        assert torch.all(g_seq[f"state.{k}"][1] == 0)
+        assert torch.any(g_seq[f"state.{k}"][0] != 0)
+
+
+@pytest.mark.parametrize("name,keys", [("lstm", {"h", "c"}), ("gru", {"h"})])
+def test_state_is_batch_first(name, keys):
+    core = _core(name, 3, hidden=7)
+    state = core.initial_state(4, "cpu")
+    assert set(state) == keys
+    for v in state.values():
+        assert v.shape == (4, 3, 7)
+        assert v.dtype == torch.float32
+        assert torch.all(v == 0)
+    y, new = core(torch.randn(6, 4, IN), state, torch.zeros(6, 4, dtype=torch.bool))
+    assert y.shape == (6, 4, 7)
+    assert {k: v.shape for k, v in new.items()} == {k: v.shape for k, v in state.items()}
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_start_at_step_zero_forgets_stored_state(name):
+    core = _core(name, 2).eval()
+    T, B = 12, 3
+    x = torch.randn(T, B, IN)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[0] = True
+    with torch.no_grad():
+        y_warm, s_warm = core(x, _warm_state(core, B), starts)
+        y_zero, s_zero = core(x, core.initial_state(B, "cpu"), starts)
+        y_one, _ = core(x[:1], _warm_state(core, B), starts[:1])
+    _assert_same((y_warm, s_warm), (y_zero, s_zero))
+    torch.testing.assert_close(y_one, y_zero[:1])
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_empty_sequence_keeps_state(name):
+    core = _core(name, 1)
+    state = _warm_state(core, 3)
+    y, new = core(torch.randn(0, 3, IN), state, torch.zeros(0, 3, dtype=torch.bool))
+    assert y.shape == (0, 3, core.output_size)
+    for k in state:
+        assert torch.equal(new[k], state[k])
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_retain_gate_bias(name):
+    """The forget (LSTM) / update (GRU) gate bias starts shifted by RETAIN_BIAS."""
+    core = _core(name, 2, hidden=64)
+    H = 64
+    for layer in range(2):
+        b = getattr(core.rnn, f"bias_ih_l{layer}")
+        other = torch.cat([b[:H], b[2 * H :]])
+        assert abs(b[H : 2 * H].mean().item() - rnn.RETAIN_BIAS) < 0.1
+        assert other.abs().mean().item() < 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_cuda_matches_cpu(name):
+    core = _core(name, 2).eval()
+    T, B = 25, 8
+    x = torch.randn(T, B, IN)
+    starts = torch.rand(T, B) < 0.2
+    state = _warm_state(core, B)
+    with torch.no_grad():
+        y_cpu, s_cpu = core(x, state, starts)
+        core_gpu = core.to("cuda")
+        y_gpu, s_gpu = core_gpu(
+            x.cuda(), {k: v.cuda() for k, v in state.items()}, starts.cuda()
+        )
+    assert y_gpu.device.type == "cuda"
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, atol=1e-4, rtol=1e-4)
+    for k in s_cpu:
+        assert s_gpu[k].device.type == "cuda"
+        torch.testing.assert_close(s_gpu[k].cpu(), s_cpu[k], atol=1e-4, rtol=1e-4)
