@@ -51,6 +51,29 @@ from memory_modules.attention import (
 from memory_modules.base import MemoryCore, State
 
 
+def _rows(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``source[b, index[b, j]]`` for source [B, N, *rest] and index [B, J] -> [B, J, *rest].
+
+    A row-wise ``index_select`` (whole rows copied at once), much cheaper than
+    an element-wise ``gather`` when the rows are chunks of C*H numbers.
+    """
+    B, N = source.shape[:2]
+    offset = torch.arange(B, device=index.device)[:, None] * N
+    flat = source.reshape(B * N, *source.shape[2:])
+    return flat.index_select(0, (index + offset).reshape(-1)).view(*index.shape, *source.shape[2:])
+
+
+def _put_rows(target: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Out-of-place ``target[b, index[b, j]] = values[b, j]``; the index of a row must be distinct."""
+    B, N = target.shape[:2]
+    offset = torch.arange(B, device=index.device)[:, None] * N
+    rest = target.shape[2:]
+    flat = target.reshape(B * N, *rest).index_copy(
+        0, (index + offset).reshape(-1), values.reshape(-1, *rest)
+    )
+    return flat.view(target.shape)
+
+
 @dataclass
 class _Plan:
     """Where every step falls in the chunk grid; shared by all layers of one forward call.
@@ -58,13 +81,14 @@ class _Plan:
     The "extended" sequence is ``[C-1 slots; T steps]``: the partial chunk from
     the state sits right-aligned in the first C-1 slots, so step s of the
     sequence is at ext index s + C - 1 and a chunk completed at step c spans
-    ext[c : c + C].
+    ext[c : c + C]. Local attention runs in blocks of Q = min(T, C) queries;
+    block n reads the ext window [n Q, n Q + Q + C - 1).
     """
 
     lead_index: torch.Tensor  # [B, C-1] which partial-chunk slot fills each leading ext slot
     lead_ok: torch.Tensor  # [B, C-1] whether that slot holds a real step
     ext_position: torch.Tensor  # [B, C-1+T] position inside its chunk of every ext entry
-    local_visible: torch.Tensor  # [B, T, C] band attention mask: ext[t + i] for i < C
+    local_visible: torch.Tensor  # [B, nb, Q, Q+C-1] block-local attention mask
     chunk_end: torch.Tensor  # [B, K] step at which in-sequence chunk k completed (clamped)
     candidates_visible: torch.Tensor  # [B, T, M+K] cached slots then in-sequence chunks
     partial_index: torch.Tensor  # [B, C] ext index of each slot of the new partial chunk
@@ -92,8 +116,10 @@ class HCAMLayer(nn.Module):
         # hierarchical read: chunk selection, then attention inside the chosen chunks
         self.select = nn.Linear(size, size, bias=False)
         self.mem_query = nn.Linear(size, size)
-        self.mem_key_value = nn.Linear(size, 2 * size)
-        self.mem_out = nn.Linear(size, size, bias=False)  # no bias: an empty read stays 0
+        # No key bias (it shifts all of a query's logits alike, so the softmax cancels it),
+        # no value or output bias: an empty read stays exactly 0.
+        self.mem_key_value = nn.Linear(size, 2 * size, bias=False)
+        self.mem_out = nn.Linear(size, size, bias=False)
         self.norm_mlp = nn.LayerNorm(size)
         self.mlp = PositionwiseMLP(size)
 
@@ -110,29 +136,18 @@ class HCAMLayer(nn.Module):
         chunk_pos [C, H] sinusoids. Returns the output and this layer's new state."""
         B, T, H = h.shape
         M, C = chunks.shape[1], chunks.shape[2]
-        nh, dh = self.num_heads, H // self.num_heads
         K = plan.chunk_end.shape[1]
 
-        lead = partial.gather(1, plan.lead_index[..., None].expand(B, C - 1, H))
+        lead = _rows(partial, plan.lead_index)
         lead = torch.where(plan.lead_ok[..., None], lead, torch.zeros_like(lead))
         ext = torch.cat([lead, h], dim=1)  # [B, C-1+T, H]
         ext_n = self.norm(ext)
         xn = ext_n[:, C - 1 :]
-        pos_emb = chunk_pos[plan.ext_position]  # [B, C-1+T, H]
-
-        # Local attention: a band of width C over ext, masked to the current chunk.
-        q = split_heads(self.local_query(xn + pos_emb[:, C - 1 :]), nh)  # [B, T, nh, dh]
-        k, v = self.local_key_value(ext_n + pos_emb).chunk(2, dim=-1)
-        k_band = split_heads(k, nh).unfold(1, C, 1)  # [B, T, nh, dh, C]
-        v_band = split_heads(v, nh).unfold(1, C, 1)
-        logits = torch.einsum("bthd,bthdc->bthc", q, k_band) * (1.0 / math.sqrt(dh))
-        logits = logits.masked_fill(~plan.local_visible[:, :, None, :], float("-inf"))
-        local = torch.einsum("bthc,bthdc->bthd", logits.softmax(-1), v_band).reshape(B, T, H)
-        local = self.local_out(local)
+        local = self._local(xn, ext_n + chunk_pos[plan.ext_position], plan.local_visible)
 
         # Chunks completed inside this sequence, and their summary keys.
-        span = (plan.chunk_end[:, :, None] + torch.arange(C, device=h.device)).reshape(B, K * C)
-        new_chunks = ext.gather(1, span[..., None].expand(B, K * C, H)).view(B, K, C, H)
+        span = plan.chunk_end[:, :, None] + torch.arange(C, device=h.device)
+        new_chunks = _rows(ext, span.reshape(B, K * C)).view(B, K, C, H)
         new_keys = new_chunks.detach().mean(2)
 
         # Stage 1: score every visible chunk, keep the top k.
@@ -141,67 +156,84 @@ class HCAMLayer(nn.Module):
         top_k = min(self.top_k, M + K)
         weights, picked = masked_top_k_weights(scores, plan.candidates_visible, top_k)
 
-        # Stage 2: attention inside the chosen chunks. Gather the k chosen chunks per
-        # query when that is cheaper (the acting step); otherwise project every
-        # candidate once and weight the unchosen ones by 0 (long training sequences).
-        mq = split_heads(self.mem_query(xn), nh)  # [B, T, nh, dh]
-        gather_cost = T * top_k * C * H * (2 * H + 3)
-        dense_cost = (M + K) * C * H * 2 * H + T * (M + K) * C * (2 * H + 8 * nh)
-        if gather_cost <= dense_cost:
-            flat = picked.reshape(B, T * top_k)
-            from_cache = chunks.gather(
-                1, flat.clamp(max=M - 1)[:, :, None, None].expand(B, T * top_k, C, H)
-            )
-            from_seq = new_chunks.gather(
-                1, (flat - M).clamp(min=0)[:, :, None, None].expand(B, T * top_k, C, H)
-            )
-            chosen = torch.where((flat < M)[:, :, None, None], from_cache, from_seq)
-            chosen = chosen.view(B, T, top_k, C, H)
-            mk, mv = self.mem_key_value(self.norm(chosen) + chunk_pos).chunk(2, dim=-1)
-            mk, mv = split_heads(mk, nh), split_heads(mv, nh)  # [B, T, k, C, nh, dh]
-            att = torch.einsum("bthd,btkchd->bthkc", mq, mk) * (1.0 / math.sqrt(dh))
-            att = att.softmax(-1) * weights[:, :, None, :, None]
-            read = torch.einsum("bthkc,btkchd->bthd", att, mv)
-        else:
-            every = torch.cat([chunks, new_chunks], dim=1)  # [B, M+K, C, H]
-            mk, mv = self.mem_key_value(self.norm(every) + chunk_pos).chunk(2, dim=-1)
-            mk, mv = split_heads(mk, nh), split_heads(mv, nh)  # [B, M+K, C, nh, dh]
-            dense = torch.zeros_like(scores).scatter(2, picked, weights)  # [B, T, M+K]
-            att = torch.einsum("bthd,bmchd->bthmc", mq, mk) * (1.0 / math.sqrt(dh))
-            att = att.softmax(-1) * dense[:, :, None, :, None]
-            read = torch.einsum("bthmc,bmchd->bthd", att, mv)
-        read = self.mem_out(read.reshape(B, T, H))
+        # Stage 2: attention inside the chosen chunks.
+        read = self.mem_out(self._read(xn, weights, picked, chunks, new_chunks, chunk_pos))
 
         h = h + local + read
         h = h + self.mlp(self.norm_mlp(h))
 
         # New state of this layer: the partial chunk and the ring buffer, detached.
-        ext_d = ext.detach()
-        new_partial = ext_d.gather(1, plan.partial_index[..., None].expand(B, C, H))
+        new_partial = _rows(ext.detach(), plan.partial_index)
         new_partial = torch.where(plan.partial_ok[..., None], new_partial, torch.zeros_like(new_partial))
         new_chunks = new_chunks.detach()
         if K <= M:
-            # The K written slots are distinct: scatter into a copy of the buffer.
-            slot = plan.write_slot
-            keep_c = chunks.gather(1, slot[:, :, None, None].expand(B, K, C, H))
-            keep_k = keys.gather(1, slot[:, :, None].expand(B, K, H))
-            ok = plan.write_ok
-            vals_c = torch.where(ok[:, :, None, None], new_chunks, keep_c)
-            vals_k = torch.where(ok[:, :, None], new_keys, keep_k)
-            out_chunks = chunks.scatter(1, slot[:, :, None, None].expand(B, K, C, H), vals_c)
-            out_keys = keys.scatter(1, slot[:, :, None].expand(B, K, H), vals_k)
+            # The K slots written to are distinct: copy the buffer, overwrite K rows.
+            slot, ok = plan.write_slot, plan.write_ok
+            vals_c = torch.where(ok[:, :, None, None], new_chunks, _rows(chunks, slot))
+            vals_k = torch.where(ok[:, :, None], new_keys, _rows(keys, slot))
+            out_chunks = _put_rows(chunks, slot, vals_c)
+            out_keys = _put_rows(keys, slot, vals_k)
         else:
             # More chunks than slots: every slot takes its latest writer.
-            w = plan.last_writer
-            out_chunks = torch.where(
-                plan.written[:, :, None, None],
-                new_chunks.gather(1, w[:, :, None, None].expand(B, M, C, H)),
-                chunks,
-            )
-            out_keys = torch.where(
-                plan.written[:, :, None], new_keys.gather(1, w[:, :, None].expand(B, M, H)), keys
-            )
+            w, written = plan.last_writer, plan.written
+            out_chunks = torch.where(written[:, :, None, None], _rows(new_chunks, w), chunks)
+            out_keys = torch.where(written[:, :, None], _rows(new_keys, w), keys)
         return h, {"chunks": out_chunks, "keys": out_keys, "partial": new_partial}
+
+    def _local(self, xn: torch.Tensor, ext_in: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Causal attention of each step over its current chunk (the last <= C ext entries).
+
+        Queries go in blocks of Q; block n sees the ext window of its Q + C - 1
+        entries, so this is one batched matmul per block, not a loop over time.
+        """
+        B, T, H = xn.shape
+        nh, dh = self.num_heads, H // self.num_heads
+        nb, Q, span = visible.shape[1:]
+        pad = nb * Q - T
+        q = self.local_query(ext_in[:, -T:])
+        q = nn.functional.pad(q, (0, 0, 0, pad)).view(B, nb, Q, nh, dh).transpose(2, 3)
+        kv = nn.functional.pad(self.local_key_value(ext_in), (0, 0, 0, pad))
+        kv = kv.unfold(1, span, Q).view(B, nb, 2, nh, dh, span)  # [B, nb, 2, nh, dh, span]
+        logits = q @ kv[:, :, 0] * (1.0 / math.sqrt(dh))  # [B, nb, nh, Q, span]
+        logits = logits.masked_fill(~visible[:, :, None], float("-inf"))
+        out = logits.softmax(-1) @ kv[:, :, 1].transpose(-1, -2)  # [B, nb, nh, Q, dh]
+        out = out.transpose(2, 3).reshape(B, nb * Q, H)[:, :T]
+        return self.local_out(out)
+
+    def _read(self, xn, weights, picked, chunks, new_chunks, chunk_pos):
+        """Multi-head attention of each query inside its k chosen chunks, weighted by ``weights``.
+
+        Only the chosen chunks are gathered, never all M*C stored steps. Instead
+        of projecting the k*C gathered steps to keys and values, the query is
+        moved into the content space (q W_k) and the attention-weighted sum of
+        contents is projected once (W_v z): 2 H^2 per query instead of 2 k C H^2.
+        The chunk-position embedding enters through its own small products
+        rather than being added to the big gathered tensor.
+        """
+        B, T, H = xn.shape
+        M, C = chunks.shape[1], chunks.shape[2]
+        nh, dh = self.num_heads, H // self.num_heads
+        top_k = picked.shape[-1]
+        flat = picked.reshape(B, T * top_k)
+        if M + new_chunks.shape[1] <= T * top_k:
+            # Long sequences: normalise every candidate once, then gather.
+            source = self.norm(torch.cat([chunks, new_chunks], dim=1))
+            chosen = _rows(source, flat)
+        else:
+            # Acting: gather the few chosen chunks from the big buffer, then normalise.
+            from_cache = _rows(chunks, flat.clamp(max=M - 1))
+            from_seq = _rows(new_chunks, (flat - M).clamp(min=0))
+            chosen = self.norm(torch.where((flat < M)[:, :, None, None], from_cache, from_seq))
+        chosen = chosen.view(B * T, top_k * C, H)
+        w_k, w_v = (w.view(nh, dh, H) for w in self.mem_key_value.weight.chunk(2, dim=0))
+        mq = split_heads(self.mem_query(xn), nh)  # [B, T, nh, dh]
+        q_content = torch.einsum("bthd,hde->bthe", mq, w_k).reshape(B * T, nh, H)
+        att = (q_content @ chosen.transpose(1, 2)).view(B * T, nh, top_k, C)
+        att = att + (q_content @ chunk_pos.t())[:, :, None, :]
+        att = (att * (1.0 / math.sqrt(dh))).softmax(-1)
+        att = att * weights.reshape(B * T, 1, top_k, 1)
+        summed = att.view(B * T, nh, top_k * C) @ chosen + att.sum(2) @ chunk_pos
+        return torch.einsum("bthe,hde->bthd", summed.view(B, T, nh, H), w_v).reshape(B, T, H)
 
 
 class HCAMCore(MemoryCore):
@@ -284,9 +316,16 @@ class HCAMCore(MemoryCore):
         lead_ok = lead_j >= 0
         lead_index = lead_j.clamp(0, C - 1)
         ext_position = torch.cat([lead_index, position], dim=1)
-        # ext[t + i] is step t + i - (C-1); it is in t's chunk iff i >= C-1 - position[t].
-        band = torch.arange(C, device=dev)
-        local_visible = band[None, None, :] >= (C - 1 - position)[:, :, None]
+        # Block-local attention: query i of block n is step t = nQ + i; window entry j is
+        # ext[nQ + j], step nQ + j - (C-1). It is in t's chunk iff it is not after t and
+        # not before t - position[t]. Padding queries see everything (sliced off later).
+        Q = min(T, C)
+        nb = (T + Q - 1) // Q
+        row = torch.arange(Q, device=dev)[:, None]
+        col = torch.arange(Q + C - 1, device=dev)[None, :]
+        pos_blocks = nn.functional.pad(position, (0, nb * Q - T)).view(B, nb, Q, 1)
+        padding = (torch.arange(nb * Q, device=dev) >= T).view(1, nb, Q, 1)
+        local_visible = ((col >= row + C - 1 - pos_blocks) & (col <= row + C - 1)) | padding
 
         # Cached slot j is overwritten by in-sequence chunk (j - ptr0) mod M, M + that, ...
         first_writer = (torch.arange(M, device=dev)[None, :] - ptr0[:, None]) % M  # [B, M]
