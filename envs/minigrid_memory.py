@@ -94,11 +94,11 @@ class MiniGridMemory(BatchedEnv):
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         self._envs = [gym.make(env_id, render_mode="rgb_array").unwrapped for _ in range(num_envs)]
+        self._plans: list[tuple[int, dict] | None] = [None] * num_envs  # (episode, distance map)
         super().__init__(num_envs, device, seed, **kwargs)
         n = self.num_envs
         self._t = np.zeros(n, dtype=np.int64)
         self._ret = np.zeros(n, dtype=np.float64)
-        self._plans: list[tuple[int, dict] | None] = [None] * n  # (episode, distance map)
 
     @property
     def chance(self) -> float:
@@ -129,6 +129,7 @@ class MiniGridMemory(BatchedEnv):
         self._ret[index] = 0.0
         keys = rng.combine(self._key_cpu[index], torch.from_numpy(self._episode[index]))
         for i, s in zip(index.tolist(), keys.tolist(), strict=True):
+            self._plans[i] = None  # a reseeded reset reuses episode numbers: drop the old plan
             o, _ = self._envs[i].reset(seed=int(s))
             obs[i] = o["image"]
 

@@ -195,6 +195,19 @@ def test_oracle_always_succeeds(env_id):
     assert torch.all((rets > 0) & (rets <= 1))
 
 
+def test_oracle_follows_a_reseeded_reset():
+    """reset(seed=...) restarts episode numbers: the oracle must plan for the new rooms."""
+    vec = envs.make_vec("MiniGrid-MemoryS13Random-v0", 8, seed=0)
+    for seed in (0, 1, 0, 2):
+        vec.reset(seed=seed)
+        vec.oracle_actions()
+        finished = torch.zeros(8, dtype=torch.bool)
+        while not finished.all():
+            _, _, _, trunc, info = vec.step(vec.oracle_actions())
+            assert torch.all(info["success"][info["done"] & ~finished]) and not trunc.any()
+            finished |= info["done"]
+
+
 def test_wrong_object_ends_without_success():
     """Walking to the other object (read from the simulator) terminates with 0 and success False."""
     vec = envs.make_vec(S7, 8, seed=2)
