@@ -28,14 +28,14 @@ which saves time but makes "final success" the success at that point.
 Settings per framework are the ones a user would pick for this machine:
 recall-rl's defaults (``configs/``), sample-factory in serial synchronous mode
 with batched sampling of 64 copies (its fastest CPU set-up here; the
-single-env sampler is far slower), SB3 with 16 envs in one process
+single-env sampler is far slower) and rollout = recurrence = 64 so that one
+BPTT sequence spans a delay-32 episode, SB3 with 16 envs in one process
 (``to_vec_env``). Numbers are printed as a markdown table; none are stored.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -75,7 +75,7 @@ def _sf_cmd(task, budget, device, logdir, threads, target, stop):
     return [
         sys.executable, "-m", "agents.sf_train", f"env={env_id}", "core=gru", "core.hidden_size=128",
         *[f"env.{k}={v}" for k, v in knobs.items()], f"threads={threads}",
-        "--batched_sampling=True", "--num_envs_per_worker=1", "--recall_copies=64",
+        "--batched_sampling=True", "--num_envs_per_worker=1", "--recall_copies=64", "--rollout=64",
         f"--train_for_seconds={max(1, int(budget) - 20)}", "--train_for_env_steps=1000000000",
         "--experiment=peers", f"--train_dir={logdir}", "--experiment_summaries_interval=2",
         "--flush_summaries_interval=5", "--save_every_sec=100000",
@@ -136,8 +136,10 @@ def read_curve(logdir: str, tag: str) -> list[tuple[float, int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     points = []
-    files = glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)
-    for folder in sorted({os.path.dirname(f) for f in files}):
+    folders = {
+        root for root, _, files in os.walk(logdir) if any(f.startswith("events.out.tfevents.") for f in files)
+    }  # os.walk, not glob: sample-factory writes under a hidden ".summary" folder
+    for folder in sorted(folders):
         acc = EventAccumulator(folder, size_guidance={"scalars": 0})
         acc.Reload()
         if tag in acc.Tags().get("scalars", []):
@@ -166,9 +168,10 @@ def run_one(fw, task, args, workdir) -> dict:
     with open(os.path.join(logdir, "stdout.txt"), "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         poll_target = args.stop_at_target and fw != "sb3"
-        # sample-factory and the SB3 worker stop themselves at the budget (and then write
-        # their last summaries); they get a grace period. recall-rl gets Ctrl-C at the budget.
-        limit = args.budget_seconds + (0 if fw == "recall" else 60)
+        # recall-rl and sample-factory get Ctrl-C at the budget (both stop cleanly on it;
+        # sample-factory flushes its summaries every 5 s). The SB3 worker stops itself at
+        # the budget counted from its own start, so it gets a short grace period.
+        limit = args.budget_seconds + (30 if fw == "sb3" else 0)
         while proc.poll() is None:
             time.sleep(1)
             elapsed = time.time() - launched
@@ -223,6 +226,7 @@ def main(argv=None) -> int:
         return 0
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="peers_")
+    load_before = os.getloadavg()[1]
     rows = []
     try:
         for task in args.tasks:
@@ -237,7 +241,8 @@ def main(argv=None) -> int:
     knobs = {t: ", ".join(f"{k}={v}" for k, v in TASKS[t][2].items()) for t in args.tasks}
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"device {args.device}, torch threads {args.threads}; budget {args.budget_seconds:.0f} s "
-          f"per run; target success {args.target}")
+          f"per run; target success {args.target}; load average (5 min) before {load_before:.1f}, "
+          f"after {os.getloadavg()[1]:.1f}")
     print()
     print(f"| task | framework | steps/s | seconds to success >= {args.target} | final success | env steps |")
     print("|---|---|---:|---:|---:|---:|")
