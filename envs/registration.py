@@ -9,6 +9,7 @@ TASKS: dict[str, str] = {
     "recall/DelayedMatch-v0": "envs.delayed_match:DelayedMatch",
     "recall/NBack-v0": "envs.nback:NBack",
     "recall/HiddenObjects-v0": "envs.hidden_objects:HiddenObjects",
+    "recall/Ballet-v0": "envs.ballet:Ballet",
     "recall/PassiveTMaze-v0": "envs.tmaze:PassiveTMaze",
     "recall/AssociativeRecall-v0": "envs.associative_recall:AssociativeRecall",
     "recall/RepeatFirst-v0": "envs.popgym_cards:RepeatFirst",

@@ -19,6 +19,7 @@ SMALL: dict[str, dict] = {
     "recall/DelayedMatch-v0": {"delay": 5},
     "recall/NBack-v0": {"length": 12},
     "recall/HiddenObjects-v0": {"size": 7, "delay": 4},
+    "recall/Ballet-v0": {"num_dancers": 2, "delay": 16},
     "recall/PassiveTMaze-v0": {"length": 6},
     "recall/AssociativeRecall-v0": {"delay": 3},
     "recall/RepeatFirst-v0": {},

@@ -1,0 +1,325 @@
+"""Ballet (Lampinen et al. 2021, "Towards mental time travel", the HCAM paper).
+
+An 11 x 11 room (walls on the border); the agent starts in the centre.
+``num_dancers`` dancers stand on random spots of the 8 fixed spots three cells
+from the centre (the compass points N, NE, E, SE, S, SW, W, NW), each with its
+own shape and its own colour (8 shapes, 8 colours, all distinct in a room).
+
+* Watch phase: the dancers perform one after another, in random order. Each
+  performs one of 13 fixed 16-step dances (all distinct; every dancer a
+  different one): a pattern of hops to the 8 cells around its spot and of
+  vanishing for a beat. Each dance is followed by ``delay`` empty steps. The
+  instruction token reads 0 ("watch") and the agent's actions are ignored for
+  the whole phase, num_dancers * (16 + delay) steps.
+* Instruction phase: the token names one of the dances performed (1 + its id).
+  Stepping onto the dancer that performed it gives +1 and ends the episode
+  (success); stepping onto any other dancer gives 0 and ends it. The episode
+  is truncated at 320 steps (delay 16) or 1024 steps (delay 48).
+
+Levels: num_dancers in {2, 4, 8} x delay in {16, 48}.
+Actions (8): the compass moves N, NE, E, SE, S, SW, W, NW; walls block.
+Chance: 1 / num_dancers. Memory horizon: from the end of the named dance to
+the instruction, delay + 1 to num_dancers * (16 + delay) - 15 steps.
+
+Observation, by default (MultiDiscrete, length 122): the egocentric 11 x 11
+view centred on the agent, row by row, with cell ids 0 floor, 1 wall (also
+outside the room), 2 agent, 3 + 8 * shape + colour a dancer; then the
+instruction token (0 watch, 1..13 dance). ``pixels=True``: the same view as a
+99 x 99 RGB image (Box uint8, 9 x 9 pixels a cell); the instruction is drawn in
+the agent's own (centre) cell as four bits, blank while watching.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from envs import rng
+from envs.batched import BatchedEnv
+from envs.gridworld import AGENT_RGB, FLOOR_RGB, WALL_RGB, Window, room_walls
+from envs.render import ANSWER, Canvas, palette
+
+SIZE, CELL = 11, 9
+CENTRE = (SIZE // 2) * SIZE + SIZE // 2
+FLOOR, WALL, AGENT, DANCER = 0, 1, 2, 3
+NUM_SHAPES = NUM_COLOURS = 8
+NUM_IDS = DANCER + NUM_SHAPES * NUM_COLOURS
+DANCE_STEPS = 16
+# N, NE, E, SE, S, SW, W, NW: the 8 moves, and the 8 spots 3 cells from the centre.
+COMPASS = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]
+SPOTS = [(5 + 3 * dr, 5 + 3 * dc) for dr, dc in COMPASS]
+SPOT_NAMES = ["N", "NE", "E", "SE", "S", "SW", "W", "NW"]
+TIME_LIMIT = {16: 320, 48: 1024}
+
+# The 13 dances: per step, where the dancer stands relative to its spot, as on a
+# numeric keypad (7 8 9 / 4 5 6 / 1 2 3; 5 = on the spot) or 0 = vanished.
+DANCES = {
+    "circle clockwise": "8963214789632147",
+    "circle anticlockwise": "8741236987412369",
+    "nod": "8525852585258525",
+    "sway": "4565456545654565",
+    "blink": "5050505050505050",
+    "lean back-diagonal": "7535753575357535",
+    "lean diagonal": "9515951595159515",
+    "corners": "7799331177993311",
+    "plus": "5856525458565254",
+    "slow circle": "8899663322114477",
+    "hop and vanish": "5555888800005555",
+    "zigzag": "1379137913791379",
+    "shimmy and vanish": "4646464600000000",
+}
+DANCE_NAMES = list(DANCES)
+_KEYPAD = {"7": (-1, -1), "8": (-1, 0), "9": (-1, 1), "4": (0, -1), "5": (0, 0), "6": (0, 1),
+           "1": (1, -1), "2": (1, 0), "3": (1, 1)}
+HIDDEN = 1000  # flat offset that sends a vanished dancer to the spare grid column
+
+
+def dance_offsets() -> torch.Tensor:
+    """[13, 16] flat cell offsets of each dance step (HIDDEN = vanished)."""
+    rows = []
+    for steps in DANCES.values():
+        rows.append([HIDDEN if ch == "0" else _KEYPAD[ch][0] * SIZE + _KEYPAD[ch][1] for ch in steps])
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def _distance_table() -> torch.Tensor:
+    """[8 * 256, SIZE * SIZE] king-move distances to spot g with the spots in mask occ blocked.
+
+    Row g * 256 + occ; blocked cells (walls, other occupied spots) read a large value.
+    """
+    walls = room_walls(SIZE, "cpu").reshape(SIZE, SIZE)
+    big = 10_000
+    rows = torch.arange(8 * 256)
+    goal, occ = rows // 256, rows % 256
+    blocked = walls.expand(8 * 256, SIZE, SIZE).clone()
+    for j, (r, c) in enumerate(SPOTS):
+        blocked[:, r, c] = ((occ >> j) & 1).bool() & (goal != j)
+    dist = torch.full((8 * 256, SIZE, SIZE), big, dtype=torch.int64)
+    for j, (r, c) in enumerate(SPOTS):
+        dist[goal == j, r, c] = 0
+    for _ in range(2 * SIZE):
+        pad = F.pad(dist, (1, 1, 1, 1), value=big)
+        best = dist
+        for dr, dc in COMPASS:
+            shifted = pad[:, 1 + dr : 1 + dr + SIZE, 1 + dc : 1 + dc + SIZE]
+            best = torch.minimum(best, shifted + 1)
+        dist = torch.where(blocked, big, best)
+    return dist.reshape(8 * 256, SIZE * SIZE)
+
+
+def _shape_masks() -> np.ndarray:
+    y, x = np.mgrid[0:CELL, 0:CELL] - CELL // 2
+    r = np.hypot(x, y)
+    masks = [
+        (abs(x) <= 3) & (abs(y) <= 3),  # square
+        r <= 3.6,  # disc
+        (y >= -3) & (y <= 3) & (abs(x) <= (y + 3) / 2 + 0.5),  # triangle
+        abs(x) + abs(y) <= 4,  # diamond
+        (abs(abs(x) - abs(y)) <= 1) & (r <= 4.3),  # X
+        ((abs(x) <= 1) | (abs(y) <= 1)) & (abs(x) <= 4) & (abs(y) <= 4),  # plus
+        (r >= 2.2) & (r <= 4.2),  # ring
+        (abs(x) <= abs(y) + 0.5) & (abs(y) <= 4),  # hourglass
+    ]
+    return np.stack(masks)
+
+
+@functools.lru_cache(maxsize=1)
+def sprite_table() -> torch.Tensor:
+    """[NUM_IDS + 14, 9, 9, 3] uint8 sprites: the cell ids, then the agent showing token 0..13."""
+    sprites = np.zeros((NUM_IDS + 14, CELL, CELL, 3), dtype=np.uint8)
+    sprites[FLOOR] = FLOOR_RGB
+    sprites[WALL] = WALL_RGB
+    masks = _shape_masks()
+    colours = palette(NUM_COLOURS)
+    for s in range(NUM_SHAPES):
+        for c in range(NUM_COLOURS):
+            tile = np.empty((CELL, CELL, 3), dtype=np.uint8)
+            tile[:] = FLOOR_RGB
+            tile[masks[s]] = colours[c]
+            sprites[DANCER + s * NUM_COLOURS + c] = tile
+    for token in range(14):
+        tile = np.empty((CELL, CELL, 3), dtype=np.uint8)
+        tile[:] = AGENT_RGB
+        tile[1:-1, 1:-1] = (20, 20, 20)
+        for bit, (r, c) in enumerate([(2, 2), (2, 5), (5, 2), (5, 5)]):
+            if (token >> bit) & 1:
+                tile[r : r + 2, c : c + 2] = (255, 210, 0)
+        sprites[NUM_IDS + token] = tile
+    sprites[AGENT] = sprites[NUM_IDS]
+    return torch.from_numpy(sprites)
+
+
+class Ballet(BatchedEnv):
+    env_id = "recall/Ballet-v0"
+    can_truncate = True
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        *,
+        num_dancers: int = 2,
+        delay: int = 16,
+        pixels: bool = False,
+        **kwargs,
+    ):
+        if isinstance(num_dancers, bool) or num_dancers not in (2, 4, 8):
+            raise ValueError(f"num_dancers={num_dancers!r} is not a Ballet level; accepted: 2, 4, 8")
+        if isinstance(delay, bool) or delay not in (16, 48):
+            raise ValueError(f"delay={delay!r} is not a Ballet level; accepted: 16, 48")
+        if not isinstance(pixels, (bool, np.bool_)):
+            raise ValueError(f"pixels={pixels!r} must be True or False")
+        self.num_dancers, self.delay, self.pixels = int(num_dancers), int(delay), bool(pixels)
+        self.period = DANCE_STEPS + self.delay
+        self.watch_steps = self.num_dancers * self.period
+        self.time_limit = TIME_LIMIT[self.delay]
+        super().__init__(num_envs, device, seed, **kwargs)
+        n, k, dev = self.num_envs, self.num_dancers, self.device
+        walls = room_walls(SIZE, dev)
+        self._walls = walls
+        # the room with a spare last column where vanished dancers go
+        self._empty = torch.cat([torch.where(walls, WALL, FLOOR), torch.zeros(1, dtype=torch.int64, device=dev)])[None]
+        self._window = Window(SIZE, SIZE, dev)
+        self._spot_flat = torch.tensor([r * SIZE + c for r, c in SPOTS], device=dev)
+        self._move_flat = torch.tensor([dr * SIZE + dc for dr, dc in COMPASS], device=dev)
+        self._dances = dance_offsets().to(dev).reshape(-1)
+        self._perm8 = rng.permutation_table(8, device=dev)
+        self._perm13 = rng.permutation_table(13, device=dev)[:, :k]
+        self._dist = _distance_table().to(dev).reshape(-1)
+        self._sprites = sprite_table().to(dev) if self.pixels else None
+        zeros = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.pos, self.target, self.occupied = zeros + CENTRE, zeros, zeros
+        self.spot = torch.zeros(n, k, dtype=torch.int64, device=dev)
+        self.look = torch.zeros(n, k, dtype=torch.int64, device=dev)
+        self.dance = torch.zeros(n, k, dtype=torch.int64, device=dev)
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.num_dancers
+
+    def _spaces(self):
+        if self.pixels:
+            obs = gym.spaces.Box(0, 255, (SIZE * CELL, SIZE * CELL, 3), dtype=np.uint8)
+        else:
+            nvec = [NUM_IDS] * (SIZE * SIZE) + [len(DANCES) + 1]
+            obs = gym.spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
+        return obs, gym.spaces.Discrete(8)
+
+    def _new_episode(self, mask, key):
+        k = self.num_dancers
+        rows = self._perm8.shape[0]
+        spot = self._perm8[rng.combine(key, 1) % rows][:, :k]
+        shape = self._perm8[rng.combine(key, 2) % rows][:, :k]
+        colour = self._perm8[rng.combine(key, 3) % rows][:, :k]
+        dance = self._perm13[rng.combine(key, 4) % self._perm13.shape[0]]
+        target = rng.combine(key, 5) % k
+        occupied = (1 << spot).sum(1)
+        m = mask[:, None]
+        self.spot = torch.where(m, spot, self.spot)
+        self.look = torch.where(m, DANCER + shape * NUM_COLOURS + colour, self.look)
+        self.dance = torch.where(m, dance, self.dance)
+        self.target = torch.where(mask, target, self.target)
+        self.occupied = torch.where(mask, occupied, self.occupied)
+        self.pos = torch.where(mask, CENTRE, self.pos)
+
+    # ---------------------------------------------------------------- helpers
+    def watching(self) -> torch.Tensor:
+        return self.t < self.watch_steps
+
+    def target_dance(self) -> torch.Tensor:
+        return self.dance.gather(1, self.target[:, None]).squeeze(1)
+
+    def instruction(self) -> torch.Tensor:
+        return torch.where(self.watching(), 0, self.target_dance() + 1)
+
+    def dancer_cells(self) -> torch.Tensor:
+        """[B, k] flat cell of every dancer now (SIZE * SIZE when vanished)."""
+        home = self._spot_flat[self.spot]
+        slot = self.t // self.period
+        beat = self.t % self.period
+        dancing = self.watching() & (beat < DANCE_STEPS)
+        performer = torch.arange(self.num_dancers, device=self.device) == slot[:, None]
+        step = self.dance.gather(1, slot.clamp(max=self.num_dancers - 1)[:, None]).squeeze(1)
+        offset = self._dances[step * DANCE_STEPS + beat.clamp(max=DANCE_STEPS - 1)]
+        offset = torch.where(dancing, offset, 0)[:, None] * performer
+        return torch.where(offset >= HIDDEN, SIZE * SIZE, home + offset)
+
+    def grid(self) -> torch.Tensor:
+        """[B, SIZE * SIZE + 1] cell ids of the room (dancers placed; last column spare)."""
+        return self._empty.expand(self.num_envs, -1).scatter(1, self.dancer_cells(), self.look)
+
+    def _observe(self):
+        grid = self.grid()
+        cells = self._window.cells(grid[:, :-1], self.pos // SIZE, self.pos % SIZE, outside=WALL)
+        token = self.instruction()
+        if not self.pixels:
+            cells[:, self._window.centre] = AGENT
+            return torch.cat([cells, token[:, None]], dim=1)
+        cells[:, self._window.centre] = NUM_IDS + token
+        img = self._sprites[cells].reshape(self.num_envs, SIZE, SIZE, CELL, CELL, 3)
+        return img.permute(0, 1, 3, 2, 4, 5).reshape(self.num_envs, SIZE * CELL, SIZE * CELL, 3)
+
+    def _transition(self, actions):
+        query = ~self.watching()
+        dest = self.pos + self._move_flat[actions] * query
+        home = self._spot_flat[self.spot]
+        hit = query & (home == dest[:, None]).any(1)
+        target_home = home.gather(1, self.target[:, None]).squeeze(1)
+        correct = hit & (dest == target_home)
+        self.pos = torch.where(self._walls[dest], self.pos, dest)
+        truncated = query & ~hit & (self.t >= self.time_limit - 1)
+        return correct.float(), hit, truncated, correct
+
+    def path_actions(self, dancer: torch.Tensor) -> torch.Tensor:
+        """King moves along a shortest path to dancer index ``dancer`` (0..k-1), around the others."""
+        goal_spot = self.spot.gather(1, dancer[:, None])
+        row = (goal_spot * 256 + self.occupied[:, None]) * (SIZE * SIZE)
+        dist = self._dist[row + self.pos[:, None] + self._move_flat]
+        return dist.argmin(1)
+
+    def oracle_actions(self):
+        """Any move while watching (ignored), then a shortest path to the named dancer."""
+        return self.path_actions(self.target)
+
+    # --------------------------------------------------------------- render
+    def render_frame(self, index=0, show_answer=True):
+        scale = 3
+        grid = self.grid()[index, :-1].clone()
+        grid[int(self.pos[index])] = NUM_IDS + int(self.instruction()[index])
+        sprites = sprite_table().numpy()
+        img = sprites[grid.cpu().numpy()].reshape(SIZE, SIZE, CELL, CELL, 3)
+        img = img.transpose(0, 2, 1, 3, 4).reshape(SIZE * CELL, SIZE * CELL, 3)
+        img = img.repeat(scale, 0).repeat(scale, 1)
+        side = SIZE * CELL * scale
+        c = Canvas(side + 16, side + 64)
+        c.image.paste(_to_image(img), (8, 56))
+        t = int(self.t[index])
+        if t < self.watch_steps:
+            slot, beat = divmod(t, self.period)
+            who = SPOT_NAMES[int(self.spot[index, slot])]
+            if beat < DANCE_STEPS:
+                name = DANCE_NAMES[int(self.dance[index, slot])]
+                label = f"dancer {slot + 1}/{self.num_dancers} ({who}): {name} {beat + 1}/16"
+            else:
+                label = f"delay {beat - DANCE_STEPS + 1}/{self.delay}"
+        else:
+            label = f"go to: {DANCE_NAMES[int(self.target_dance()[index])]}"
+        c.text((8, 6), f"Ballet  t={t}/{self.time_limit}")
+        c.text((8, 24), label)
+        if show_answer and t >= self.watch_steps:
+            r, col = SPOTS[int(self.spot[index, int(self.target[index])])]
+            x, y, s = 8 + col * CELL * scale, 56 + r * CELL * scale, CELL * scale
+            c.draw.rectangle((x - 2, y - 2, x + s + 1, y + s + 1), outline=ANSWER, width=3)
+        return c.array()
+
+
+def _to_image(arr: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(arr))
