@@ -13,7 +13,7 @@
   threads make sample-factory's many small forward passes slower, not faster).
 
 Values are read as JSON where they parse (``2``, ``0.5``, ``true``), else as
-text. Every ``--flag`` is sample-factory's own and overrides the defaults below
+text. Every ``--flag=value`` (write it with ``=``) is sample-factory's own and overrides the defaults below
 (CPU-friendly: serial mode, synchronous APPO, one worker). ``--rnn_size``,
 ``--rnn_type``, ``--rnn_num_layers`` and ``--actor_critic_share_weights`` are
 set from the core (see ``agents.sf_integration``) and may not be passed.
@@ -91,6 +91,7 @@ def split_words(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 def build_argv(argv: list[str]) -> list[str]:
     """The full sample-factory argv for a recall run."""
+    import envs
     from memory_modules import CORES
 
     words, rest = split_words(argv)
@@ -104,12 +105,10 @@ def build_argv(argv: list[str]) -> list[str]:
         if name in ("env", "recall_core", "recall_core_kwargs", "env_kwargs"):
             raise ValueError(f"--{name}: use env=/core=/env.<knob>=/core.<option>= instead")
     if words["env"] is None:
-        raise ValueError("missing env=<task>; accepted: " + ", ".join(__import__("envs").ENV_IDS))
+        raise ValueError("missing env=<task>; accepted: " + ", ".join(envs.ENV_IDS))
     if words["core"] not in CORES:
         raise ValueError(f"unknown core {words['core']!r}; accepted: {', '.join(CORES)}")
     # Validate knobs and options now, with the tasks' and cores' own error messages.
-    import envs
-
     envs.make_vec(words["env"], 1, **words["env_kwargs"])
     size = core_state_size(words["core"], words["core_kwargs"])
 
