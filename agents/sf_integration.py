@@ -49,15 +49,19 @@ Sequences
     segments.
 
 Which cores fit
-    All of ``memory_modules.CORES`` run: mlp (an empty state: the vector is only
-    ``alive``), lstm, gru, rmc, dtmem, gtrxl and hcam. The vector length is the
-    state size, and sample-factory stores that vector for every step of every
-    rollout: GRU 128 -> 129 floats, LSTM 128 -> 257, RMC/DT-Mem: slots x size;
-    GTrXL keeps a per-layer cache of ``window`` steps (2 layers x 64 x 128 + 64
-    = 16,449 floats per env per step) and HCAM a chunked episodic memory, so
-    these attention cores fit only with small windows/memories; there is no
-    burn-in, and their caches are stored as acted (no gradient to cached
-    steps, as in the cores themselves). Use a small ``window`` for gtrxl.
+    All of ``memory_modules.CORES`` run and pass the same test (the learner's
+    packed path equals the acting path step by step). What limits them is
+    size: sample-factory stores the state vector for every step of every
+    rollout (``[envs, rollout + 1, rnn_size]`` floats). With default options:
+    mlp 1 float (only ``alive``), gru 129, lstm 257, rmc 513, dtmem 1,025:
+    all cheap. gtrxl keeps a per-layer cache of ``window`` steps: 16,449
+    floats (2 layers x 64 x 128 + 64 + 1), about 2 MB per env per 32-step
+    rollout; usable, better with a small ``window``. hcam keeps its whole
+    chunked episodic memory: 282,691 floats per env, about 2.4 GB of
+    trajectory buffer for 64 envs x 33 steps, so at its defaults it does not
+    fit in practice; with a small memory (``chunk_size=4, max_chunks=4``) it
+    runs. There is no burn-in, and cached activations are stored as acted
+    (no gradient to earlier steps, as in the cores themselves).
 
 Checkpoints
     torch >= 2.6 loads with ``weights_only=True`` by default, which sample-
