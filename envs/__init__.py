@@ -24,8 +24,8 @@ def make_vec(env_id: str, num_envs: int, device="cpu", seed: int = 0, **task_kwa
     if env_id in MINIGRID_IDS:
         from envs.minigrid_memory import MiniGridMemory
 
-        return MiniGridMemory(env_id, num_envs=num_envs, device=device, seed=seed, **task_kwargs)
-    return task_class(env_id)(num_envs=num_envs, device=device, seed=seed, **task_kwargs)
+        return MiniGridMemory.create(env_id, num_envs=num_envs, device=device, seed=seed, **task_kwargs)
+    return task_class(env_id).create(num_envs=num_envs, device=device, seed=seed, **task_kwargs)
 
 
 def __getattr__(name: str):

@@ -129,6 +129,29 @@ class BatchedEnv(gym.vector.VectorEnv):
     def close(self, **kwargs):
         self.closed = True
 
+    @classmethod
+    def accepted_kwargs(cls) -> list[str]:
+        """Every keyword a task's constructor takes (its knobs and the base class's)."""
+        import inspect
+
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass) and issubclass(klass, BatchedEnv):
+                params = inspect.signature(klass.__init__).parameters.values()
+                names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        return sorted(names - {"self"})
+
+    @classmethod
+    def create(cls, *args, **kwargs) -> BatchedEnv:
+        """Construct, turning an unknown keyword into an error that lists the accepted ones."""
+        unknown = sorted(set(kwargs) - set(cls.accepted_kwargs()))
+        if unknown:
+            raise ValueError(
+                f"{cls.env_id or cls.__name__}: unknown option(s) {unknown}; "
+                f"accepted: {', '.join(cls.accepted_kwargs())}"
+            )
+        return cls(*args, **kwargs)
+
     # -------------------------------------------------------------- internals
     def _set_seed(self, seed: int) -> None:
         if not isinstance(seed, (int, np.integer)) or seed < 0:

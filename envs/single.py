@@ -29,7 +29,7 @@ class RecallEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}; accepted: 'rgb_array' or None")
         self.render_mode = render_mode
-        self.batch = task_class(env_id)(
+        self.batch = task_class(env_id).create(
             num_envs=1, device="cpu", final_observation=True, first_copy=copy_index, **task_kwargs
         )
         self.observation_space = self.batch.single_observation_space

@@ -188,3 +188,11 @@ def test_bad_num_envs_and_seed_raise(env_id):
         envs.make_vec(env_id, 0)
     with pytest.raises(ValueError, match="seed"):
         envs.make_vec(env_id, 2, seed=-1)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_unknown_knob_lists_accepted(env_id):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['bogus_knob'\]; accepted: .*seed"):
+        envs.make_vec(env_id, 2, bogus_knob=1)
+    with pytest.raises(ValueError, match="bogus_knob"):
+        gym.make(env_id, bogus_knob=1)
