@@ -1,0 +1,198 @@
+"""Online evaluation of a decision-transformer checkpoint in batched envs.
+
+    python -m agents.dt_eval checkpoint=<file or run dir> target_return=1.0 episodes=N
+        [num_envs=512] [device=cpu] [seed=...] [env=<configs/env name>] [env.<knob>=...]
+
+(``python -m agents.evaluate`` hands DT checkpoints to this module.) Prints the
+same JSON line as the PPO evaluation: success_rate, mean_return, episodes, env,
+core (plus mean_length, env_knobs, global_step, context and target_return).
+
+Every copy keeps its last K steps in a ring buffer. At step t the model reads
+the window of its kind (DT-Mem: the steps since the last multiple of K, with
+the memory the previous windows left; plain DT: the last K steps), acts
+greedily from the observation token of step t, and, for DT-Mem, keeps the
+memory after step t when t closes a window. The return-to-go starts at
+``target_return`` and drops by each reward received.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import torch
+
+from agents.checkpoint import load_checkpoint
+from agents.collect import make_env
+from agents.dt import DecisionTransformer
+
+EVAL_SEED_OFFSET = 1_000_000  # as agents.evaluate: evaluation episodes apart from training's
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device) -> DecisionTransformer:
+    if ckpt.get("kind") != "dt":
+        raise ValueError(f"not a decision-transformer checkpoint (kind={ckpt.get('kind', 'ppo')!r}); "
+                         "accepted: kind 'dt' from agents.train_dt")
+    model = DecisionTransformer(**ckpt["dt"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device)
+
+
+def check_env_fits(model: DecisionTransformer, env, env_id: str) -> None:
+    if env.single_observation_space != model.observation_space or (
+        env.single_action_space != model.action_space
+    ):
+        raise ValueError(
+            f"env {env_id} does not fit the model: observation space {env.single_observation_space} "
+            f"vs {model.observation_space}, action space {env.single_action_space} vs "
+            f"{model.action_space}"
+        )
+
+
+@torch.no_grad()
+def evaluate_dt(
+    model: DecisionTransformer,
+    env,
+    episodes: int,
+    target_return: float = 1.0,
+    rtg_scale: float = 1.0,
+    max_steps: int = 1_000_000,
+) -> dict[str, float]:
+    """Exactly ``episodes`` greedy episodes (copy i plays its first quota[i]), as agents.evaluate."""
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
+    device, n, K = model.device, env.num_envs, model.context
+    model.eval()
+    quota = torch.full((n,), episodes // n, dtype=torch.int64, device=device)
+    quota[: episodes % n] += 1
+    obs, _ = env.reset()
+    obs = obs.to(device)
+    ring_obs = obs.new_zeros(n, K, *obs.shape[1:])
+    ring_act = torch.zeros(n, K, dtype=torch.int64, device=device)
+    ring_rtg = torch.zeros(n, K, device=device)
+    t = torch.zeros(n, dtype=torch.int64, device=device)
+    got = torch.zeros(n, device=device)
+    state = model.initial_state(n, device)
+    rows = torch.arange(n, device=device)
+    offsets = torch.arange(K, device=device)
+    finished = torch.zeros(n, dtype=torch.int64, device=device)
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # count, return, length, success
+    for step in range(max_steps):
+        pos = t % K
+        ring_obs[rows, pos] = obs
+        ring_rtg[rows, pos] = (target_return - got) / rtg_scale
+        ring_act[rows, pos] = 0
+        start = t - pos if model.uses_memory else (t - K + 1).clamp(min=0)
+        steps = start[:, None] + offsets  # [n, K] timesteps of the window
+        idx = steps % K
+        last = t - start
+        logits, new_state = model(
+            ring_rtg.gather(1, idx),
+            ring_obs[rows[:, None], idx],
+            ring_act.gather(1, idx),
+            steps,
+            state,
+            starts=t < K,
+            last=last,
+        )
+        action = logits[rows, last].argmax(-1)
+        ring_act[rows, pos] = action
+        if model.uses_memory:
+            closes = (pos == K - 1).view(n, 1, 1)
+            state = [torch.where(closes, new, old) for new, old in zip(new_state, state, strict=True)]
+        obs, reward, terminated, truncated, info = env.step(action)
+        obs = obs.to(device)
+        done = terminated | truncated
+        counted = done & (finished < quota)
+        c = counted.double()
+        totals += torch.stack([
+            c.sum(),
+            (info["episode_return"].double() * c).sum(),
+            (info["episode_length"].double() * c).sum(),
+            (info["success"].double() * c).sum(),
+        ])
+        finished += done.long()
+        got = torch.where(done, 0.0, got + reward)
+        t = torch.where(done, 0, t + 1)
+        if step % 32 == 31 and bool((finished >= quota).all()):
+            break
+    else:
+        raise RuntimeError(f"{episodes} episodes did not finish within {max_steps} steps")
+    count, ret, length, success = totals.tolist()
+    return {
+        "success_rate": success / count,
+        "mean_return": ret / count,
+        "mean_length": length / count,
+        "episodes": int(count),
+    }
+
+
+def core_name(model: DecisionTransformer) -> str:
+    return "dtmem" if model.uses_memory else "none"
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    episodes: int = 512,
+    num_envs: int = 512,
+    device: str = "cpu",
+    seed: int | None = None,
+    env_cfg: dict[str, Any] | None = None,
+    target_return: float | None = None,
+) -> dict[str, Any]:
+    ckpt = load_checkpoint(checkpoint, map_location=device)
+    model = model_from_checkpoint(ckpt, device)
+    env_cfg = env_cfg or ckpt["config"]["env"]
+    if seed is None:
+        seed = int(ckpt["config"]["seed"]) + EVAL_SEED_OFFSET
+    if target_return is None:
+        target_return = float(ckpt["config"]["eval"]["target_return"])
+    env = make_env(env_cfg, min(num_envs, episodes), device, int(seed), check_actions=False)
+    check_env_fits(model, env, env_cfg["id"])
+    result = evaluate_dt(model, env, episodes, float(target_return),
+                         float(ckpt["config"]["train"]["rtg_scale"]))
+    return {
+        **result,
+        "env": env_cfg["id"],
+        "core": core_name(model),
+        "model": "dt",
+        "context": model.context,
+        "target_return": float(target_return),
+        "env_knobs": {k: v for k, v in env_cfg.items() if k != "id"},
+        "global_step": int(ckpt["global_step"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.collect import env_config, parse_args
+
+    args, choice = parse_args(sys.argv[1:] if argv is None else argv)
+    if "checkpoint" not in args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        from omegaconf import OmegaConf
+
+        knobs = OmegaConf.to_container(args.get("env") or OmegaConf.create({}), resolve=True)
+        saved = load_checkpoint(args.checkpoint)["config"]["env"]
+        env_cfg = env_config(choice, knobs) if choice else {**saved, **knobs}
+        target = args.get("target_return")
+        result = evaluate_checkpoint(
+            str(args.checkpoint),
+            episodes=int(args.get("episodes", 512)),
+            num_envs=int(args.get("num_envs", 512)),
+            device=str(args.get("device", "cpu")),
+            seed=args.get("seed"),
+            env_cfg=env_cfg,
+            target_return=None if target is None else float(target),
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
