@@ -19,7 +19,7 @@ IN = K + 1  # symbol channels + query flag
 # Per-core recipe: core config, learning rate, max updates. Keep budgets small (CPU CI).
 RECIPES: dict[str, dict] = {
     "mlp": dict(cfg={}, lr=3e-3, updates=300),
-    "lstm": dict(cfg={"hidden_size": 64}, lr=3e-3, updates=600),
+    "lstm": dict(cfg={"hidden_size": 32}, lr=5e-3, updates=800),
     "gru": dict(cfg={"hidden_size": 32}, lr=1e-2, updates=400),
     "gtrxl": dict(cfg={}, lr=1e-3, updates=1500),
     "hcam": dict(cfg={}, lr=1e-3, updates=1500),
