@@ -183,8 +183,10 @@ class Ballet(BatchedEnv):
         n, k, dev = self.num_envs, self.num_dancers, self.device
         walls = room_walls(SIZE, dev)
         self._walls = walls
-        # the room with a spare last column where vanished dancers go
-        self._empty = torch.cat([torch.where(walls, WALL, FLOOR), torch.zeros(1, dtype=torch.int64, device=dev)])[None]
+        # the room, then a wall column (outside the room, for the view), then a spare
+        # column where a vanished dancer goes
+        room = torch.where(walls, WALL, FLOOR)
+        self._empty = torch.cat([room, torch.tensor([WALL, FLOOR], device=dev)])[None]
         self._window = Window(SIZE, SIZE, dev)
         self._spot_flat = torch.tensor([r * SIZE + c for r, c in SPOTS], device=dev)
         self._move_flat = torch.tensor([dr * SIZE + dc for dr, dc in COMPASS], device=dev)
@@ -239,7 +241,7 @@ class Ballet(BatchedEnv):
         return torch.where(self.watching(), 0, self.target_dance() + 1)
 
     def dancer_cells(self) -> torch.Tensor:
-        """[B, k] flat cell of every dancer now (SIZE * SIZE when vanished)."""
+        """[B, k] flat cell of every dancer now (SIZE * SIZE + 1, the spare column, when vanished)."""
         home = self._spot_flat[self.spot]
         slot = self.t // self.period
         beat = self.t % self.period
@@ -248,15 +250,15 @@ class Ballet(BatchedEnv):
         step = self.dance.gather(1, slot.clamp(max=self.num_dancers - 1)[:, None]).squeeze(1)
         offset = self._dances[step * DANCE_STEPS + beat.clamp(max=DANCE_STEPS - 1)]
         offset = torch.where(dancing, offset, 0)[:, None] * performer
-        return torch.where(offset >= HIDDEN, SIZE * SIZE, home + offset)
+        return torch.where(offset >= HIDDEN, SIZE * SIZE + 1, home + offset)
 
     def grid(self) -> torch.Tensor:
-        """[B, SIZE * SIZE + 1] cell ids of the room (dancers placed; last column spare)."""
+        """[B, SIZE * SIZE + 2] cell ids of the room (dancers placed), outside (wall), spare."""
         return self._empty.expand(self.num_envs, -1).scatter(1, self.dancer_cells(), self.look)
 
     def _observe(self):
         grid = self.grid()
-        cells = self._window.cells(grid[:, :-1], self.pos // SIZE, self.pos % SIZE, outside=WALL)
+        cells = self._window.cells(grid, self.pos)
         token = self.instruction()
         if not self.pixels:
             cells[:, self._window.centre] = AGENT
@@ -290,7 +292,7 @@ class Ballet(BatchedEnv):
     # --------------------------------------------------------------- render
     def render_frame(self, index=0, show_answer=True):
         scale = 3
-        grid = self.grid()[index, :-1].clone()
+        grid = self.grid()[index, : SIZE * SIZE].clone()
         grid[int(self.pos[index])] = NUM_IDS + int(self.instruction()[index])
         sprites = sprite_table().numpy()
         img = sprites[grid.cpu().numpy()].reshape(SIZE, SIZE, CELL, CELL, 3)

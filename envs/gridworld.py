@@ -25,27 +25,29 @@ def room_walls(size: int, device) -> torch.Tensor:
 class Window:
     """Egocentric ``view`` x ``view`` windows of a ``size`` x ``size`` room, batched.
 
-    Cells outside the room read as ``outside``. The agent sits at the centre cell
-    (index ``view * view // 2``).
+    The window of every agent cell is precomputed, so reading the windows of a
+    batch is one index and one gather. The grid read must carry one extra
+    column at index ``size * size`` holding what lies outside the room. The
+    agent sits at the centre cell (index ``view * view // 2``).
     """
 
     def __init__(self, size: int, view: int, device):
         self.size, self.view = size, view
         half = view // 2
         off = torch.arange(-half, half + 1, device=device)
-        self.dr = off[:, None].expand(view, view).reshape(-1)
-        self.dc = off[None, :].expand(view, view).reshape(-1)
+        dr = off[:, None].expand(view, view).reshape(-1)
+        dc = off[None, :].expand(view, view).reshape(-1)
+        cell = torch.arange(size * size, device=device)
+        rows = (cell // size)[:, None] + dr
+        cols = (cell % size)[:, None] + dc
+        inside = (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
+        #: [size * size, view * view] flat cells seen from each agent cell (size * size = outside)
+        self.table = torch.where(inside, rows * size + cols, size * size)
         self.centre = view * view // 2
 
-    def cells(self, grid: torch.Tensor, row: torch.Tensor, col: torch.Tensor, outside: int):
-        """Read the window around (row, col) of every copy from ``grid`` [B, size*size]."""
-        s = self.size
-        rows = row[:, None] + self.dr
-        cols = col[:, None] + self.dc
-        inside = (rows >= 0) & (rows < s) & (cols >= 0) & (cols < s)
-        flat = rows.clamp(0, s - 1) * s + cols.clamp(0, s - 1)
-        vals = grid.expand(row.shape[0], -1).gather(1, flat)
-        return torch.where(inside, vals, torch.full_like(vals, outside))
+    def cells(self, grid: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The window around flat cell ``pos`` of every copy, read from ``grid`` [B, size*size + 1]."""
+        return grid.gather(1, self.table[pos])
 
 
 def draw_grid(canvas: Canvas, x0: int, y0: int, cell: int, colors, highlight=(), outline=None):

@@ -88,13 +88,20 @@ class HiddenObjects(BatchedEnv):
         super().__init__(num_envs, device, seed, **kwargs)
         n, dev, s = self.num_envs, self.device, size
         self._walls = room_walls(s, dev)
-        self._empty_layout = torch.where(self._walls, -1, 0).to(torch.int64)[None]
+        # one extra last column: what lies outside the room (read by the egocentric window)
+        self._empty_layout = torch.cat(
+            [torch.where(self._walls, -1, 0), torch.full((1,), -1, device=dev)]
+        ).to(torch.int64)[None]
         self._window = Window(s, view, dev)
         self._spot_perms = rng.permutation_table(8, device=dev)[:, :num_objects]
         self._kind_perms = rng.permutation_table(num_kinds, device=dev)[:, :num_objects] + 1
         self._spot_flat = torch.tensor([dr * s + dc for dr, dc in SPOT_OFFSETS], device=dev)
         self._move_flat = torch.tensor([0, -s, 1, s, -1], device=dev)
         # layout: -1 wall, 0 floor, k > 0 the object of kind k (boxed after the show phase)
+        # cell id of a layout value v (row 0: show phase, row 1: later), read at [row, v + 1]
+        lut = [[WALL, FLOOR] + [BOX + k for k in range(1, num_kinds + 1)],
+               [WALL, FLOOR] + [BOX] * num_kinds]
+        self._cell_ids = torch.tensor(lut, dtype=torch.int64, device=dev).reshape(-1)
         self.layout = self._empty_layout.expand(n, -1).clone()
         zeros = torch.zeros(n, dtype=torch.int64, device=dev)
         self.pos, self.start, self.target_pos, self.target_kind = zeros, zeros, zeros, zeros
@@ -132,13 +139,12 @@ class HiddenObjects(BatchedEnv):
 
     def _observe(self):
         phase = self.phase()
-        s = self.size
         if self.full_view:
-            v = self.layout
+            v = self.layout[:, :-1]
         else:
-            v = self._window.cells(self.layout, self.pos // s, self.pos % s, outside=-1)
-        shown = torch.where((phase == SHOW)[:, None], v + BOX, torch.full_like(v, BOX))
-        cells = torch.where(v > 0, shown, torch.where(v < 0, WALL, FLOOR))
+            v = self._window.cells(self.layout, self.pos)
+        row = (phase != SHOW).long() * (self.num_kinds + 2) + 1
+        cells = self._cell_ids[v + row[:, None]]
         if self.full_view:
             cells = cells.scatter(1, self.pos[:, None], AGENT)
         else:
