@@ -21,8 +21,8 @@ RECIPES: dict[str, dict] = {
     "mlp": dict(cfg={}, lr=3e-3, updates=300),
     "lstm": dict(cfg={"hidden_size": 32}, lr=5e-3, updates=800),
     "gru": dict(cfg={"hidden_size": 32}, lr=1e-2, updates=400),
-    "gtrxl": dict(cfg={}, lr=1e-3, updates=1500),
-    "hcam": dict(cfg={}, lr=1e-3, updates=1500),
+    "gtrxl": dict(cfg=dict(hidden_size=64, window=40), lr=1e-3, updates=600),
+    "hcam": dict(cfg=dict(hidden_size=32, max_chunks=4, top_k=2), lr=1e-3, updates=600),
     "rmc": dict(cfg=dict(head_size=16, num_heads=2), lr=1e-3, updates=300),
     "dtmem": dict(cfg=dict(hidden_size=32, mem_slots=4, num_heads=2), lr=2e-3, updates=300),
 }
