@@ -1,0 +1,259 @@
+"""Observation encoders, chosen from the observation space.
+
+``make_encoder(space, **cfg)`` returns a module mapping a batch of observations
+``[N, *space.shape]`` (a dict of such batches for a ``Dict`` space) to features
+``[N, encoder.output_size]``:
+
+* ``MultiDiscrete`` of one dimension (symbolic tasks): one embedding table per
+  position, the embeddings concatenated, then an MLP.
+* ``MultiDiscrete`` of two or three dimensions (symbol grids, ``[H, W]`` or
+  ``[H, W, C]`` / ``[C, H, W]``): every cell's symbols embedded (one table per
+  channel, summed), then the small CNN.
+* ``Discrete``: one embedding table.
+* ``Box`` with an image shape (``[H, W, C]`` or ``[C, H, W]``, C in 1..4, or
+  ``uint8`` pixels): the small CNN (pixels scaled to [0, 1]).
+* any other ``Box`` and ``MultiBinary``: flattened, then an MLP.
+* ``Dict`` / ``Tuple``: every sub-space encoded as above, features concatenated.
+
+The optional previous action and reward are added by the policy, not here.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+
+def _mlp(in_size: int, hidden: int, layers: int) -> tuple[nn.Module, int]:
+    mods: list[nn.Module] = []
+    width = in_size
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*mods), width
+
+
+class SymbolEncoder(nn.Module):
+    """1-D MultiDiscrete: an embedding per position, concatenated, then an MLP.
+
+    With ``share_embeddings`` positions with the same range of values (say the
+    cue and the options of DelayedMatch) read one token table, and a learned
+    position embedding is added, so equal symbols get equal vectors wherever
+    they appear: comparing them is then easy to learn. Without it every
+    position has its own table.
+    """
+
+    def __init__(
+        self,
+        nvec: np.ndarray,
+        start,
+        embed_dim: int,
+        hidden_size: int,
+        mlp_layers: int,
+        share_embeddings: bool = True,
+    ):
+        super().__init__()
+        nvec = [int(n) for n in np.asarray(nvec).reshape(-1)]
+        start = [int(s) for s in np.asarray(start).reshape(-1)]
+        rows, base, tables = 0, [], {}
+        for n, s in zip(nvec, start, strict=True):
+            key = (n, s) if share_embeddings else len(base)
+            if key not in tables:
+                tables[key] = rows
+                rows += n
+            base.append(tables[key] - s)
+        # Row of value v at position i in the one table: base_i + v.
+        self.register_buffer("offsets", torch.tensor(base, dtype=torch.int64), persistent=False)
+        self.positions = len(nvec)
+        self.embed = nn.Embedding(rows, embed_dim)
+        self.position = nn.Parameter(torch.zeros(self.positions, embed_dim)) if share_embeddings else None
+        if self.position is not None:
+            nn.init.normal_(self.position, std=0.1)
+        self.mlp, self.output_size = _mlp(self.positions * embed_dim, hidden_size, mlp_layers)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        e = self.embed(obs.long() + self.offsets)
+        if self.position is not None:
+            e = e + self.position
+        return self.mlp(e.flatten(1))
+
+
+class DiscreteEncoder(nn.Module):
+    def __init__(self, n: int, embed_dim: int, start: int = 0):
+        super().__init__()
+        self.embed = nn.Embedding(n, embed_dim)
+        self.start = start
+        self.output_size = embed_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.embed(obs.long().reshape(-1) - self.start)
+
+
+class VectorEncoder(nn.Module):
+    """Box vectors (any non-image shape) and MultiBinary: flatten, MLP."""
+
+    def __init__(self, shape: tuple[int, ...], hidden_size: int, mlp_layers: int):
+        super().__init__()
+        size = int(np.prod(shape)) if shape else 1
+        self.mlp, self.output_size = _mlp(size, hidden_size, max(mlp_layers, 1))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mlp(obs.float().flatten(1))
+
+
+class ConvTrunk(nn.Module):
+    """A small CNN for images and symbol grids of any size, input ``[N, C, H, W]``.
+
+    3x3 convolutions; grids larger than 16 cells a side are first strided down,
+    so a 64x64 frame and an 11x11 grid both end in a few thousand features.
+    """
+
+    def __init__(self, in_channels: int, height: int, width: int, channels: int, hidden_size: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, h, w = in_channels, height, width
+        while max(h, w) > 16:
+            layers += [nn.Conv2d(c, channels, 4, stride=2, padding=1), nn.ReLU()]
+            c, h, w = channels, (h + 1) // 2, (w + 1) // 2
+        layers += [nn.Conv2d(c, channels, 3, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(channels, channels, 3, stride=2 if max(h, w) > 8 else 1, padding=1)]
+        layers += [nn.ReLU(), nn.Flatten()]
+        self.conv = nn.Sequential(*layers)
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, in_channels, height, width)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat, hidden_size), nn.ReLU())
+        self.output_size = hidden_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+
+def _channel_axis(shape: tuple[int, ...]) -> int:
+    """For a 3-D grid or image: channels last unless the first axis is the small one."""
+    if shape[-1] <= 4 or shape[-1] <= shape[0]:
+        return 2
+    return 0
+
+
+class ImageEncoder(nn.Module):
+    """Box images ``[H, W, C]`` or ``[C, H, W]``; uint8-range pixels are scaled to [0, 1]."""
+
+    def __init__(self, space: gym.spaces.Box, channels: int, hidden_size: int):
+        super().__init__()
+        shape = space.shape
+        if len(shape) == 2:
+            shape, self.layout = (*shape, 1), "hw"
+        else:
+            self.layout = "hwc" if _channel_axis(shape) == 2 else "chw"
+        h, w, c = shape if self.layout != "chw" else (shape[1], shape[2], shape[0])
+        high = np.asarray(space.high, dtype=np.float64)
+        self.scale = 1.0 / 255.0 if space.dtype == np.uint8 or float(high.max()) == 255.0 else 1.0
+        self.trunk = ConvTrunk(c, h, w, channels, hidden_size)
+        self.output_size = self.trunk.output_size
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() * self.scale
+        if self.layout == "hw":
+            x = x.unsqueeze(1)
+        elif self.layout == "hwc":
+            x = x.permute(0, 3, 1, 2)
+        return self.trunk(x)
+
+
+class GridEncoder(nn.Module):
+    """MultiDiscrete grids ``[H, W]`` or ``[H, W, C]`` / ``[C, H, W]``: cell embeddings, CNN."""
+
+    def __init__(self, nvec: np.ndarray, start, embed_dim: int, channels: int, hidden_size: int):
+        super().__init__()
+        nvec = np.asarray(nvec, dtype=np.int64)
+        start = np.broadcast_to(np.asarray(start, dtype=np.int64), nvec.shape)
+        if nvec.ndim == 2:
+            nvec, start, self.layout = nvec[..., None], start[..., None], "hw"
+        else:
+            self.layout = "hwc" if _channel_axis(nvec.shape) == 2 else "chw"
+            if self.layout == "chw":
+                nvec, start = np.moveaxis(nvec, 0, -1), np.moveaxis(start, 0, -1)
+        h, w, c = nvec.shape
+        # One table per channel, sized by the largest count that channel has anywhere.
+        sizes = torch.as_tensor(nvec.reshape(-1, c).max(0))
+        offsets = (torch.cumsum(sizes, 0) - sizes)[None, None, :] - torch.as_tensor(start.copy())
+        self.register_buffer("offsets", offsets, persistent=False)  # [H, W, C]
+        self.embed = nn.Embedding(int(sizes.sum()), embed_dim)
+        self.trunk = ConvTrunk(embed_dim, h, w, channels, hidden_size)
+        self.output_size = self.trunk.output_size
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.long()
+        if self.layout == "hw":
+            x = x.unsqueeze(-1)
+        elif self.layout == "chw":
+            x = x.permute(0, 2, 3, 1)
+        e = self.embed(x + self.offsets).sum(-2)  # [N, H, W, E]: channels summed per cell
+        return self.trunk(e.permute(0, 3, 1, 2))
+
+
+class DictEncoder(nn.Module):
+    """Dict/Tuple spaces: every sub-space encoded on its own, features concatenated."""
+
+    def __init__(self, encoders: dict[str, nn.Module]):
+        super().__init__()
+        self.keys = list(encoders)
+        self.encoders = nn.ModuleDict({_safe(k): e for k, e in encoders.items()})
+        self.output_size = sum(e.output_size for e in encoders.values())
+
+    def forward(self, obs) -> torch.Tensor:
+        if isinstance(obs, (tuple, list)):
+            obs = dict(zip(self.keys, obs, strict=True))
+        return torch.cat([self.encoders[_safe(k)](obs[k]) for k in self.keys], dim=-1)
+
+
+def _safe(key) -> str:
+    return str(key).replace(".", "_")
+
+
+def _is_image(space: gym.spaces.Box) -> bool:
+    shape = space.shape
+    if space.dtype == np.uint8 and len(shape) in (2, 3):
+        return True
+    return len(shape) == 3 and (shape[-1] <= 4 or shape[0] <= 4) and min(shape[:2]) >= 3
+
+
+def make_encoder(
+    space: gym.Space,
+    embed_dim: int = 16,
+    hidden_size: int = 128,
+    mlp_layers: int = 1,
+    cnn_channels: int = 32,
+    share_embeddings: bool = True,
+) -> nn.Module:
+    """The encoder for ``space``; ``encoder.output_size`` is its feature width."""
+    if isinstance(space, gym.spaces.Dict):
+        return DictEncoder(
+            {k: make_encoder(s, embed_dim, hidden_size, mlp_layers, cnn_channels, share_embeddings)
+             for k, s in space.spaces.items()}
+        )
+    if isinstance(space, gym.spaces.Tuple):
+        return DictEncoder(
+            {i: make_encoder(s, embed_dim, hidden_size, mlp_layers, cnn_channels, share_embeddings)
+             for i, s in enumerate(space.spaces)}
+        )
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        start = getattr(space, "start", None)
+        start = np.zeros_like(space.nvec) if start is None else start
+        if space.nvec.ndim == 1:
+            return SymbolEncoder(
+                space.nvec, start, embed_dim, hidden_size, mlp_layers, share_embeddings
+            )
+        if space.nvec.ndim in (2, 3):
+            return GridEncoder(space.nvec, start, embed_dim, cnn_channels, hidden_size)
+    if isinstance(space, gym.spaces.Discrete):
+        return DiscreteEncoder(int(space.n), embed_dim, int(space.start))
+    if isinstance(space, gym.spaces.MultiBinary):
+        return VectorEncoder(tuple(np.atleast_1d(space.n)), hidden_size, mlp_layers)
+    if isinstance(space, gym.spaces.Box):
+        if _is_image(space):
+            return ImageEncoder(space, cnn_channels, hidden_size)
+        return VectorEncoder(space.shape, hidden_size, mlp_layers)
+    raise TypeError(f"no encoder for observation space {space!r}")

@@ -1,0 +1,147 @@
+"""Greedy evaluation of a checkpoint, batched.
+
+    python -m agents.evaluate checkpoint=<file or run dir> episodes=N
+        [num_envs=512] [device=cpu] [seed=...] [env=<configs/env name>] [env.<knob>=...]
+
+Prints one JSON line: success_rate, mean_return, episodes, env, core (and the
+mean episode length and the env knobs). By default the env is the one the
+checkpoint was trained on; ``env=`` and ``env.<knob>=`` change it (e.g. a
+longer delay). An env whose spaces do not fit the policy is a clear error.
+Evaluation episodes are seeded apart from training (seed = training seed + 10**6).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from agents.checkpoint import check_env_fits, load_checkpoint, policy_from_checkpoint
+from agents.config import env_knobs, load_env_config, make_env, to_dict
+from agents.policy import Policy
+
+EVAL_SEED_OFFSET = 1_000_000
+
+
+@torch.no_grad()
+def evaluate_policy(
+    policy: Policy, env, episodes: int, deterministic: bool = True, max_steps: int = 1_000_000
+) -> dict[str, float]:
+    """Run exactly ``episodes`` episodes over the env's copies (copy i plays about N / B).
+
+    Copy i contributes its first ``quota[i]`` episodes, so the set of episodes does
+    not depend on which copies finish first. Checks completion every 32 steps.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    device = policy.device
+    n = env.num_envs
+    quota = torch.full((n,), episodes // n, dtype=torch.int64, device=device)
+    quota[: episodes % n] += 1
+    obs, _ = env.reset()
+    state = policy.initial_state(n, device)
+    starts = torch.ones(n, dtype=torch.bool, device=device)
+    prev_a = torch.zeros(n, dtype=torch.int64, device=device)
+    prev_r = torch.zeros(n, dtype=torch.float32, device=device)
+    finished = torch.zeros(n, dtype=torch.int64, device=device)
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # count, return, length, success
+    policy.eval()
+    for step in range(max_steps):
+        action, _, _, state = policy.act(obs, state, starts, prev_a, prev_r, deterministic)
+        obs, reward, terminated, truncated, info = env.step(action)
+        done = terminated | truncated
+        counted = done & (finished < quota)
+        c = counted.double()
+        totals += torch.stack([
+            c.sum(),
+            (info["episode_return"].double() * c).sum(),
+            (info["episode_length"].double() * c).sum(),
+            (info["success"].double() * c).sum(),
+        ])
+        finished += done.long()
+        starts, prev_a, prev_r = done, action, reward
+        if step % 32 == 31 and bool((finished >= quota).all()):
+            break
+    else:
+        raise RuntimeError(f"{episodes} episodes did not finish within {max_steps} steps")
+    count, ret, length, success = totals.tolist()
+    assert int(count) == episodes
+    return {
+        "success_rate": success / count,
+        "mean_return": ret / count,
+        "mean_length": length / count,
+        "episodes": int(count),
+    }
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    episodes: int = 512,
+    num_envs: int = 512,
+    device: str = "cpu",
+    seed: int | None = None,
+    env_cfg: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint file (or run dir) on its own env or on ``env_cfg``."""
+    ckpt = load_checkpoint(checkpoint, map_location=device)
+    policy = policy_from_checkpoint(ckpt, device)
+    env_cfg = env_cfg or ckpt["config"]["env"]
+    if seed is None:
+        seed = int(ckpt["config"]["seed"]) + EVAL_SEED_OFFSET
+    env = make_env(env_cfg, min(num_envs, episodes), device, seed, check_actions=False)
+    check_env_fits(policy, env, env_cfg["id"], checkpoint)
+    result = evaluate_policy(policy, env, episodes)
+    return {
+        **result,
+        "env": env_cfg["id"],
+        "core": ckpt["policy"]["core"],
+        "env_knobs": env_knobs(env_cfg),
+        "global_step": int(ckpt["global_step"]),
+    }
+
+
+def parse_args(argv: list[str]) -> tuple[Any, str | None]:
+    """``key=value`` arguments; ``env=<name>`` (a configs/env file) is returned apart."""
+    choice, rest = None, []
+    for arg in argv:
+        if arg.startswith("env="):
+            choice = arg[len("env="):]
+        else:
+            rest.append(arg)
+    return OmegaConf.from_dotlist(rest), choice
+
+
+def env_config(args: Any, choice: str | None, saved_env: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's env, or configs/env/<choice>.yaml, then ``env.<knob>=`` overrides."""
+    base = to_dict(load_env_config(choice)) if choice else dict(saved_env)
+    base.update(to_dict(args.get("env") or {}))
+    return base
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, choice = parse_args(sys.argv[1:] if argv is None else argv)
+    if "checkpoint" not in args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        saved = load_checkpoint(args.checkpoint)["config"]["env"]
+        result = evaluate_checkpoint(
+            str(args.checkpoint),
+            episodes=int(args.get("episodes", 512)),
+            num_envs=int(args.get("num_envs", 512)),
+            device=str(args.get("device", "cpu")),
+            seed=args.get("seed"),
+            env_cfg=env_config(args, choice, saved),
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

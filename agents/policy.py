@@ -1,0 +1,162 @@
+"""The agent: observation encoder -> memory core -> actor and critic heads.
+
+``act`` is the acting path (one step for every env, ``T == 1`` through the
+core); ``evaluate_sequence`` is the training path (the core runs over a whole
+``[T, B]`` sequence in one call). Both read the same features, so a sequence
+evaluated in one call gives what ``act`` gave step by step.
+
+With ``prev_action_reward`` the core also reads the previous action (one-hot,
+with an extra "none" entry at episode starts) and the previous reward (0 at
+episode starts), as in RL^2 / IMPALA-style agents.
+
+Sampling is Gumbel-max on the logits, so acting never syncs with the host
+(``torch.distributions`` validates its arguments, which does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from agents.encoders import make_encoder
+from agents.tree import tree_map
+from memory_modules import State, make_core
+
+
+def _init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Policy(nn.Module):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        core: str = "gru",
+        core_cfg: dict[str, Any] | None = None,
+        encoder_cfg: dict[str, Any] | None = None,
+        prev_action_reward: bool = False,
+        head_hidden: int = 128,
+    ):
+        super().__init__()
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise TypeError(f"Policy supports Discrete action spaces only, got {action_space!r}")
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.num_actions = int(action_space.n)
+        self.action_start = int(action_space.start)
+        self.core_name = core
+        self.prev_action_reward = bool(prev_action_reward)
+        self.encoder = make_encoder(observation_space, **(encoder_cfg or {}))
+        in_size = self.encoder.output_size
+        if self.prev_action_reward:
+            in_size += self.num_actions + 2  # one-hot action (+ "none") and the reward
+        self.core = make_core(core, in_size, **(core_cfg or {}))
+        # A hidden layer after the core (sample-factory's "decoder"): comparing what the
+        # core remembers with what it sees now needs a nonlinearity after the memory.
+        out = self.core.output_size
+        if head_hidden:
+            self.decoder = nn.Sequential(_init_linear(nn.Linear(out, head_hidden), 2**0.5), nn.ReLU())
+            out = head_hidden
+        else:
+            self.decoder = nn.Identity()
+        self.actor = _init_linear(nn.Linear(out, self.num_actions), 0.01)
+        self.critic = _init_linear(nn.Linear(out, 1), 1.0)
+
+    # ------------------------------------------------------------------ pieces
+    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+        return self.core.initial_state(batch_size, device)
+
+    def features(
+        self,
+        obs: Any,
+        starts: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+        prev_reward: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Core inputs ``[T, B, D]`` from observations ``[T, B, ...]`` and starts ``[T, B]``."""
+        T, B = starts.shape
+        flat = tree_map(lambda o: o.reshape(T * B, *o.shape[2:]), obs)
+        x = self.encoder(flat).view(T, B, -1)
+        if self.prev_action_reward:
+            if prev_action is None or prev_reward is None:
+                raise ValueError("this policy reads the previous action and reward; pass both")
+            none = torch.full_like(prev_action, self.num_actions)
+            a = torch.where(starts, none, prev_action.long() - self.action_start)
+            r = torch.where(starts, torch.zeros_like(prev_reward), prev_reward.float())
+            x = torch.cat([x, F.one_hot(a, self.num_actions + 1).to(x.dtype), r.unsqueeze(-1)], -1)
+        return x
+
+    def heads(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities ``[..., A]`` and values ``[...]`` from core outputs."""
+        z = self.decoder(y)
+        return F.log_softmax(self.actor(z), dim=-1), self.critic(z).squeeze(-1)
+
+    # ------------------------------------------------------------------ paths
+    def act(
+        self,
+        obs: Any,
+        state: State,
+        starts: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+        prev_reward: torch.Tensor | None = None,
+        deterministic: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
+        """One step for a batch ``[B, ...]``: (action, log-prob, value, next state)."""
+        unsq = lambda t: None if t is None else t.unsqueeze(0)  # noqa: E731
+        x = self.features(tree_map(unsq, obs), unsq(starts), unsq(prev_action), unsq(prev_reward))
+        y, state = self.core(x, state, unsq(starts))
+        logp, value = self.heads(y[0])
+        if deterministic:
+            action = logp.argmax(-1)
+        else:
+            # Gumbel-max: argmax(logits + Gumbel noise) is a sample of the categorical.
+            u = torch.rand_like(logp).clamp_(min=1e-20)
+            action = (logp - torch.log(-torch.log(u))).argmax(-1)
+        return (
+            action + self.action_start,
+            logp.gather(-1, action.unsqueeze(-1)).squeeze(-1),
+            value,
+            state,
+        )
+
+    def value(
+        self,
+        obs: Any,
+        state: State,
+        starts: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+        prev_reward: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The value of one observation per env ``[B]``, the state left as it was."""
+        unsq = lambda t: None if t is None else t.unsqueeze(0)  # noqa: E731
+        x = self.features(tree_map(unsq, obs), unsq(starts), unsq(prev_action), unsq(prev_reward))
+        y, _ = self.core(x, state, unsq(starts))
+        return self.critic(self.decoder(y[0])).squeeze(-1)
+
+    def evaluate_sequence(
+        self,
+        obs: Any,
+        state: State,
+        starts: torch.Tensor,
+        actions: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+        prev_reward: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-prob of ``actions``, entropy and value, each ``[T, B]``, from the core's one call."""
+        x = self.features(obs, starts, prev_action, prev_reward)
+        y, _ = self.core(x, state, starts)
+        logp, value = self.heads(y)
+        entropy = -(logp.exp() * logp).sum(-1)
+        taken = logp.gather(-1, (actions.long() - self.action_start).unsqueeze(-1)).squeeze(-1)
+        return taken, entropy, value
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,150 @@
+"""PPO on sequences (Schulman et al. 2017; recurrent as in CleanRL's ppo_atari_lstm).
+
+The rollout is cut into chunks of ``seq_len`` steps, each with the core state
+stored at its start; minibatches are sets of (chunk, env) sequences, and the
+policy evaluates a whole minibatch ``[seq_len, mb]`` with one core call. The
+stored states come from the policy that acted, so from the second epoch on
+they are slightly stale (as in R2D2's "stored state"); no burn-in.
+
+Losses are named as in the paper / CleanRL: clipped surrogate ``pg_loss``,
+(optionally clipped) ``v_loss``, ``entropy``; diagnostics ``approx_kl``
+((ratio - 1) - log ratio), ``clipfrac``, ``grad_norm``. Nothing here reads a
+tensor on the host: the statistics come back as tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from agents.policy import Policy
+from agents.rollout import Rollout
+
+
+@dataclass
+class PPOConfig:
+    num_envs: int = 256
+    num_steps: int = 128  # rollout length T per env
+    seq_len: int = 128  # training sequence length; divides num_steps
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True
+    adam_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    norm_adv: bool = True
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None  # stops the epochs early; costs one host sync per epoch
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    def validate(self) -> None:
+        if self.num_steps % self.seq_len:
+            raise ValueError(f"num_steps={self.num_steps} must be a multiple of seq_len={self.seq_len}")
+        sequences = self.num_envs * (self.num_steps // self.seq_len)
+        if sequences % self.num_minibatches:
+            raise ValueError(
+                f"{sequences} sequences (num_envs * num_steps / seq_len) do not split into "
+                f"num_minibatches={self.num_minibatches}"
+            )
+
+
+STAT_NAMES = ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "grad_norm", "loss")
+
+
+class PPO:
+    def __init__(self, policy: Policy, cfg: PPOConfig):
+        cfg.validate()
+        self.policy = policy
+        self.cfg = cfg
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+
+    def set_progress(self, fraction_done: float) -> float:
+        """Linear learning-rate annealing to 0; returns the rate now in force."""
+        lr = self.cfg.learning_rate
+        if self.cfg.anneal_lr:
+            lr *= max(1.0 - fraction_done, 0.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def loss(self, mb: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The PPO loss of one minibatch of sequences, and its diagnostics."""
+        cfg = self.cfg
+        newlogp, entropy, newvalue = self.policy.evaluate_sequence(
+            mb["obs"], mb["state"], mb["starts"], mb["actions"], mb["prev_actions"], mb["prev_rewards"]
+        )
+        logratio = newlogp - mb["logprobs"]
+        ratio = logratio.exp()
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - logratio).mean()
+            clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+
+        adv = mb["advantages"]
+        if cfg.norm_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg_loss = torch.max(
+            -adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+        ).mean()
+
+        returns, old_values = mb["returns"], mb["values"]
+        if cfg.clip_vloss:
+            clipped = old_values + (newvalue - old_values).clamp(-cfg.clip_coef, cfg.clip_coef)
+            v_loss = 0.5 * torch.max((newvalue - returns) ** 2, (clipped - returns) ** 2).mean()
+        else:
+            v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
+        ent = entropy.mean()
+        loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+        stats = dict(pg_loss=pg_loss, v_loss=v_loss, entropy=ent, approx_kl=approx_kl,
+                     clipfrac=clipfrac, loss=loss)
+        return loss, {k: v.detach() for k, v in stats.items()}
+
+    def update(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+        """Several epochs of minibatch updates; returns the mean of each statistic (tensors)."""
+        cfg = self.cfg
+        data = rollout.sequences()
+        n_seq = data["starts"].shape[1]
+        mb_size = n_seq // cfg.num_minibatches
+        device = data["starts"].device
+        sums = torch.zeros(len(STAT_NAMES), device=device)
+        count = 0
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        for _epoch in range(cfg.update_epochs):
+            perm = torch.randperm(n_seq, device=device)
+            for start in range(0, n_seq, mb_size):
+                idx = perm[start : start + mb_size]
+                mb = _select(data, idx)
+                loss, stats = self.loss(mb)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                self.optimizer.step()
+                stats["grad_norm"] = grad_norm.detach()
+                sums += torch.stack([stats[k].float() for k in STAT_NAMES])
+                count += 1
+            if cfg.target_kl is not None and float(stats["approx_kl"]) > cfg.target_kl:
+                break
+        means = sums / count
+        return dict(zip(STAT_NAMES, means.unbind(), strict=True))
+
+
+def _select(data: dict, idx: torch.Tensor) -> dict:
+    """Sequences ``idx`` of every tensor: dim 1 of ``[L, N, ...]`` tensors, dim 0 of states."""
+    out = {}
+    for key, value in data.items():
+        if key == "state":
+            out[key] = {k: v.index_select(0, idx) for k, v in value.items()}
+        elif isinstance(value, dict):
+            out[key] = {k: v.index_select(1, idx) for k, v in value.items()}
+        else:
+            out[key] = value.index_select(1, idx)
+    return out

@@ -1,0 +1,77 @@
+"""Render greedy episodes of a checkpoint to an MP4 file.
+
+    python -m agents.record checkpoint=<file or run dir> out=<file.mp4> episodes=K
+        [fps=4] [greedy=true] [device=cpu] [seed=...] [env=<configs/env name>] [env.<knob>=...]
+
+Each frame is ``env.render(0)`` beside a panel with the episode, the step, the
+action taken, the reward it earned and the return so far: one frame per step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from agents.checkpoint import check_env_fits, load_checkpoint, policy_from_checkpoint
+from agents.config import make_env
+from agents.evaluate import EVAL_SEED_OFFSET, env_config, parse_args
+from agents.video import play_episodes, write_mp4
+
+
+def record_checkpoint(
+    checkpoint: str,
+    out: str | Path,
+    episodes: int = 1,
+    fps: int = 4,
+    greedy: bool = True,
+    device: str = "cpu",
+    seed: int | None = None,
+    env_cfg: dict | None = None,
+) -> dict:
+    ckpt = load_checkpoint(checkpoint, map_location=device)
+    policy = policy_from_checkpoint(ckpt, device).eval()
+    env_cfg = env_cfg or ckpt["config"]["env"]
+    if seed is None:
+        seed = int(ckpt["config"]["seed"]) + EVAL_SEED_OFFSET
+    env = make_env(env_cfg, 1, device, seed, check_actions=False)
+    check_env_fits(policy, env, env_cfg["id"], checkpoint)
+    return record_policy(policy, env, out, episodes, fps, greedy)
+
+
+def record_policy(policy, env, out, episodes: int = 1, fps: int = 4, greedy: bool = True) -> dict:
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    frames, summaries = play_episodes(policy, env, episodes, deterministic=greedy)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_mp4(out, frames, fps)
+    return {"out": str(out), "frames": len(frames), "episodes": summaries}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, choice = parse_args(sys.argv[1:] if argv is None else argv)
+    if "checkpoint" not in args or "out" not in args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        saved = load_checkpoint(args.checkpoint)["config"]["env"]
+        result = record_checkpoint(
+            str(args.checkpoint),
+            args.out,
+            episodes=int(args.get("episodes", 1)),
+            fps=int(args.get("fps", 4)),
+            greedy=bool(args.get("greedy", True)),
+            device=str(args.get("device", "cpu")),
+            seed=args.get("seed"),
+            env_cfg=env_config(args, choice, saved),
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Recurrent PPO training: the Hydra entry point.
+
+    python -m agents.train env=delayed_match core=hcam env.delay=64 \\
+        algo.num_envs=512 device=cuda seed=3 total_steps=5_000_000
+    python -m agents.train experiment=gru_delayed_match
+    python -m agents.train resume=runs/default/20260101-120000
+
+Everything of a run goes to ``runs/<name>/<timestamp>/``: ``config.yaml`` (the
+resolved config), ``tb/`` (TensorBoard), ``checkpoints/latest.pt``,
+``videos/``. The rollout loop keeps everything on the env's device; the logged
+scalars cross to the host once per update, in one transfer.
+
+Faults: Ctrl-C saves a checkpoint and exits; a non-finite loss stops the run
+with a message and leaves the last good checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from agents.checkpoint import (
+    CHECKPOINT_DIR,
+    LATEST,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from agents.config import make_env, make_policy, policy_spec, ppo_config, to_dict
+from agents.evaluate import EVAL_SEED_OFFSET, evaluate_policy
+from agents.ppo import PPO
+from agents.record import record_policy
+from agents.rollout import Rollout
+from agents.video import add_video, play_episodes
+
+# Top-level keys a resumed run may change from the command line (others come from the run).
+RESUMABLE_KEYS = ("total_steps", "device", "threads", "progress", "checkpoint_every",
+                  "video_every", "eval")
+GROUPS = ("env", "core", "algo", "experiment")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without saving the bad weights."""
+
+
+# ---------------------------------------------------------------------------------- run dirs
+def _new_run_dir(cfg: DictConfig) -> Path:
+    base = Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir, i = base, 0
+    while run_dir.exists():
+        i += 1
+        run_dir = base.with_name(f"{base.name}-{i}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:
+    """The resumed run's own config, with the few run settings the command line may change."""
+    run_dir = Path(cfg.resume)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"resume={run_dir}: no config.yaml there (is it a run dir?)")
+    run_cfg = OmegaConf.load(saved)
+    for item in overrides:
+        key = item.lstrip("+~").split("=", 1)[0]
+        top = key.split(".", 1)[0]
+        if key == "resume":
+            continue
+        if top in RESUMABLE_KEYS:
+            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
+        else:
+            print(f"resume: ignoring {item!r} (a resumed run keeps its own {top})", file=sys.stderr)
+    run_cfg.resume = str(run_dir)
+    return run_cfg, run_dir
+
+
+# ------------------------------------------------------------------------------- training
+def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train (or resume) one run; returns a summary (run_dir, global_step, eval, ...)."""
+    if cfg.get("resume"):
+        cfg, run_dir = _resume_config(cfg, list(overrides))
+        ckpt = load_checkpoint(run_dir, map_location="cpu")
+    else:
+        run_dir, ckpt = _new_run_dir(cfg), None
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        cfg.run_dir = str(run_dir)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+    return Trainer(cfg, run_dir, ckpt).train()
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path, ckpt: dict | None):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.ckpt_path = run_dir / CHECKPOINT_DIR / LATEST
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
+        self.device = torch.device(cfg.device)
+        seed = int(cfg.seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+        self.algo = ppo_config(cfg.algo)
+        self.global_step = 0
+        self.update = 0
+        if ckpt is not None:
+            self.global_step = int(ckpt["global_step"])
+            self.update = int(ckpt["update"])
+        # A resumed run restarts its envs' episodes, on a seed of their own.
+        env_seed = seed + 7919 * self.update
+        self.env = make_env(cfg.env, self.algo.num_envs, str(self.device), env_seed,
+                            check_actions=False)
+        self.spec = policy_spec(cfg, self.env)
+        self.policy = make_policy(self.spec).to(self.device)
+        self.policy.env_id = cfg.env.id
+        self.ppo = PPO(self.policy, self.algo)
+        if ckpt is not None:
+            self.policy.load_state_dict(ckpt["model"])
+            self.ppo.optimizer.load_state_dict(ckpt["optimizer"])
+            set_rng_state(ckpt["rng"])
+        self.num_updates = max(1, math.ceil(int(cfg.total_steps) / self.algo.steps_per_update))
+        # purge_step drops events a crashed run logged after its last checkpoint (those
+        # logged at the checkpoint's own step came before it and stay).
+        purge = self.global_step + 1 if ckpt is not None else None
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
+        if ckpt is None:
+            self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        payload = {
+            "model": self.policy.state_dict(),
+            "optimizer": self.ppo.optimizer.state_dict(),
+            "config": to_dict(self.cfg),
+            "policy": self.spec,
+            "env_id": self.cfg.env.id,
+            "global_step": self.global_step,
+            "update": self.update,
+            "rng": rng_state(),
+        }
+        return save_checkpoint(self.ckpt_path, payload)
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.policy.parameters())
+
+    # ------------------------------------------------------------------ main loop
+    def train(self) -> dict[str, Any]:
+        cfg, algo = self.cfg, self.algo
+        bar = tqdm(
+            total=self.num_updates * algo.steps_per_update, initial=self.global_step,
+            unit="step", unit_scale=True, dynamic_ncols=True, disable=not cfg.progress,
+            desc=f"{cfg.core.name} on {cfg.env.id}",
+        )
+        summary: dict[str, Any] = {"run_dir": str(self.run_dir), "interrupted": False}
+        try:
+            self._loop(bar)
+        except KeyboardInterrupt:
+            bar.close()
+            if self._weights_finite():
+                path = self.save()
+                print(f"\ninterrupted at step {self.global_step}: checkpoint saved to {path}; "
+                      f"continue with resume={self.run_dir}", file=sys.stderr, flush=True)
+            else:
+                print(f"\ninterrupted; weights are not finite, kept the last checkpoint "
+                      f"{self.ckpt_path}", file=sys.stderr, flush=True)
+            summary["interrupted"] = True
+        finally:
+            bar.close()
+            self.writer.flush()
+        summary["global_step"] = self.global_step
+        summary["checkpoint"] = str(self.ckpt_path)
+        if not summary["interrupted"]:
+            summary.update(self._finish())
+        self.writer.close()
+        return summary
+
+    def _loop(self, bar) -> None:
+        cfg, algo, env, policy, device = self.cfg, self.algo, self.env, self.policy, self.device
+        B, T = algo.num_envs, algo.num_steps
+        obs, _ = env.reset()
+        state = policy.initial_state(B, device)
+        starts = torch.ones(B, dtype=torch.bool, device=device)
+        prev_a = torch.zeros(B, dtype=torch.int64, device=device)
+        prev_r = torch.zeros(B, dtype=torch.float32, device=device)
+        no_starts = torch.zeros(B, dtype=torch.bool, device=device)
+        rollout = Rollout(T, B, algo.seq_len, obs, state, device)
+        ep_return = torch.zeros(T, B, device=device)
+        ep_length = torch.zeros(T, B, device=device)
+        ep_success = torch.zeros(T, B, dtype=torch.bool, device=device)
+        session_steps, t_start = 0, time.perf_counter()
+
+        while self.update < self.num_updates:
+            lr = self.ppo.set_progress(self.update / self.num_updates)
+            policy.train()
+            with torch.no_grad():
+                for t in range(T):
+                    rollout.store_state(t, state)
+                    action, logp, value, state = policy.act(obs, state, starts, prev_a, prev_r)
+                    rollout.store_step(t, obs, starts, prev_a, prev_r, action, logp, value)
+                    obs, reward, terminated, truncated, info = env.step(action)
+                    done = terminated | truncated
+                    learn_reward = reward
+                    if "final_observation" in info:
+                        # A time limit is not a terminal state: bootstrap from V(final obs),
+                        # read with the state that follows this step.
+                        v_final = policy.value(info["final_observation"], state, no_starts,
+                                               action, reward)
+                        learn_reward = reward + algo.gamma * v_final * truncated.float()
+                    rollout.store_outcome(t, learn_reward, done)
+                    ep_return[t] = info["episode_return"]
+                    ep_length[t] = info["episode_length"]
+                    ep_success[t] = info["success"]
+                    starts, prev_a, prev_r = done, action, reward
+                last_value = policy.value(obs, state, starts, prev_a, prev_r)
+            rollout.compute_gae(last_value, algo.gamma, algo.gae_lambda)
+            stats = self.ppo.update(rollout)
+
+            self.update += 1
+            self.global_step += algo.steps_per_update
+            session_steps += algo.steps_per_update
+            # Every logged number of this update crosses to the host in this one transfer.
+            dones = rollout.dones.float()
+            returns, values = rollout.returns, rollout.values
+            var_y = returns.var()
+            explained_var = 1 - (returns - values).var() / var_y
+            host = torch.stack([
+                dones.sum(),
+                (ep_return * dones).sum(),
+                (ep_length * dones).sum(),
+                (ep_success.float() * dones).sum(),
+                explained_var,
+                *stats.values(),
+            ]).tolist()
+            n_ep, ret_sum, len_sum, succ_sum, ev = host[:5]
+            s = dict(zip(stats.keys(), host[5:], strict=True))
+            if not math.isfinite(s["loss"]):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({s['loss']}) at update {self.update}, step "
+                    f"{self.global_step}: stopping. The last good checkpoint is kept at "
+                    f"{self.ckpt_path}" + ("" if self.ckpt_path.exists() else " (none written yet)")
+                )
+            sps = session_steps / (time.perf_counter() - t_start)
+            self._log(n_ep, ret_sum, len_sum, succ_sum, ev, s, sps, lr)
+            bar.update(algo.steps_per_update)
+            if n_ep:
+                bar.set_postfix(sps=f"{sps:,.0f}", success=f"{succ_sum / n_ep:.3f}",
+                                refresh=False)
+            if cfg.checkpoint_every and self.update % int(cfg.checkpoint_every) == 0:
+                self.save()
+            if cfg.video_every and self.update % int(cfg.video_every) == 0:
+                self._video()
+
+    def _log(self, n_ep, ret_sum, len_sum, succ_sum, ev, s, sps, lr) -> None:
+        w, step = self.writer, self.global_step
+        if n_ep:
+            w.add_scalar("charts/episodic_return", ret_sum / n_ep, step)
+            w.add_scalar("charts/success_rate", succ_sum / n_ep, step)
+            w.add_scalar("charts/episode_length", len_sum / n_ep, step)
+        w.add_scalar("charts/SPS", sps, step)
+        w.add_scalar("charts/learning_rate", lr, step)
+        w.add_scalar("losses/policy_loss", s["pg_loss"], step)
+        w.add_scalar("losses/value_loss", s["v_loss"], step)
+        w.add_scalar("losses/entropy", s["entropy"], step)
+        w.add_scalar("losses/approx_kl", s["approx_kl"], step)
+        w.add_scalar("losses/clipfrac", s["clipfrac"], step)
+        w.add_scalar("losses/explained_variance", ev, step)
+        w.add_scalar("losses/grad_norm", s["grad_norm"], step)
+
+    def _eval_env(self, num_envs: int):
+        seed = int(self.cfg.seed) + EVAL_SEED_OFFSET
+        return make_env(self.cfg.env, num_envs, str(self.device), seed, check_actions=False)
+
+    def _video(self) -> None:
+        frames, _ = play_episodes(self.policy, self._eval_env(1), 1, deterministic=True)
+        add_video(self.writer, "eval/video", frames, self.global_step, int(self.cfg.eval.fps))
+        self.policy.train()
+
+    def _finish(self) -> dict[str, Any]:
+        """Final checkpoint, greedy evaluation (its JSON line printed), final video."""
+        out: dict[str, Any] = {"checkpoint": str(self.save())}
+        ev = self.cfg.eval
+        if ev.episodes:
+            env = self._eval_env(min(int(ev.num_envs), int(ev.episodes)))
+            result = evaluate_policy(self.policy, env, int(ev.episodes))
+            result = {**result, "env": self.cfg.env.id, "core": self.cfg.core.name,
+                      "global_step": self.global_step, "run_dir": str(self.run_dir)}
+            self.writer.add_scalar("eval/success_rate", result["success_rate"], self.global_step)
+            self.writer.add_scalar("eval/mean_return", result["mean_return"], self.global_step)
+            out["eval"] = result
+        if ev.video_episodes:
+            rec = record_policy(self.policy, self._eval_env(1), self.run_dir / "videos" / "final.mp4",
+                                int(ev.video_episodes), int(ev.fps))
+            out["video"] = rec["out"]
+        print(f"run: {self.run_dir}  (TensorBoard: tensorboard --logdir {self.cfg.runs_root})"
+              + (f"  video: {out['video']}" if "video" in out else ""), file=sys.stderr, flush=True)
+        if "eval" in out:
+            print(json.dumps(out["eval"]), flush=True)
+        return out
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(version_base=None, config_path="../configs", config_name="config")
+    def _app(cfg: DictConfig) -> None:
+        overrides = list(HydraConfig.get().overrides.task)
+        try:
+            summary = run(cfg, overrides)
+        except NonFiniteLossError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        if summary["interrupted"]:
+            sys.exit(130)
+
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Encoders per observation space; the acting path equals the sequence path."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.encoders import make_encoder
+from agents.policy import Policy
+
+SPACES = {
+    "symbols": gym.spaces.MultiDiscrete([3, 9, 9, 9]),
+    "grid_hw": gym.spaces.MultiDiscrete(np.full((7, 7), 5)),
+    "grid_hwc": gym.spaces.MultiDiscrete(np.tile(np.array([11, 6, 3]), (7, 7, 1))),
+    "discrete": gym.spaces.Discrete(5),
+    "image_hwc": gym.spaces.Box(0, 255, (40, 40, 3), np.uint8),
+    "image_chw": gym.spaces.Box(0.0, 1.0, (3, 11, 11), np.float32),
+    "vector": gym.spaces.Box(-1.0, 1.0, (7,), np.float32),
+    "binary": gym.spaces.MultiBinary(6),
+    "dict": gym.spaces.Dict(
+        {"grid": gym.spaces.MultiDiscrete(np.full((5, 5), 4)), "goal": gym.spaces.Discrete(3)}
+    ),
+}
+
+
+def _batch(space: gym.Space, n: int):
+    space.seed(0)
+    samples = [space.sample() for _ in range(n)]
+    if isinstance(space, gym.spaces.Dict):
+        return {k: torch.as_tensor(np.stack([s[k] for s in samples])) for k in space.spaces}
+    return torch.as_tensor(np.stack(samples))
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_encoder_per_space(name):
+    space = SPACES[name]
+    enc = make_encoder(space, hidden_size=32)
+    y = enc(_batch(space, 5))
+    assert y.shape == (5, enc.output_size)
+    assert torch.isfinite(y).all()
+
+
+def test_multidiscrete_start_is_respected():
+    space = gym.spaces.MultiDiscrete([3, 4], start=[-1, 5])
+    enc = make_encoder(space)
+    obs = torch.tensor([[-1, 5], [1, 8]])
+    assert torch.isfinite(enc(obs)).all()
+
+
+def test_shared_token_table_gives_equal_symbols_equal_vectors():
+    enc = make_encoder(gym.spaces.MultiDiscrete([3, 9, 9]), embed_dim=4)
+    assert enc.embed.num_embeddings == 3 + 9  # the two 9-symbol positions share one table
+    unshared = make_encoder(gym.spaces.MultiDiscrete([3, 9, 9]), share_embeddings=False)
+    assert unshared.embed.num_embeddings == 3 + 9 + 9
+
+
+@pytest.mark.parametrize("core", ["mlp", "gru", "lstm"])
+@pytest.mark.parametrize("prev", [False, True])
+def test_act_step_by_step_equals_evaluate_sequence(core, prev):
+    torch.manual_seed(0)
+    obs_space = gym.spaces.MultiDiscrete([3, 9, 9, 9])
+    policy = Policy(obs_space, gym.spaces.Discrete(3), core=core, prev_action_reward=prev).eval()
+    T, B = 12, 4
+    obs = torch.stack([_batch(obs_space, B) for _ in range(T)])
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[0] = True
+    starts[5, 1] = starts[9, 2] = True
+    state0 = policy.initial_state(B, "cpu")
+    actions, logps, values = [], [], []
+    prev_a = torch.zeros(T, B, dtype=torch.int64)
+    prev_r = torch.randn(T, B)
+    with torch.no_grad():
+        state = state0
+        for t in range(T):
+            a, lp, v, state = policy.act(obs[t], state, starts[t], prev_a[t], prev_r[t])
+            actions.append(a)
+            logps.append(lp)
+            values.append(v)
+            if t + 1 < T:
+                prev_a[t + 1] = a
+        acts = torch.stack(actions)
+        assert ((acts >= 0) & (acts < 3)).all()
+        lp_seq, ent, v_seq = policy.evaluate_sequence(obs, state0, starts, acts, prev_a, prev_r)
+    torch.testing.assert_close(lp_seq, torch.stack(logps), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(v_seq, torch.stack(values), atol=1e-5, rtol=1e-5)
+    assert (ent > 0).all() and (ent <= np.log(3) + 1e-5).all()
+
+
+def test_prev_action_is_hidden_at_episode_starts():
+    policy = Policy(gym.spaces.MultiDiscrete([4]), gym.spaces.Discrete(3), core="mlp",
+                    prev_action_reward=True)
+    obs = torch.zeros(1, 2, 1, dtype=torch.int64)
+    starts = torch.tensor([[True, True]])
+    x = policy.features(obs, starts, torch.tensor([[0, 2]]), torch.tensor([[1.0, -1.0]]))
+    assert torch.equal(x[0, 0], x[0, 1]), "a new episode must not see the last episode's action"
+
+
+def test_greedy_action_is_the_argmax():
+    torch.manual_seed(0)
+    policy = Policy(gym.spaces.MultiDiscrete([4, 4]), gym.spaces.Discrete(5), core="gru")
+    obs = torch.randint(0, 4, (64, 2))
+    starts = torch.ones(64, dtype=torch.bool)
+    state = policy.initial_state(64, "cpu")
+    with torch.no_grad():
+        a, lp, _, _ = policy.act(obs, state, starts, deterministic=True)
+        y, _ = policy.core(policy.features(obs[None], starts[None]), state, starts[None])
+        all_logp, _ = policy.heads(y[0])
+    assert a.shape == (64,) and lp.shape == (64,)
+    assert torch.equal(a, all_logp.argmax(-1))
+
+
+def test_sampling_follows_the_policy():
+    """Gumbel-max sampling: empirical frequencies match the softmax."""
+    torch.manual_seed(0)
+    policy = Policy(gym.spaces.MultiDiscrete([2]), gym.spaces.Discrete(3), core="mlp")
+    with torch.no_grad():
+        policy.actor.weight.zero_()
+        policy.actor.bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+    n = 20000
+    obs = torch.zeros(n, 1, dtype=torch.int64)
+    with torch.no_grad():
+        a, lp, _, _ = policy.act(obs, policy.initial_state(n, "cpu"), torch.ones(n, dtype=torch.bool))
+    freq = torch.bincount(a, minlength=3).float() / n
+    torch.testing.assert_close(freq, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0), atol=0.015, rtol=0)

@@ -1,0 +1,154 @@
+"""Training end to end: learning, TensorBoard, checkpoints, resume, Ctrl-C, NaN, evaluate CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents import train as train_mod
+from agents.checkpoint import load_checkpoint
+from agents.config import compose
+from agents.evaluate import evaluate_checkpoint
+from agents.ppo import PPO
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = [
+    "env.delay=2", "algo.num_envs=16", "algo.num_steps=8", "algo.seq_len=8",
+    "algo.num_minibatches=1", "algo.update_epochs=1", "total_steps=256", "progress=false",
+    "eval.episodes=32", "eval.num_envs=32", "eval.video_episodes=0", "threads=1",
+]
+
+SCALARS = [
+    "charts/episodic_return", "charts/success_rate", "charts/episode_length", "charts/SPS",
+    "charts/learning_rate", "losses/policy_loss", "losses/value_loss", "losses/entropy",
+    "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/grad_norm",
+]
+
+
+def _tiny(tmp_path, *extra):
+    return compose([f"runs_root={tmp_path}", *TINY, *extra])
+
+
+def _scalars(run_dir: Path) -> dict[str, list]:
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
+
+
+def test_short_training_beats_chance(tmp_path):
+    """GRU on DelayedMatch (delay 2, 2 choices: chance 0.5) (it is solved by about 30k steps)."""
+    cfg = compose([
+        f"runs_root={tmp_path}", "env.delay=2", "env.num_symbols=4", "env.num_choices=2",
+        "algo.num_envs=64", "algo.num_steps=16", "algo.seq_len=16", "algo.num_minibatches=2",
+        "algo.learning_rate=3e-3", "total_steps=40_000", "progress=false",
+        "checkpoint_every=0", "eval.episodes=512", "eval.video_episodes=0", "threads=1",
+    ])
+    summary = train_mod.run(cfg)
+    assert summary["eval"]["episodes"] == 512
+    assert summary["eval"]["success_rate"] >= 0.8, summary["eval"]
+
+
+def test_run_dir_tensorboard_and_checkpoint(tmp_path, capsys):
+    summary = train_mod.run(_tiny(tmp_path, "name=tiny", "video_every=2"))
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.parent == tmp_path / "tiny"
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()
+    assert not list(run_dir.rglob("*.tmp")), "no temporary files left behind"
+    scalars = _scalars(run_dir)
+    missing = [t for t in SCALARS if t not in scalars]
+    assert not missing, f"TensorBoard lacks {missing}; has {sorted(scalars)}"
+    assert [e.step for e in scalars["charts/SPS"]] == [128, 256]
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    assert "eval/video" in acc.Tags()["images"], "an evaluation video every video_every updates"
+    # the evaluation's JSON line is the last thing printed
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(line)
+    assert result["episodes"] == 32 and 0.0 <= result["success_rate"] <= 1.0
+
+
+def test_ctrl_c_saves_then_resume_continues_the_same_run(tmp_path, monkeypatch):
+    real_log = train_mod.Trainer._log
+
+    def log_then_interrupt(self, *args):
+        real_log(self, *args)
+        if self.update == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod.Trainer, "_log", log_then_interrupt)
+    cfg = _tiny(tmp_path, "total_steps=512", "checkpoint_every=0")
+    first = train_mod.run(cfg)
+    assert first["interrupted"]
+    ckpt = load_checkpoint(first["run_dir"])
+    assert (ckpt["update"], ckpt["global_step"]) == (2, 256)
+    monkeypatch.setattr(train_mod.Trainer, "_log", real_log)
+
+    cfg = compose([f"resume={first['run_dir']}"])
+    second = train_mod.run(cfg, overrides=[f"resume={first['run_dir']}"])
+    assert second["run_dir"] == first["run_dir"]
+    assert second["global_step"] == 512
+    assert load_checkpoint(first["run_dir"])["update"] == 4
+    # one TensorBoard run, its steps continuing, the lr schedule going on from update 2
+    tb_dirs = {p.parent for p in Path(first["run_dir"]).rglob("events.out.tfevents.*")}
+    assert tb_dirs == {Path(first["run_dir"]) / "tb"}
+    scalars = _scalars(Path(first["run_dir"]))
+    assert sorted({e.step for e in scalars["charts/SPS"]}) == [128, 256, 384, 512]
+    lr = {e.step: e.value for e in scalars["charts/learning_rate"]}
+    base = float(_tiny(tmp_path).algo.learning_rate)
+    assert lr[384] == pytest.approx(base * (1 - 2 / 4), rel=1e-5), lr
+
+    result = evaluate_checkpoint(first["run_dir"], episodes=64, num_envs=32)
+    assert result["episodes"] == 64 and result["global_step"] == 512
+    assert result["env"] == "recall/DelayedMatch-v0" and result["core"] == "gru"
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_loss = PPO.loss
+    calls = {"n": 0}
+
+    def poisoned(self, mb):
+        calls["n"] += 1
+        loss, stats = real_loss(self, mb)
+        if calls["n"] >= 3:  # one minibatch per update: updates 1 and 2 are fine
+            loss = loss * float("nan")
+            stats["loss"] = loss.detach()
+        return loss, stats
+
+    monkeypatch.setattr(PPO, "loss", poisoned)
+    cfg = _tiny(tmp_path, "total_steps=1024", "checkpoint_every=1")
+    with pytest.raises(train_mod.NonFiniteLossError, match="non-finite loss.*update 3.*last good"):
+        train_mod.run(cfg)
+    run_dir = next((tmp_path / "default").iterdir())
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["update"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_evaluate_cli_prints_one_json_line_and_rejects_a_mismatched_env(tmp_path):
+    summary = train_mod.run(_tiny(tmp_path, "eval.episodes=0"))
+    ckpt = Path(summary["checkpoint"])
+    cmd = [sys.executable, "-m", "agents.evaluate", f"checkpoint={ckpt}", "episodes=40",
+           "num_envs=16"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["episodes"] == 40
+    assert {"success_rate", "mean_return", "env", "core"} <= set(result)
+    assert math.isfinite(result["mean_return"])
+
+    bad = subprocess.run(cmd + ["env=nback"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0
+    assert "recall/NBack-v0" in bad.stderr and "DelayedMatch" in bad.stderr, bad.stderr
+    assert "observation space" in bad.stderr and "Traceback" not in bad.stderr
