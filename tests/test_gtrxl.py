@@ -129,3 +129,15 @@ def test_state_layout():
     assert set(state) == {"cache0", "cache1", "cache2", "valid"}
     assert state["cache1"].shape == (4, 7, 32)
     assert state["valid"].shape == (4, 7) and not state["valid"].any()
+
+
+def test_forward_never_reads_tensor_data_on_the_host():
+    """The core runs on the meta device (no data at all), so forward has no .item(),
+    no nonzero() and no other shape that depends on values: nothing syncs the device."""
+    core = GTrXLCore(IN, hidden_size=32, window=6).to("meta")
+    for T in (1, 4, 13):
+        state = core.initial_state(2, "meta")
+        starts = torch.zeros(T, 2, dtype=torch.bool, device="meta")
+        y, new = core(torch.empty(T, 2, IN, device="meta"), state, starts)
+        assert y.shape == (T, 2, 32)
+        assert {k: v.shape for k, v in new.items()} == {k: v.shape for k, v in state.items()}

@@ -240,3 +240,15 @@ def test_state_layout():
     assert state["partial0"].shape == (5, 4, 32)
     assert state["chunk_valid"].shape == (5, 6) and not state["chunk_valid"].any()
     assert state["partial_len"].shape == (5,) and state["write_ptr"].shape == (5,)
+
+
+def test_forward_never_reads_tensor_data_on_the_host():
+    """The core runs on the meta device (no data at all), so forward has no .item(),
+    no nonzero() and no other shape that depends on values: nothing syncs the device."""
+    core = HCAMCore(IN, hidden_size=32, chunk_size=4, max_chunks=3).to("meta")
+    for T in (1, 6, 13):  # 13 steps complete more chunks than there are slots
+        state = core.initial_state(2, "meta")
+        starts = torch.zeros(T, 2, dtype=torch.bool, device="meta")
+        y, new = core(torch.empty(T, 2, IN, device="meta"), state, starts)
+        assert y.shape == (T, 2, 32)
+        assert {k: v.shape for k, v in new.items()} == {k: v.shape for k, v in state.items()}
