@@ -143,7 +143,7 @@ class HCAMLayer(nn.Module):
         ext = torch.cat([lead, h], dim=1)  # [B, C-1+T, H]
         ext_n = self.norm(ext)
         xn = ext_n[:, C - 1 :]
-        local = self._local(xn, ext_n + chunk_pos[plan.ext_position], plan.local_visible)
+        local = self._local(ext_n + chunk_pos[plan.ext_position], plan.local_visible)
 
         # Chunks completed inside this sequence, and their summary keys.
         span = plan.chunk_end[:, :, None] + torch.arange(C, device=h.device)
@@ -180,13 +180,15 @@ class HCAMLayer(nn.Module):
             out_keys = torch.where(written[:, :, None], _rows(new_keys, w), keys)
         return h, {"chunks": out_chunks, "keys": out_keys, "partial": new_partial}
 
-    def _local(self, xn: torch.Tensor, ext_in: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    def _local(self, ext_in: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Causal attention of each step over its current chunk (the last <= C ext entries).
 
-        Queries go in blocks of Q; block n sees the ext window of its Q + C - 1
-        entries, so this is one batched matmul per block, not a loop over time.
+        ``ext_in`` [B, C-1+T, H] is the normalised ext sequence plus positions.
+        Queries go in blocks of Q; block n sees its window of Q + C - 1 ext
+        entries, so all blocks are one batched matmul, not a loop over time.
         """
-        B, T, H = xn.shape
+        B, L, H = ext_in.shape
+        T = L - (self.chunk_size - 1)
         nh, dh = self.num_heads, H // self.num_heads
         nb, Q, span = visible.shape[1:]
         pad = nb * Q - T
