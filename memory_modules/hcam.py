@@ -25,7 +25,9 @@ A sequence forward is computed in parallel: the candidates of each query are
 the chunks cached in the state plus the chunks completed earlier in the same
 sequence, with masks for causality, episode starts and ring-buffer overwrites.
 The acting step gathers only the ``top_k`` chosen chunks, so its cost grows
-with ``max_chunks`` only through the cheap stage-1 scores.
+with ``max_chunks`` only through the cheap stage-1 scores and the copy of the
+ring buffer into the new state (states are never updated in place, since a
+rollout may hold on to them).
 
 Gradient: chunk contents and keys in the state come from earlier forward
 calls and are stored detached; summary keys are always detached (they only
