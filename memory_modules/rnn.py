@@ -1,15 +1,33 @@
-"""LSTM and GRU cores on torch's fused recurrent kernels (cuDNN on GPU).
+"""LSTM and GRU cores on torch's fused recurrent kernels (cuDNN on GPU, oneDNN on CPU).
 
 The state is batch-first: ``{"h": [B, L, H], "c": [B, L, H]}`` for the LSTM and
-``{"h": [B, L, H]}`` for the GRU, ``L`` being the number of layers.
+``{"h": [B, L, H]}`` for the GRU, ``L`` being the number of layers. Each layer is
+its own single-layer ``nn.LSTM``/``nn.GRU``, so every layer's output sequence is
+at hand (the padded path below needs it).
 
 Acting (``T == 1``) masks the state of envs whose episode starts and takes one
-fused step. Training (``T > 1``) never loops over time in Python: every env's
-sequence is cut at its episode starts into segments, and all segments of all
-envs run as one packed batch through the fused RNN. An env's first segment
-starts from the stored state, every later one from zeros; outputs are scattered
-back to ``[T, B]`` and the final state is read from each env's last segment.
-All segment bookkeeping is vectorised index arithmetic on the input's device.
+fused step. Training (``T > 1``) never loops over time in Python. Without episode
+starts after step 0 it is one fused pass per layer. Otherwise every env's sequence
+is cut at its episode starts into segments; an env's first segment starts from the
+stored state, every later one from zeros, and all segments of all envs run as one
+batch per layer, in one of two layouts:
+
+* ``"packed"`` (default on CUDA): one ``PackedSequence``; cuDNN runs it natively
+  and returns each segment's final state.
+* ``"padded"`` (default elsewhere): segments left-aligned in a zero-padded
+  ``[L_max, S, D]`` batch and one plain fused pass. Torch's CPU kernel for packed
+  sequences slices its input once per step, and the backward of each slice writes
+  a gradient as large as the whole input, so its backward is O(steps x rows): 20x
+  slower than the plain kernel at T=128 with 256 envs. Padding steps come after
+  each segment's end, so they never touch its outputs; the final state of a
+  segment that ends before ``L_max`` is read from the layer's output sequence
+  (``h``) and, for the LSTM's cell, from the closed form of its linear recurrence
+  ``c_t = f_t * c_{t-1} + i_t * g_t`` with the gates recomputed from the layer's
+  inputs and outputs (see ``_final_cell``).
+
+Outputs are gathered back to ``[T, B]`` and the final state is read from each
+env's last segment. All segment bookkeeping is vectorised index arithmetic on the
+input's device; the one host sync is the copy of the segment lengths to the CPU.
 
 The bias of the gate that retains the state starts at +2 (see ``RETAIN_BIAS``),
 the usual forget-gate bias trick, so memory lasts across long delays from the start.
@@ -18,8 +36,9 @@ the usual forget-gate bias trick, so memory lasts across long delays from the st
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from memory_modules.base import MemoryCore, State, reset_state
 
@@ -27,6 +46,10 @@ from memory_modules.base import MemoryCore, State, reset_state
 # torch's default init (bias ~ 0) an LSTM/GRU did not learn the delay-32 recall test in
 # 1500 updates; a shift of 1 was still too little, 2 learned it in 200-450 updates.
 RETAIN_BIAS = 2.0
+
+SEQUENCE_PATHS = ("auto", "packed", "padded")
+
+Hidden = tuple[torch.Tensor, ...]  # one [1, N, H] tensor per state key, for one layer
 
 
 class _FusedRNNCore(MemoryCore):
@@ -45,8 +68,14 @@ class _FusedRNNCore(MemoryCore):
         self.output_size = hidden_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        # Time-major, as the core's inputs are [T, B, D].
-        self.rnn = self._rnn_cls(input_size, hidden_size, num_layers)
+        # Time-major single-layer RNNs, as the core's inputs are [T, B, D].
+        self.layers = nn.ModuleList(
+            self._rnn_cls(input_size if i == 0 else hidden_size, hidden_size)
+            for i in range(num_layers)
+        )
+        # Layout of the sequence path when episodes start inside the sequence; "auto" is
+        # "packed" on CUDA and "padded" elsewhere (see the module docstring).
+        self.sequence_path = "auto"
         self._init_retain_bias()
 
     def _init_retain_bias(self) -> None:
@@ -56,27 +85,39 @@ class _FusedRNNCore(MemoryCore):
         block of torch's gate layout (LSTM: i, f, g, o; GRU: r, z, n)."""
         H = self.hidden_size
         with torch.no_grad():
-            for layer in range(self.num_layers):
-                getattr(self.rnn, f"bias_ih_l{layer}")[H : 2 * H] += RETAIN_BIAS
+            for layer in self.layers:
+                layer.bias_ih_l0[H : 2 * H] += RETAIN_BIAS
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
-        dtype = self.rnn.weight_ih_l0.dtype
+        dtype = self.layers[0].weight_ih_l0.dtype
         shape = (batch_size, self.num_layers, self.hidden_size)
         return {k: torch.zeros(shape, device=device, dtype=dtype) for k in self._state_keys}
 
-    # -- conversion between the batch-first state and torch's [L, B, H] hx ------------------
+    # -- one layer -----------------------------------------------------------------------------
 
-    def _to_hx(self, state: State):
-        hs = tuple(state[k].transpose(0, 1).contiguous() for k in self._state_keys)
-        return hs if len(hs) > 1 else hs[0]
+    def _layer_hidden(self, state: State, i: int) -> Hidden:
+        """Layer i's part of a batch-first state, as the [1, N, H] tensors torch takes."""
+        return tuple(state[k][:, i].unsqueeze(0).contiguous() for k in self._state_keys)
 
-    def _from_hx(self, hx, rows: torch.Tensor | None = None) -> State:
-        hs = hx if isinstance(hx, tuple) else (hx,)
-        out = {}
-        for k, h in zip(self._state_keys, hs, strict=True):
-            h = h.transpose(0, 1)  # [N, L, H]
-            out[k] = (h if rows is None else h[rows]).contiguous()
-        return out
+    def _run_layer(self, i: int, inp, hidden: Hidden):
+        layer = self.layers[i]
+        out, new = layer(inp, hidden if len(hidden) > 1 else hidden[0])
+        return out, (new if isinstance(new, tuple) else (new,))
+
+    def _stack(self, finals: list[Hidden]) -> State:
+        """Per-layer final states ([N, H] each) -> batch-first state [N, L, H]."""
+        return {
+            k: torch.stack([f[j] for f in finals], dim=1)
+            for j, k in enumerate(self._state_keys)
+        }
+
+    def _run_plain(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """All layers over x [T, B, D] from ``state``, no resets inside: one fused call each."""
+        finals = []
+        for i in range(self.num_layers):
+            x, new = self._run_layer(i, x, self._layer_hidden(state, i))
+            finals.append(tuple(h[0] for h in new))
+        return x, self._stack(finals)
 
     # -- forward -------------------------------------------------------------------------------
 
@@ -88,11 +129,10 @@ class _FusedRNNCore(MemoryCore):
         if T == 0:  # an empty sequence reads nothing and leaves the state as it is
             return x.new_zeros(0, B, self.output_size), state
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
-        # A start at step 0 resets the stored state; both paths begin from this state.
+        # A start at step 0 resets the stored state; every path begins from this state.
         state = reset_state(state, starts[0])
         if T == 1:
-            y, hx = self.rnn(x, self._to_hx(state))
-            return y, self._from_hx(hx)
+            return self._run_plain(x, state)
         return self._forward_sequence(x, state, starts)
 
     def _forward_sequence(
@@ -111,30 +151,88 @@ class _FusedRNNCore(MemoryCore):
         seg_t0 = torch.where(cuts, t_idx, torch.zeros_like(t_idx)).cummax(0).values
         pos = t_idx - seg_t0  # [T, B]: step's position inside its segment
 
-        # Segment lengths in a fixed-size buffer (at most T * B segments) so nothing syncs
-        # until here. Packing needs the lengths on the CPU: this copy is the one host sync
-        # of the sequence path, and it cannot be avoided with packed sequences.
+        # Segment lengths in a fixed-size buffer (at most T * B segments), so nothing syncs
+        # until here. Both layouts need the lengths on the host (packing takes CPU lengths;
+        # the padded batch needs its size): this copy is the one host sync of the path.
         lengths = torch.zeros(T * B, dtype=torch.long, device=device)
-        lengths.scatter_add_(0, seg.reshape(-1), torch.ones(T * B, dtype=torch.long, device=device))
-        lengths = lengths.cpu()
-        n_total = int((lengths > 0).sum())  # segments are numbered 0..n_total-1, none empty
+        lengths.scatter_add_(0, seg.reshape(-1), torch.ones_like(lengths))
+        lengths_host = lengths.cpu()
+        n_total = int((lengths_host > 0).sum())  # segments are 0..n_total-1, none empty
 
         if n_total == B:
-            # No episode starts inside the sequence: one plain fused pass, no packing.
-            y, hx = self.rnn(x, self._to_hx(state))
-            return y, self._from_hx(hx)
+            # No episode starts inside the sequence: one plain fused pass per layer.
+            return self._run_plain(x, state)
 
-        lengths = lengths[:n_total]
-        padded = x.new_zeros(int(lengths.max()), n_total, D).index_put((pos, seg), x)
-        # Initial states: zeros, except each env's first segment takes its stored state.
-        h0 = {}
-        for k in self._state_keys:
-            v = state[k]
-            h0[k] = v.new_zeros(n_total, *v.shape[1:]).index_put((first,), v)
-        packed = pack_padded_sequence(padded, lengths, enforce_sorted=False)
-        out, hx = self.rnn(packed, self._to_hx(h0))  # hx comes back in segment order
-        out, _ = pad_packed_sequence(out, total_length=padded.shape[0])  # [L_max, S, H]
-        return out[pos, seg], self._from_hx(hx, rows=last)
+        lengths_host = lengths_host[:n_total]
+        padded = x.new_zeros(int(lengths_host.max()), n_total, D).index_put((pos, seg), x)
+        # Initial states [S, L, H]: zeros, except each env's first segment takes its state.
+        h0 = {
+            k: v.new_zeros(n_total, *v.shape[1:]).index_put((first,), v)
+            for k, v in state.items()
+        }
+        path = self.sequence_path
+        if path == "auto":
+            path = "packed" if device.type == "cuda" else "padded"
+        if path == "packed":
+            out, finals = self._segments_packed(padded, lengths_host, h0, last)
+        elif path == "padded":
+            out, finals = self._segments_padded(padded, lengths[last] - 1, h0, last)
+        else:
+            raise ValueError(f"sequence_path must be one of {SEQUENCE_PATHS}, got {path!r}")
+        return out[pos, seg], self._stack(finals)
+
+    def _segments_packed(self, padded, lengths_host, h0: State, last):
+        """All segments as one PackedSequence per layer; returns padded outputs [L_max, S, H]
+        and each env's final state per layer ([B, H] tensors)."""
+        inp = pack_padded_sequence(padded, lengths_host, enforce_sorted=False)
+        finals = []
+        for i in range(self.num_layers):
+            inp, new = self._run_layer(i, inp, self._layer_hidden(h0, i))
+            finals.append(tuple(h[0, last] for h in new))  # torch returns hx in input order
+        out, _ = nn.utils.rnn.pad_packed_sequence(inp, total_length=padded.shape[0])
+        return out, finals
+
+    def _segments_padded(self, padded, end, h0: State, last):
+        """All segments left-aligned in one zero-padded batch, one plain fused call per layer.
+
+        ``end`` [B] is the position of the last step of each env's last segment; a
+        segment's final state is read there, not after the padding."""
+        inp = padded
+        finals = []
+        for i in range(self.num_layers):
+            hidden = self._layer_hidden(h0, i)
+            out, _ = self._run_layer(i, inp, hidden)  # state after the padding: unused
+            h_final = out[end, last]
+            if len(self._state_keys) == 1:
+                finals.append((h_final,))
+            else:
+                c_final = self._final_cell(i, inp[:, last], out[:, last], hidden, last, end)
+                finals.append((h_final, c_final))
+            inp = out
+        return inp, finals
+
+    def _final_cell(self, i: int, u, h, hidden: Hidden, last, end) -> torch.Tensor:
+        """LSTM layer i's cell state after step ``end`` of each env's last segment.
+
+        ``u`` [L_max, B, D] and ``h`` [L_max, B, H] are that segment's layer input and output.
+        The gates at every step follow from u_t and h_{t-1}; the cell then obeys the linear
+        recurrence c_t = f_t * c_{t-1} + i_t * g_t, whose solution at step n is
+        c_n = sum_k exp(sum_{k<j<=n} log f_j) * i_k * g_k + exp(sum_{j<=n} log f_j) * c_0.
+        The sums of log f are suffix sums of non-positive terms, so exp never overflows."""
+        layer = self.layers[i]
+        h_prev = torch.cat([hidden[0][:, last], h[:-1]])  # h_{t-1}, with h_0 at t = 0
+        gates = F.linear(u, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(
+            h_prev, layer.weight_hh_l0, layer.bias_hh_l0
+        )
+        gi, gf, gg, _ = gates.chunk(4, dim=-1)
+        steps = torch.arange(u.shape[0], device=u.device).unsqueeze(1)  # [L_max, 1]
+        valid = (steps <= end).unsqueeze(-1)  # [L_max, B, 1]: steps of the segment
+        log_f = torch.where(valid, F.logsigmoid(gf), torch.zeros_like(gf))
+        write = torch.where(valid, torch.sigmoid(gi) * torch.tanh(gg), torch.zeros_like(gg))
+        # suffix[t] = sum_{j >= t} log f_j; the weight of step k's write is suffix[k + 1].
+        suffix = log_f.flip(0).cumsum(0).flip(0)
+        after = torch.cat([suffix[1:], torch.zeros_like(suffix[:1])])
+        return (after.exp() * write).sum(0) + suffix[0].exp() * hidden[1][0, last]
 
 
 class LSTMCore(_FusedRNNCore):

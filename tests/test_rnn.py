@@ -13,9 +13,14 @@ CASES = [("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 2)]
 IDS = [f"{n}-L{layers}" for n, layers in CASES]
 
 
-def _core(name: str, num_layers: int, hidden: int = 16, seed: int = 0):
+PATHS = ["packed", "padded"]
+
+
+def _core(name: str, num_layers: int, hidden: int = 16, seed: int = 0, path: str = "auto"):
     torch.manual_seed(seed)
-    return make_core(name, IN, hidden_size=hidden, num_layers=num_layers)
+    core = make_core(name, IN, hidden_size=hidden, num_layers=num_layers)
+    core.sequence_path = path
+    return core
 
 
 def _warm_state(core, B: int):
@@ -39,11 +44,12 @@ def _assert_same(seq, step):
         torch.testing.assert_close(s_seq[k], s_step[k], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name,num_layers", CASES, ids=IDS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_many_resets_match_step_loop(name, num_layers, seed):
+def test_many_resets_match_step_loop(name, num_layers, seed, path):
     """Dense random resets: runs of starts (length-1 segments), starts at t=0 and t=T-1."""
-    core = _core(name, num_layers, seed=seed).eval()
+    core = _core(name, num_layers, seed=seed, path=path).eval()
     gen = torch.Generator().manual_seed(100 + seed)
     T, B = 37, 9
     x = torch.randn(T, B, IN, generator=gen)
@@ -68,41 +74,74 @@ def test_no_resets_match_step_loop(name, num_layers):
         _assert_same(core(x, state, starts), _step_loop(core, x, state, starts))
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_sequence_path_is_one_fused_call(name, monkeypatch):
-    """Resets inside the sequence: one packed call of the fused RNN, no loop over steps."""
-    core = _core(name, 2).eval()
-    rnn_calls = []
-    core.rnn.register_forward_hook(lambda mod, args, out: rnn_calls.append(type(args[0])))
-    pack_calls = []
+def test_sequence_path_is_one_fused_call_per_layer(name, path, monkeypatch):
+    """Resets inside the sequence: one call of each layer's fused RNN over all segments
+    (a PackedSequence or a padded [L_max, S, D] batch), no loop over steps."""
+    core = _core(name, 2, path=path).eval()
+    calls = []
+    for i, layer in enumerate(core.layers):
+        layer.register_forward_hook(lambda mod, args, out, i=i: calls.append((i, args[0])))
+    packs = []
     real_pack = rnn.pack_padded_sequence
 
     def counting_pack(*args, **kwargs):
-        pack_calls.append(kwargs.get("enforce_sorted"))
+        packs.append(kwargs.get("enforce_sorted"))
         return real_pack(*args, **kwargs)
 
     monkeypatch.setattr(rnn, "pack_padded_sequence", counting_pack)
     T, B = 30, 6
     starts = torch.zeros(T, B, dtype=torch.bool)
-    starts[[3, 4, 10, 29], [0, 0, 2, 5]] = True
+    starts[[3, 4, 10, 29], [0, 0, 2, 5]] = True  # segments: 4 + 2 + 1 + 1 = 10
     with torch.no_grad():
         core(torch.randn(T, B, IN), core.initial_state(B, "cpu"), starts)
-    assert pack_calls == [False]
-    assert rnn_calls == [torch.nn.utils.rnn.PackedSequence]
+    assert [i for i, _ in calls] == [0, 1]
+    if path == "packed":
+        assert packs == [False]
+        assert all(isinstance(a, torch.nn.utils.rnn.PackedSequence) for _, a in calls)
+    else:
+        assert packs == []
+        # longest segment: env 1 (or 3, 4), 30 steps; 10 segments in all
+        assert [tuple(a.shape[:2]) for _, a in calls] == [(30, 10), (30, 10)]
 
-    # Without resets inside the sequence there is nothing to pack: one plain call.
-    rnn_calls.clear()
-    pack_calls.clear()
+    # Without resets inside the sequence there is nothing to cut: one plain call per layer.
+    calls.clear()
+    packs.clear()
     starts = torch.zeros(T, B, dtype=torch.bool)
     starts[0] = True  # a start at step 0 only resets the stored state
     with torch.no_grad():
         core(torch.randn(T, B, IN), core.initial_state(B, "cpu"), starts)
-    assert pack_calls == []
-    assert rnn_calls == [torch.Tensor]
+    assert packs == []
+    assert [(i, tuple(a.shape[:2])) for i, a in calls] == [(0, (T, B)), (1, (T, B))]
 
 
+def test_auto_path_is_padded_on_cpu(monkeypatch):
+    core = _core("lstm", 1)
+    assert core.sequence_path == "auto"
+    seen = []
+    for path in PATHS:
+        real = getattr(core, f"_segments_{path}")
+        monkeypatch.setattr(
+            core, f"_segments_{path}", lambda *a, p=path, f=real: seen.append(p) or f(*a)
+        )
+    starts = torch.zeros(5, 2, dtype=torch.bool)
+    starts[2, 0] = True
+    core(torch.randn(5, 2, IN), core.initial_state(2, "cpu"), starts)
+    assert seen == ["padded"]
+
+
+def test_bad_sequence_path_is_an_error():
+    core = _core("gru", 1, path="loop")
+    starts = torch.zeros(5, 2, dtype=torch.bool)
+    starts[2, 0] = True
+    with pytest.raises(ValueError, match="sequence_path must be one of"):
+        core(torch.randn(5, 2, IN), core.initial_state(2, "cpu"), starts)
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name,num_layers", CASES, ids=IDS)
-def test_gradients_match_step_loop(name, num_layers):
+def test_gradients_match_step_loop(name, num_layers, path):
     """Backward through the packed path equals backward through T single steps,
     for the weights and for the stored state."""
     T, B = 16, 5
@@ -113,7 +152,7 @@ def test_gradients_match_step_loop(name, num_layers):
     state0 = _warm_state(_core(name, num_layers), B)
 
     def grads(sequence: bool):
-        core = _core(name, num_layers)
+        core = _core(name, num_layers, path=path)
         state = {k: v.clone().requires_grad_(True) for k, v in state0.items()}
         if sequence:
             y, final = core(x, state, starts)
@@ -179,8 +218,8 @@ def test_retain_gate_bias(name):
     """The forget (LSTM) / update (GRU) gate bias starts shifted by RETAIN_BIAS."""
     core = _core(name, 2, hidden=64)
     H = 64
-    for layer in range(2):
-        b = getattr(core.rnn, f"bias_ih_l{layer}")
+    for layer in core.layers:
+        b = layer.bias_ih_l0
         other = torch.cat([b[:H], b[2 * H :]])
         assert abs(b[H : 2 * H].mean().item() - rnn.RETAIN_BIAS) < 0.1
         assert other.abs().mean().item() < 0.5
