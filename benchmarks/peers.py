@@ -18,7 +18,7 @@ those event files afterwards, so nothing is timed inside the frameworks:
   wall-clock between them (training throughput, startup excluded);
 * seconds to success: wall-clock from launching the process to the first
   logged success rate >= ``--target`` (0.95), or "not reached";
-* final success: the last logged success rate (training episodes, each
+* final success: the last success rate logged within the budget (training episodes, each
   framework's own running average: SB3 and sample-factory over the last 100
   episodes, recall-rl over the episodes of the last update).
 
@@ -147,7 +147,14 @@ def read_curve(logdir: str, tag: str) -> list[tuple[float, int, float]]:
     return sorted(points)
 
 
-def summarize(points, launched: float, target: float) -> dict:
+def summarize(points, launched: float, target: float, budget: float | None = None) -> dict:
+    """Steps/s, seconds to ``target`` and final success from one curve, cut at the budget.
+
+    A trainer may run on for a few seconds after Ctrl-C; points logged after
+    ``launched + budget`` are ignored so every framework is judged on the same time.
+    """
+    if budget is not None:
+        points = [p for p in points if p[0] - launched <= budget]
     if len(points) < 2:
         return {"sps": None, "to_target": None, "final": points[-1][2] if points else None, "steps": 0}
     (w0, s0, _), (w1, s1, v1) = points[0], points[-1]
@@ -184,11 +191,11 @@ def run_one(fw, task, args, workdir) -> dict:
         if proc.poll() is None:  # out of budget: Ctrl-C (both trainers save and flush on it)
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    res = summarize(read_curve(logdir, TAGS[fw]), launched, args.target)
+    res = summarize(read_curve(logdir, TAGS[fw]), launched, args.target, args.budget_seconds + 5)
     res["returncode"] = proc.returncode
     res["log"] = os.path.join(logdir, "stdout.txt")
     return res
