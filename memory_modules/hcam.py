@@ -147,14 +147,15 @@ class HCAMLayer(nn.Module):
         xn = ext_n[:, C - 1 :]
         local = self._local(ext_n + chunk_pos[plan.ext_position], plan.local_visible)
 
-        # Chunks completed inside this sequence, and their summary keys.
+        # Chunks completed inside this sequence, and their summary keys: the chunk
+        # mean, layer-normalised (no parameters) once here rather than at every read.
         span = plan.chunk_end[:, :, None] + torch.arange(C, device=h.device)
         new_chunks = _rows(ext, span.reshape(B, K * C)).view(B, K, C, H)
-        new_keys = new_chunks.detach().mean(2)
+        new_keys = nn.functional.layer_norm(new_chunks.detach().mean(2), (H,))
 
         # Stage 1: score every visible chunk, keep the top k.
-        all_keys = nn.functional.layer_norm(torch.cat([keys, new_keys], dim=1), (H,))
-        scores = torch.einsum("bth,bmh->btm", self.select(xn), all_keys) * (1.0 / math.sqrt(H))
+        query = self.select(xn) * (1.0 / math.sqrt(H))
+        scores = torch.cat([query @ keys.transpose(1, 2), query @ new_keys.transpose(1, 2)], dim=2)
         top_k = min(self.top_k, M + K)
         weights, picked = masked_top_k_weights(scores, plan.candidates_visible, top_k)
 
@@ -245,7 +246,7 @@ class HCAMCore(MemoryCore):
 
     State per layer l: ``chunks{l}`` [B, max_chunks, chunk_size, hidden] (the
     ring buffer of completed chunks of layer l's input), ``keys{l}``
-    [B, max_chunks, hidden] (their means) and ``partial{l}``
+    [B, max_chunks, hidden] (their means, layer-normalised) and ``partial{l}``
     [B, chunk_size, hidden] (the current chunk, zero past ``partial_len``).
     Shared: ``chunk_valid`` [B, max_chunks] (slot holds a chunk of the current
     episode), ``partial_len`` [B] and ``write_ptr`` [B] (next ring slot).
