@@ -1,6 +1,7 @@
 """What each memory core costs: parameters, state size, acting step and training pass.
 
     python benchmarks/core_cost.py [--quick] [--cores lstm gtrxl ...] [--threads N]
+                                   [--no-sweep] [--rnn-layouts]
 
 For every core in ``memory_modules.CORES`` whose module imports (the others are
 reported as not available), with its default config and input size 64, on CPU
@@ -18,6 +19,9 @@ over the history), HCAM with ``max_chunks * chunk_size = history``. The cache is
 first filled by running ``history`` steps of the core's own sequence path on 2 envs,
 whose state rows are then tiled to all envs (the state is batch-first, so any row
 is a valid env state).
+
+With ``--rnn-layouts``, the LSTM/GRU training pass is also timed without episode
+starts and with each of its two segment layouts forced.
 
 Times are the median over repeats after warm-up calls (``torch.cuda.synchronize``
 around every call on CUDA). The CPU runs torch on ``--threads`` threads (default 1). Where a case is too slow or too large on the CPU, the
@@ -108,11 +112,13 @@ def acting_time(core, n_envs: int, device: torch.device, state, repeats: int) ->
     return time_call(step, device, repeats, warmup=3)
 
 
-def training_time(core, n_envs: int, device: torch.device, repeats: int) -> float:
+def training_time(
+    core, n_envs: int, device: torch.device, repeats: int, reset_rate: float = RESET_RATE
+) -> float:
     core.train()
     gen = torch.Generator(device="cpu").manual_seed(1)
     x = torch.randn(TRAIN_T, n_envs, INPUT, generator=gen).to(device)
-    starts = (torch.rand(TRAIN_T, n_envs, generator=gen) < RESET_RATE).to(device)
+    starts = (torch.rand(TRAIN_T, n_envs, generator=gen) < reset_rate).to(device)
     state = warm_state(core, n_envs, 32, device)
     params = list(core.parameters())
 
@@ -171,6 +177,12 @@ def main() -> None:
         "OpenMP pool is up to 60x slower when other processes load the cores)",
     )
     parser.add_argument("--no-sweep", action="store_true", help="skip the history sweep")
+    parser.add_argument(
+        "--rnn-layouts",
+        action="store_true",
+        help="also time the LSTM/GRU training pass without resets and in both segment "
+        "layouts (packed, padded)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     act_repeats, train_repeats = (5, 1) if args.quick else (20, 3)
@@ -197,7 +209,16 @@ def main() -> None:
             for h in HISTORIES
         ]
 
+    if args.rnn_layouts:
+        jobs += [
+            ("layout", name, dev, None)
+            for dev in devices
+            for name in ("lstm", "gru")
+            if name in available
+        ]
+
     cost: dict[tuple[str, str], dict] = {}
+    layouts: dict[tuple[str, str], dict] = {}
     sweep: dict[tuple[str, str, int], dict] = {}
     bar = tqdm(jobs, desc="core cost")
     for kind, name, dev, history in bar:
@@ -217,6 +238,13 @@ def main() -> None:
                 train=train,
                 train_envs=train_envs,
             )
+        elif kind == "layout":
+            core = make_core(name, INPUT).to(dev)
+            row = {"none": training_time(core, TRAIN_ENVS, dev, train_repeats, 0.0)}
+            for path in ("packed", "padded"):
+                core.sequence_path = path
+                row[path] = training_time(core, TRAIN_ENVS, dev, train_repeats)
+            layouts[(name, dev.type)] = row
         else:
             n_envs = SWEEP_ENVS[dev.type]
             core = make_core(name, INPUT, **sweep_config(name, history)).to(dev)
@@ -278,6 +306,27 @@ def main() -> None:
                     r = sweep[(name, dev.type, h)]
                     line += f" {r['envs']} | {fmt_time(r['act'])} | {r['act'] / r['envs'] * 1e6:.1f} |"
                 print(line)
+
+    if layouts:
+        print(
+            f"\nLSTM/GRU training pass (forward + backward, T={TRAIN_T}, {TRAIN_ENVS} envs): "
+            "no episode starts (one plain fused call), and starts at rate "
+            f"1/{round(1 / RESET_RATE)} with the segments packed or padded "
+            "(``sequence_path``; \"auto\" picks packed on CUDA, padded elsewhere).\n"
+        )
+        head = "| core |"
+        for dev in devices:
+            head += f" no starts {dev.type} (ms) | packed {dev.type} (ms) | padded {dev.type} (ms) |"
+        print(head)
+        print("|" + "---|" * (head.count("|") - 1))
+        for name in ("lstm", "gru"):
+            if (name, devices[0].type) not in layouts:
+                continue
+            line = f"| {name} |"
+            for dev in devices:
+                r = layouts[(name, dev.type)]
+                line += f" {fmt_time(r['none'])} | {fmt_time(r['packed'])} | {fmt_time(r['padded'])} |"
+            print(line)
 
 
 if __name__ == "__main__":
