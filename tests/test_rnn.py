@@ -76,9 +76,9 @@ def test_no_resets_match_step_loop(name, num_layers):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_sequence_path_is_one_fused_call_per_layer(name, path, monkeypatch):
-    """Resets inside the sequence: one call of each layer's fused RNN over all segments
-    (a PackedSequence or a padded [L_max, S, D] batch), no loop over steps."""
+def test_sequence_path_calls(name, path, monkeypatch):
+    """Resets inside the sequence: each layer's fused RNN runs all segments in one
+    PackedSequence, or in one padded batch per length bucket; no loop over steps."""
     core = _core(name, 2, path=path).eval()
     calls = []
     for i, layer in enumerate(core.layers):
@@ -96,14 +96,19 @@ def test_sequence_path_is_one_fused_call_per_layer(name, path, monkeypatch):
     starts[[3, 4, 10, 29], [0, 0, 2, 5]] = True  # segments: 4 + 2 + 1 + 1 = 10
     with torch.no_grad():
         core(torch.randn(T, B, IN), core.initial_state(B, "cpu"), starts)
-    assert [i for i, _ in calls] == [0, 1]
     if path == "packed":
         assert packs == [False]
+        assert [i for i, _ in calls] == [0, 1]
         assert all(isinstance(a, torch.nn.utils.rnn.PackedSequence) for _, a in calls)
     else:
         assert packs == []
-        # longest segment: env 1 (or 3, 4), 30 steps; 10 segments in all
-        assert [tuple(a.shape[:2]) for _, a in calls] == [(30, 10), (30, 10)]
+        # Segment lengths 3, 1, 26 | 30 | 10, 20 | 30 | 30 | 29, 1, bucketed by length in
+        # (2^(k-1), 2^k]: {1, 1}, {3}, {10}, {26, 30, 20, 30, 30, 29}; each bucket is one
+        # padded batch [longest, segments], run through both layers.
+        batches = [(1, 2), (3, 1), (10, 1), (30, 6)]
+        assert [(i, tuple(a.shape[:2])) for i, a in calls] == [
+            (i, shape) for shape in batches for i in (0, 1)
+        ]
 
     # Without resets inside the sequence there is nothing to cut: one plain call per layer.
     calls.clear()
