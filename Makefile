@@ -9,7 +9,7 @@ QUIET  := 2>&1 | (grep -v "^WARNING: Location" || true)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup test lint bench clean
+.PHONY: setup train test lint bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ $(STAMP): pyproject.toml
 	$(PIP) -e ".[dev]" $(QUIET)
 	$(PY) -c "import torch, gymnasium, envs, memory_modules, agents"
 	touch $(STAMP)
+
+# The default experiment (configs/experiment/default.yaml): GRU on DelayedMatch on the CPU,
+# a few minutes. Ends with the evaluation's JSON line; the run is in runs/default/<time>/
+# (tb/ for `tensorboard --logdir runs`, checkpoints/latest.pt, videos/final.mp4).
+train: setup
+	$(PY) -m agents.train experiment=default
 
 test: setup
 	$(PY) -m pytest -q

@@ -8,6 +8,7 @@ mean episode length and the env knobs). By default the env is the one the
 checkpoint was trained on; ``env=`` and ``env.<knob>=`` change it (e.g. a
 longer delay). An env whose spaces do not fit the policy is a clear error.
 Evaluation episodes are seeded apart from training (seed = training seed + 10**6).
+Decision-transformer checkpoints are handed to ``agents.dt_eval``.
 """
 
 from __future__ import annotations
@@ -122,12 +123,18 @@ def env_config(args: Any, choice: str | None, saved_env: dict[str, Any]) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, choice = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, choice = parse_args(argv)
     if "checkpoint" not in args:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        saved = load_checkpoint(args.checkpoint)["config"]["env"]
+        ckpt = load_checkpoint(args.checkpoint)
+        if ckpt.get("kind", "ppo") == "dt":  # decision transformers have their own evaluation
+            from agents import dt_eval
+
+            return dt_eval.main(argv)
+        saved = ckpt["config"]["env"]
         result = evaluate_checkpoint(
             str(args.checkpoint),
             episodes=int(args.get("episodes", 512)),

@@ -99,6 +99,15 @@ class Policy(nn.Module):
         return F.log_softmax(self.actor(z), dim=-1), self.critic(z).squeeze(-1)
 
     # ------------------------------------------------------------------ paths
+    def _step(self, obs, state, starts, prev_action, prev_reward) -> tuple[torch.Tensor, State]:
+        """Core output ``[B, H]`` and next state for one step of a batch ``[B, ...]``."""
+        def unsq(t):
+            return None if t is None else t.unsqueeze(0)
+
+        x = self.features(tree_map(unsq, obs), unsq(starts), unsq(prev_action), unsq(prev_reward))
+        y, state = self.core(x, state, unsq(starts))
+        return y[0], state
+
     def act(
         self,
         obs: Any,
@@ -109,10 +118,8 @@ class Policy(nn.Module):
         deterministic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
         """One step for a batch ``[B, ...]``: (action, log-prob, value, next state)."""
-        unsq = lambda t: None if t is None else t.unsqueeze(0)  # noqa: E731
-        x = self.features(tree_map(unsq, obs), unsq(starts), unsq(prev_action), unsq(prev_reward))
-        y, state = self.core(x, state, unsq(starts))
-        logp, value = self.heads(y[0])
+        y, state = self._step(obs, state, starts, prev_action, prev_reward)
+        logp, value = self.heads(y)
         if deterministic:
             action = logp.argmax(-1)
         else:
@@ -135,10 +142,8 @@ class Policy(nn.Module):
         prev_reward: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The value of one observation per env ``[B]``, the state left as it was."""
-        unsq = lambda t: None if t is None else t.unsqueeze(0)  # noqa: E731
-        x = self.features(tree_map(unsq, obs), unsq(starts), unsq(prev_action), unsq(prev_reward))
-        y, _ = self.core(x, state, unsq(starts))
-        return self.critic(self.decoder(y[0])).squeeze(-1)
+        y, _ = self._step(obs, state, starts, prev_action, prev_reward)
+        return self.critic(self.decoder(y)).squeeze(-1)
 
     def evaluate_sequence(
         self,

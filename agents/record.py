@@ -30,6 +30,8 @@ def record_checkpoint(
     env_cfg: dict | None = None,
 ) -> dict:
     ckpt = load_checkpoint(checkpoint, map_location=device)
+    if ckpt.get("kind", "ppo") != "ppo":
+        raise ValueError(f"{checkpoint} is a {ckpt['kind']} checkpoint; record plays PPO policies")
     policy = policy_from_checkpoint(ckpt, device).eval()
     env_cfg = env_cfg or ckpt["config"]["env"]
     if seed is None:

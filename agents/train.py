@@ -36,6 +36,7 @@ from agents.checkpoint import (
     LATEST,
     load_checkpoint,
     rng_state,
+    same_space,
     save_checkpoint,
     set_rng_state,
 )
@@ -101,6 +102,53 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
     return Trainer(cfg, run_dir, ckpt).train()
 
 
+class Curriculum:
+    """Optional success-gated curriculum over one env knob (``cfg.curriculum``).
+
+    ``{knob: delay, values: [4, 8, 16, 32], threshold: 0.9}`` trains with delay 4
+    until the training success rate of an update reaches 0.9, then 8, and so on.
+    The last value is the task itself (the env config's own value is used for the
+    final evaluation). The success rate is the logged one: no extra host sync.
+    """
+
+    def __init__(self, spec: Any, env_cfg: Any):
+        self.env_base = to_dict(env_cfg)
+        self.stage = 0
+        self.active = bool(spec)
+        if not self.active:
+            return
+        spec = to_dict(spec)
+        self.knob = str(spec["knob"])
+        self.values = list(spec["values"])
+        self.threshold = float(spec.get("threshold", 0.9))
+        if self.knob not in self.env_base:
+            raise ValueError(f"curriculum knob {self.knob!r} is not an env option; "
+                             f"env options: {sorted(k for k in self.env_base if k != 'id')}")
+        if not self.values:
+            raise ValueError("curriculum.values is empty")
+
+    @property
+    def value(self):
+        return self.values[self.stage]
+
+    def env_cfg(self) -> dict[str, Any]:
+        if not self.active:
+            return dict(self.env_base)
+        return {**self.env_base, self.knob: self.value}
+
+    def advance(self, success_rate: float) -> bool:
+        """Move to the next stage when ``success_rate`` reaches the threshold."""
+        if not self.active or self.stage + 1 >= len(self.values):
+            return False
+        if success_rate < self.threshold:
+            return False
+        self.stage += 1
+        return True
+
+    def describe(self) -> str:
+        return f"{self.knob}={self.value} (stage {self.stage + 1}/{len(self.values)})"
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, ckpt: dict | None):
         self.cfg = cfg
@@ -120,10 +168,18 @@ class Trainer:
         if ckpt is not None:
             self.global_step = int(ckpt["global_step"])
             self.update = int(ckpt["update"])
-        # A resumed run restarts its envs' episodes, on a seed of their own.
-        env_seed = seed + 7919 * self.update
-        self.env = make_env(cfg.env, self.algo.num_envs, str(self.device), env_seed,
-                            check_actions=False)
+        self.curriculum = Curriculum(cfg.get("curriculum"), cfg.env)
+        if ckpt is not None:
+            self.curriculum.stage = int(ckpt.get("curriculum_stage", 0))
+        self.env = self._make_train_env()
+        for value in self.curriculum.values if self.curriculum.active else ():
+            stage_env = make_env({**self.curriculum.env_base, self.curriculum.knob: value}, 1,
+                                 "cpu", 0)
+            if not (same_space(stage_env.single_observation_space,
+                               self.env.single_observation_space)
+                    and same_space(stage_env.single_action_space, self.env.single_action_space)):
+                raise ValueError(f"curriculum {self.curriculum.knob}={value} changes the env's "
+                                 "spaces; a curriculum may only vary knobs that keep them")
         self.spec = policy_spec(cfg, self.env)
         self.policy = make_policy(self.spec).to(self.device)
         self.policy.env_id = cfg.env.id
@@ -143,6 +199,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
         payload = {
+            "kind": "ppo",
             "model": self.policy.state_dict(),
             "optimizer": self.ppo.optimizer.state_dict(),
             "config": to_dict(self.cfg),
@@ -150,9 +207,23 @@ class Trainer:
             "env_id": self.cfg.env.id,
             "global_step": self.global_step,
             "update": self.update,
+            "curriculum_stage": self.curriculum.stage,
             "rng": rng_state(),
         }
         return save_checkpoint(self.ckpt_path, payload)
+
+    def _make_train_env(self):
+        # A resumed run, or a new curriculum stage, starts fresh episodes on a seed of its own.
+        seed = int(self.cfg.seed) + 7919 * self.update
+        return make_env(self.curriculum.env_cfg(), self.algo.num_envs, str(self.device), seed,
+                        check_actions=False)
+
+    def _fresh_episodes(self):
+        """Reset every env copy: first observations, initial core state, all starts."""
+        obs, _ = self.env.reset()
+        B = self.algo.num_envs
+        state = self.policy.initial_state(B, self.device)
+        return obs, state, torch.ones(B, dtype=torch.bool, device=self.device)
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.policy.parameters())
@@ -189,11 +260,10 @@ class Trainer:
         return summary
 
     def _loop(self, bar) -> None:
-        cfg, algo, env, policy, device = self.cfg, self.algo, self.env, self.policy, self.device
+        cfg, algo, policy, device = self.cfg, self.algo, self.policy, self.device
         B, T = algo.num_envs, algo.num_steps
-        obs, _ = env.reset()
-        state = policy.initial_state(B, device)
-        starts = torch.ones(B, dtype=torch.bool, device=device)
+        env = self.env
+        obs, state, starts = self._fresh_episodes()
         prev_a = torch.zeros(B, dtype=torch.int64, device=device)
         prev_r = torch.zeros(B, dtype=torch.float32, device=device)
         no_starts = torch.zeros(B, dtype=torch.bool, device=device)
@@ -259,6 +329,11 @@ class Trainer:
             if n_ep:
                 bar.set_postfix(sps=f"{sps:,.0f}", success=f"{succ_sum / n_ep:.3f}",
                                 refresh=False)
+            if n_ep and self.curriculum.advance(succ_sum / n_ep):
+                env = self.env = self._make_train_env()
+                obs, state, starts = self._fresh_episodes()
+                print(f"curriculum: {self.curriculum.describe()} from step {self.global_step}",
+                      file=sys.stderr, flush=True)
             if cfg.checkpoint_every and self.update % int(cfg.checkpoint_every) == 0:
                 self.save()
             if cfg.video_every and self.update % int(cfg.video_every) == 0:
@@ -271,6 +346,8 @@ class Trainer:
             w.add_scalar("charts/success_rate", succ_sum / n_ep, step)
             w.add_scalar("charts/episode_length", len_sum / n_ep, step)
         w.add_scalar("charts/SPS", sps, step)
+        if self.curriculum.active:
+            w.add_scalar(f"curriculum/{self.curriculum.knob}", self.curriculum.value, step)
         w.add_scalar("charts/learning_rate", lr, step)
         w.add_scalar("losses/policy_loss", s["pg_loss"], step)
         w.add_scalar("losses/value_loss", s["v_loss"], step)

@@ -5,8 +5,8 @@
 
 For each core and number of envs: one warm-up update, then ``--updates`` timed
 updates of the full loop (rollout on the device, GAE, PPO epochs), on
-DelayedMatch with the algo config of ``configs/algo/ppo.yaml`` unless
-overridden. Prints a markdown table; "rollout" is the acting + env share alone.
+DelayedMatch with the default experiment's config (``python -m agents.train``)
+unless overridden. Prints a markdown table; "rollout" is the acting + env share alone.
 CUDA is measured too when present and ``--device`` is not given.
 """
 
@@ -32,6 +32,7 @@ def measure(core: str, num_envs: int, device: str, updates: int, overrides: list
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose([
             f"core={core}", f"algo.num_envs={num_envs}", f"device={device}", "progress=false",
+            "curriculum=null",
             "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0", "threads=null",
             f"runs_root={tmp}", *overrides,
         ])
@@ -82,11 +83,12 @@ def main() -> None:
     sizes = [int(n) for n in args.num_envs.split(",")]
     cores = args.cores.split(",")
 
-    algo = compose(args.overrides).algo
+    cfg = compose([f"core={cores[0]}", *args.overrides])
+    algo = cfg.algo
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
           f"{torch.get_num_threads()} torch threads, load average {load:.1f}")
-    print(f"DelayedMatch, T={algo.num_steps}, seq_len={algo.seq_len}, "
+    print(f"DelayedMatch delay {cfg.env.delay}, T={algo.num_steps}, seq_len={algo.seq_len}, "
           f"epochs={algo.update_epochs}, minibatches={algo.num_minibatches}; "
           f"overrides: {' '.join(args.overrides) or 'none'}\n")
     print("| core | device | num_envs | train steps/s | rollout steps/s |")

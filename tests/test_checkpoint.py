@@ -12,7 +12,7 @@ from agents.config import compose, make_env
 from agents.train import run
 
 TINY = [
-    "env.delay=2", "algo.num_envs=8", "algo.num_steps=8", "algo.seq_len=8",
+    "curriculum=null", "env.delay=2", "algo.num_envs=8", "algo.num_steps=8", "algo.seq_len=8",
     "algo.num_minibatches=1", "algo.update_epochs=1", "total_steps=64", "progress=false",
     "eval.episodes=0", "eval.video_episodes=0", "threads=1",
 ]

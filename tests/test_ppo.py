@@ -152,7 +152,7 @@ def treadmill(monkeypatch):
 def test_truncated_episodes_bootstrap_from_the_final_observation(treadmill, tmp_path):
     gamma = 0.5
     cfg = compose([
-        f"runs_root={tmp_path}", "algo.num_envs=16", "algo.num_steps=12", "algo.seq_len=12",
+        f"runs_root={tmp_path}", "curriculum=null", "algo.num_envs=16", "algo.num_steps=12", "algo.seq_len=12",
         "algo.num_minibatches=1", "algo.update_epochs=4", f"algo.gamma={gamma}",
         "algo.learning_rate=1e-2", "algo.anneal_lr=false", "total_steps=7680",
         "progress=false", "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0",

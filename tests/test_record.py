@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_record_writes_a_readable_mp4_with_a_frame_per_step(tmp_path):
     summary = run(compose([
-        f"runs_root={tmp_path}", "env.delay=3", "env.cue_steps=2", "algo.num_envs=8",
+        f"runs_root={tmp_path}", "curriculum=null", "env.delay=3", "env.cue_steps=2", "algo.num_envs=8",
         "algo.num_steps=8", "algo.seq_len=8", "algo.num_minibatches=1", "algo.update_epochs=1",
         "total_steps=64", "progress=false", "eval.episodes=0", "eval.video_episodes=0",
         "threads=1",

@@ -21,7 +21,7 @@ from agents.ppo import PPO
 ROOT = Path(__file__).resolve().parent.parent
 
 TINY = [
-    "env.delay=2", "algo.num_envs=16", "algo.num_steps=8", "algo.seq_len=8",
+    "curriculum=null", "env.delay=2", "algo.num_envs=16", "algo.num_steps=8", "algo.seq_len=8",
     "algo.num_minibatches=1", "algo.update_epochs=1", "total_steps=256", "progress=false",
     "eval.episodes=32", "eval.num_envs=32", "eval.video_episodes=0", "threads=1",
 ]
@@ -46,7 +46,8 @@ def _scalars(run_dir: Path) -> dict[str, list]:
 def test_short_training_beats_chance(tmp_path):
     """GRU on DelayedMatch (delay 2, 2 choices: chance 0.5) (it is solved by about 30k steps)."""
     cfg = compose([
-        f"runs_root={tmp_path}", "env.delay=2", "env.num_symbols=4", "env.num_choices=2",
+        f"runs_root={tmp_path}", "curriculum=null", "env.delay=2", "env.num_symbols=4",
+        "env.num_choices=2",
         "algo.num_envs=64", "algo.num_steps=16", "algo.seq_len=16", "algo.num_minibatches=2",
         "algo.learning_rate=3e-3", "total_steps=40_000", "progress=false",
         "checkpoint_every=0", "eval.episodes=512", "eval.video_episodes=0", "threads=1",
@@ -152,3 +153,20 @@ def test_evaluate_cli_prints_one_json_line_and_rejects_a_mismatched_env(tmp_path
     assert bad.returncode != 0
     assert "recall/NBack-v0" in bad.stderr and "DelayedMatch" in bad.stderr, bad.stderr
     assert "observation space" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_curriculum_advances_on_success_and_is_checkpointed(tmp_path, capsys):
+    cfg = _tiny(tmp_path, "total_steps=384", "eval.episodes=0",
+                "curriculum={knob: delay, values: [1, 2, 3], threshold: 0.0}")
+    summary = train_mod.run(cfg)
+    ckpt = load_checkpoint(summary["run_dir"])
+    assert ckpt["curriculum_stage"] == 2
+    steps = {e.step: e.value for e in _scalars(Path(summary["run_dir"]))["curriculum/delay"]}
+    assert steps == {128: 1.0, 256: 2.0, 384: 3.0}
+    assert "curriculum: delay=3 (stage 3/3)" in capsys.readouterr().err
+
+
+def test_curriculum_rejects_unknown_knobs(tmp_path):
+    cfg = _tiny(tmp_path, "curriculum={knob: nope, values: [1]}")
+    with pytest.raises(ValueError, match="curriculum knob 'nope' is not an env option"):
+        train_mod.run(cfg)
