@@ -54,9 +54,15 @@ class DelayedMatch(BatchedEnv):
         self.choice_step = cue_steps + delay
         super().__init__(num_envs, device, seed, **kwargs)
         n, dev = self.num_envs, self.device
-        self._perms = rng.permutation_table(num_symbols, device=dev)[:, :num_choices] + 1
-        self.options = torch.zeros(n, num_choices, dtype=torch.int64, device=dev)
+        # Episode e's options are row ``row`` of a table of random orderings (flattened, so
+        # the per-step work is one gather of [B] or [B, k] indices).
+        table = rng.permutation_table(num_symbols, device=dev)[:, :num_choices] + 1
+        self._rows = table.shape[0]
+        self._table = table.reshape(-1).contiguous()
+        self._cols = torch.arange(num_choices, device=dev)
+        self.row = torch.zeros(n, dtype=torch.int64, device=dev)
         self.answer = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.sample = torch.zeros(n, dtype=torch.int64, device=dev)
 
     @property
     def chance(self) -> float:
@@ -68,28 +74,34 @@ class DelayedMatch(BatchedEnv):
         return obs, gym.spaces.Discrete(k)
 
     def _new_episode(self, mask, key):
-        options = self._perms[key % self._perms.shape[0]]
-        answer = rng.combine(key, 1) % self.num_choices
-        self.options = torch.where(mask[:, None], options, self.options)
+        # The key's two 16-bit halves pick the ordering and the answer's position.
+        # (multiply-shift on 16-bit values, as rng.randint does on 32-bit keys).
+        row = ((key >> 16) * self._rows) >> 16
+        answer = ((key & 0xFFFF) * self.num_choices) >> 16
+        self.row = torch.where(mask, row, self.row)
         self.answer = torch.where(mask, answer, self.answer)
+        self.sample = self._table[self.row * self.num_choices + self.answer]
 
     @property
-    def sample(self) -> torch.Tensor:
-        return self.options.gather(1, self.answer[:, None]).squeeze(1)
+    def options(self) -> torch.Tensor:
+        """[B, num_choices]: the options of every copy's current episode."""
+        return self._table[(self.row * self.num_choices)[:, None] + self._cols]
 
     def phase(self) -> torch.Tensor:
         return (self.t >= self.cue_steps).long() + (self.t >= self.choice_step).long()
 
     def _observe(self):
         phase = self.phase()
+        obs = torch.empty(self.num_envs, 2 + self.num_choices, dtype=torch.int64, device=self.device)
+        obs[:, 0] = phase
         if self.distractors:
             noise = rng.randint(self.step_key(), self.num_symbols) + 1
             shown = torch.where(phase == DELAY, noise, 0)
         else:
             shown = torch.zeros_like(phase)
-        shown = torch.where(phase == CUE, self.sample, shown)
-        options = self.options * (phase == CHOICE)[:, None]
-        return torch.cat([phase[:, None], shown[:, None], options], dim=1)
+        obs[:, 1] = torch.where(phase == CUE, self.sample, shown)
+        torch.mul(self.options, (phase == CHOICE)[:, None], out=obs[:, 2:])
+        return obs
 
     def _transition(self, actions):
         at_choice = self.t == self.choice_step
