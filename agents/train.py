@@ -36,11 +36,11 @@ from agents.checkpoint import (
     LATEST,
     load_checkpoint,
     rng_state,
-    same_space,
     save_checkpoint,
     set_rng_state,
 )
 from agents.config import make_env, make_policy, policy_spec, ppo_config, to_dict
+from agents.curriculum import Curriculum
 from agents.evaluate import EVAL_SEED_OFFSET, evaluate_policy
 from agents.ppo import PPO
 from agents.record import record_policy
@@ -102,53 +102,6 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
     return Trainer(cfg, run_dir, ckpt).train()
 
 
-class Curriculum:
-    """Optional success-gated curriculum over one env knob (``cfg.curriculum``).
-
-    ``{knob: delay, values: [4, 8, 16, 32], threshold: 0.9}`` trains with delay 4
-    until the training success rate of an update reaches 0.9, then 8, and so on.
-    The last value is the task itself (the env config's own value is used for the
-    final evaluation). The success rate is the logged one: no extra host sync.
-    """
-
-    def __init__(self, spec: Any, env_cfg: Any):
-        self.env_base = to_dict(env_cfg)
-        self.stage = 0
-        self.active = bool(spec)
-        if not self.active:
-            return
-        spec = to_dict(spec)
-        self.knob = str(spec["knob"])
-        self.values = list(spec["values"])
-        self.threshold = float(spec.get("threshold", 0.9))
-        if self.knob not in self.env_base:
-            raise ValueError(f"curriculum knob {self.knob!r} is not an env option; "
-                             f"env options: {sorted(k for k in self.env_base if k != 'id')}")
-        if not self.values:
-            raise ValueError("curriculum.values is empty")
-
-    @property
-    def value(self):
-        return self.values[self.stage]
-
-    def env_cfg(self) -> dict[str, Any]:
-        if not self.active:
-            return dict(self.env_base)
-        return {**self.env_base, self.knob: self.value}
-
-    def advance(self, success_rate: float) -> bool:
-        """Move to the next stage when ``success_rate`` reaches the threshold."""
-        if not self.active or self.stage + 1 >= len(self.values):
-            return False
-        if success_rate < self.threshold:
-            return False
-        self.stage += 1
-        return True
-
-    def describe(self) -> str:
-        return f"{self.knob}={self.value} (stage {self.stage + 1}/{len(self.values)})"
-
-
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, ckpt: dict | None):
         self.cfg = cfg
@@ -172,14 +125,7 @@ class Trainer:
         if ckpt is not None:
             self.curriculum.stage = int(ckpt.get("curriculum_stage", 0))
         self.env = self._make_train_env()
-        for value in self.curriculum.values if self.curriculum.active else ():
-            stage_env = make_env({**self.curriculum.env_base, self.curriculum.knob: value}, 1,
-                                 "cpu", 0)
-            if not (same_space(stage_env.single_observation_space,
-                               self.env.single_observation_space)
-                    and same_space(stage_env.single_action_space, self.env.single_action_space)):
-                raise ValueError(f"curriculum {self.curriculum.knob}={value} changes the env's "
-                                 "spaces; a curriculum may only vary knobs that keep them")
+        self.curriculum.check_spaces(self.env)
         self.spec = policy_spec(cfg, self.env)
         self.policy = make_policy(self.spec).to(self.device)
         self.policy.env_id = cfg.env.id

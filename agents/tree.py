@@ -16,8 +16,3 @@ def tree_map(fn: Callable[..., torch.Tensor], tree: Any, *rest: Any) -> Any:
         return type(tree)(tree_map(fn, v, *(r[i] for r in rest)) for i, v in enumerate(tree))
     return fn(tree, *rest)
 
-
-def first_leaf(tree: Any) -> torch.Tensor:
-    while isinstance(tree, (dict, tuple, list)):
-        tree = next(iter(tree.values())) if isinstance(tree, dict) else tree[0]
-    return tree

@@ -4,10 +4,11 @@
         [--updates 2] [--device cpu] [--threads 1] [key=value config overrides ...]
 
 For each core and number of envs: one warm-up update, then ``--updates`` timed
-updates of the full loop (rollout on the device, GAE, PPO epochs), on
-DelayedMatch with the default experiment's config (``python -m agents.train``)
-unless overridden. Prints a markdown table; "rollout" is the acting + env share alone.
-CUDA is measured too when present and ``--device`` is not given.
+updates of the full loop (rollout on the device, GAE, PPO epochs), with the
+training config of ``python -m agents.train`` (DelayedMatch) and no curriculum;
+docs/benchmarks.md adds ``experiment=default``. Prints a markdown table;
+"rollout" is the acting + env share alone. CUDA is measured too when present
+and ``--device`` is not given.
 """
 
 from __future__ import annotations

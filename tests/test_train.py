@@ -128,7 +128,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     cfg = _tiny(tmp_path, "total_steps=1024", "checkpoint_every=1")
     with pytest.raises(train_mod.NonFiniteLossError, match="non-finite loss.*update 3.*last good"):
         train_mod.run(cfg)
-    run_dir = next((tmp_path / "default").iterdir())
+    run_dir = next(tmp_path.glob("run/*"))
     ckpt = load_checkpoint(run_dir)
     assert ckpt["update"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
@@ -156,7 +156,7 @@ def test_evaluate_cli_prints_one_json_line_and_rejects_a_mismatched_env(tmp_path
 
 
 def test_curriculum_advances_on_success_and_is_checkpointed(tmp_path, capsys):
-    cfg = _tiny(tmp_path, "total_steps=384", "eval.episodes=0",
+    cfg = _tiny(tmp_path, "total_steps=384", "eval.episodes=0", "env.delay=3",
                 "curriculum={knob: delay, values: [1, 2, 3], threshold: 0.0}")
     summary = train_mod.run(cfg)
     ckpt = load_checkpoint(summary["run_dir"])
@@ -166,7 +166,16 @@ def test_curriculum_advances_on_success_and_is_checkpointed(tmp_path, capsys):
     assert "curriculum: delay=3 (stage 3/3)" in capsys.readouterr().err
 
 
-def test_curriculum_rejects_unknown_knobs(tmp_path):
+def test_curriculum_rejects_unknown_knobs_and_a_wrong_end(tmp_path):
     cfg = _tiny(tmp_path, "curriculum={knob: nope, values: [1]}")
     with pytest.raises(ValueError, match="curriculum knob 'nope' is not an env option"):
+        train_mod.run(cfg)
+    cfg = _tiny(tmp_path, "env.delay=32", "curriculum={knob: delay, values: [4, 8]}")
+    with pytest.raises(ValueError, match="ends at 8 but env.delay=32"):
+        train_mod.run(cfg)
+
+
+def test_curriculum_rejects_knobs_that_change_the_spaces(tmp_path):
+    cfg = _tiny(tmp_path, "env.num_choices=4", "curriculum={knob: num_choices, values: [2, 4]}")
+    with pytest.raises(ValueError, match="num_choices=4 changes the env.s spaces"):
         train_mod.run(cfg)
