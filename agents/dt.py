@@ -57,10 +57,26 @@ class CausalSelfAttention(nn.Module):
 class MemoryBranch(nn.Module):
     """DTMemCore used inside a block: write the observation tokens, read from every token."""
 
-    def __init__(self, d_model: int, hidden_size: int, mem_slots: int, num_heads: int):
+    def __init__(self, d_model: int, hidden_size: int, mem_slots: int, num_heads: int,
+                 horizon: int = 64):
         super().__init__()
         self.core = DTMemCore(d_model, hidden_size, mem_slots, num_heads)
         self.out = nn.Linear(hidden_size, d_model)
+        self.chrono_init(horizon)
+
+    @torch.no_grad()
+    def chrono_init(self, horizon: int) -> None:
+        """Gate biases for retention times spread over 1..horizon steps (Tallec & Ollivier's
+        chrono initialisation): forget logit log(u), input logit -log(u), u ~ U(1, horizon - 1).
+
+        The core's default (forget logit 1, sigmoid 0.73 per step) keeps 0.73^64 ~ 1e-9 of a
+        cue after a 64-step delay, so neither the cue nor its gradient crosses the delay and
+        the gates never learn to hold it; here some features start with retention ~ horizon.
+        """
+        core, H = self.core, self.core.hidden_size
+        u = torch.empty(H, device=core.gate_embed.bias.device).uniform_(1.0, max(horizon - 1, 2))
+        core.gate_embed.bias[:H] = -u.log()
+        core.gate_embed.bias[H:] = u.log() - core.forget_bias
 
     def initial_state(self, batch_size: int, device) -> torch.Tensor:
         return self.core.initial_state(batch_size, device)["memory"]
@@ -159,7 +175,8 @@ class DecisionTransformer(nn.Module):
         self.action_embed = nn.Embedding(self.n_actions, d_model)
         self.time_embed = nn.Embedding(max_timestep, d_model)
         self.ln_in = nn.LayerNorm(d_model)
-        mem = {"hidden_size": d_model, "mem_slots": 8, "num_heads": 4, **memory_cfg} if memory else None
+        mem = ({"hidden_size": d_model, "mem_slots": 8, "num_heads": 4, **memory_cfg,
+                "horizon": max_timestep} if memory else None)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, mem) for _ in range(n_layers))
         self.ln_out = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, self.n_actions)

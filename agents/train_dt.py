@@ -16,8 +16,9 @@ order, the memory of each block carried from one window to the next. The loss
 of all windows is summed and back-propagated once; ``train.bptt_windows=k``
 detaches the carried memory every k windows (truncated BPTT; 0 = through the
 whole episode, the default, since our episodes are a few windows long).
-Plain DT (``memory=false``): ``batch_size`` windows of ``context`` steps at
-random offsets (the usual DT sampling). Loss: cross-entropy of the action at
+Plain DT (``memory=false``): ``batch_size`` windows of ``context`` steps, each
+ending at a step drawn from those with a loss (so a task whose only decision is
+its last step still gives every window a label). Loss: cross-entropy of the action at
 the steps where the action matters (the dataset's ``infos/decision``; all
 steps with ``train.loss_steps=all``).
 
@@ -143,6 +144,22 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- trainer
+def check_dataset_fits(spec: dict[str, Any], env, dataset: str, init: str) -> None:
+    """Fine-tuning keeps the checkpoint's encoder and head: the dataset's spaces must be its own."""
+    for what, space in (("observation", env.single_observation_space),
+                        ("action", env.single_action_space)):
+        saved = spec[f"{what}_space"]
+        try:
+            same = bool(space == saved)
+        except ValueError:  # MultiDiscrete spaces of different lengths do not broadcast
+            same = False
+        if not same:
+            raise ValueError(
+                f"dataset={dataset} has {what} space {space}, but the checkpoint init={init} "
+                f"was trained on {what} space {saved}; fine-tuning needs the same {what} space"
+            )
+
+
 def _choice(name: str, value: str, accepted: tuple[str, ...]) -> str:
     if value not in accepted:
         raise ValueError(f"{name}={value!r}; accepted: {', '.join(accepted)}")
@@ -175,6 +192,7 @@ class DTTrainer:
             init = load_checkpoint(cfg.init, map_location=self.device)
             if init.get("kind") != "dt" or not init["dt"]["memory"]:
                 raise ValueError(f"init={cfg.init} is not a DT-Mem checkpoint (kind dt, memory on)")
+            check_dataset_fits(init["dt"], self.env, cfg.dataset, cfg.init)
             self.model = DecisionTransformer(**init["dt"]).to(self.device)
             self.model.load_state_dict(init["model"])
         else:
@@ -255,10 +273,19 @@ class DTTrainer:
         return total
 
     def _batch_plain(self, idx):
-        """Windows of K steps starting anywhere in their episode (the usual DT sampling)."""
+        """Windows of K steps ending at a random loss step of their episode.
+
+        The usual DT samples windows anywhere; with ``loss_steps=decision`` a task whose only
+        decision is its last step (DelayedMatch) would then give most windows no loss at all.
+        Ending the window at a step drawn from those with a loss keeps every window useful and
+        puts that step last, where acting (a sliding window of the last K steps) puts it.
+        """
         d, K, B = self.data, self.model.context, len(idx)
-        high = (d.lengths[idx] - K).clamp(min=0) + 1
-        start = (torch.rand(B, generator=self.gen, device=self.device) * high).long()
+        steps_all = torch.arange(d.max_length, device=self.device).expand(B, -1)
+        weight = self._mask(idx, steps_all).float()
+        weight = torch.where(weight.sum(1, keepdim=True) > 0, weight, 1.0)  # no loss step: any
+        end = torch.multinomial(weight, 1, generator=self.gen).squeeze(1)
+        start = (end - K + 1).clamp(min=0)
         steps = start[:, None] + torch.arange(K, device=self.device)
         clamped = steps.clamp(max=d.max_length - 1)
         logits, _ = self.model(

@@ -144,8 +144,32 @@ def test_collect_train_evaluate_round_trip(tmp_path):
           "train.updates=3", "train.batch_size=8", "model.d_model=16", "core.hidden_size=16",
           "eval.episodes=0", "progress=false", f"runs_root={tmp_path / 'runs'}"], ROOT, parse=False)
     run_dir = next((tmp_path / "runs" / "dt").iterdir())
-    # agents.evaluate hands kind-"dt" checkpoints to agents.dt_eval once its dispatch lands.
-    result = _run(["agents.dt_eval", f"checkpoint={run_dir}", "target_return=1.0", "episodes=16"], ROOT)
+    # agents.evaluate hands kind-"dt" checkpoints to agents.dt_eval.
+    result = _run(["agents.evaluate", f"checkpoint={run_dir}", "target_return=1.0", "episodes=16"], ROOT)
     assert result["episodes"] == 16 and result["env"] == "recall/DelayedMatch-v0"
     assert result["core"] == "dtmem" and 0.0 <= result["success_rate"] <= 1.0
     assert set(result) >= {"success_rate", "mean_return", "episodes", "env", "core"}
+
+
+def test_finetune_on_other_observation_space_names_both(tmp_path):
+    dm = {"id": "recall/DelayedMatch-v0", "delay": 1, "num_symbols": 4, "num_choices": 2}
+    data = _dataset(tmp_path / "dm", dm, episodes=16)
+    cfg = _cfg(dataset=str(data), context=2, progress=False, checkpoint_every=0,
+               model={"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0},
+               core={"hidden_size": 16}, train={"batch_size": 4, "updates": 1},
+               eval={"episodes": 0})
+    (tmp_path / "run").mkdir()
+    ckpt = DTTrainer(cfg, tmp_path / "run").train()["checkpoint"]
+    nback = {"id": "recall/NBack-v0", "n": 1, "length": 4, "num_symbols": 2}
+    env = make_env(nback, 4, "cpu", 0, final_observation=True)
+    write_dataset(tmp_path / "nb", "nb-oracle-v0", collect_episodes(env, OraclePolicy(env), 8),
+                  nback, env, {"policy": "oracle"})
+    ft = OmegaConf.merge(cfg, {"dataset": str(tmp_path / "nb"), "finetune": "memory",
+                               "init": ckpt})
+    (tmp_path / "ft").mkdir()
+    with pytest.raises(ValueError) as err:
+        DTTrainer(ft, tmp_path / "ft")
+    msg = str(err.value)
+    assert "observation space MultiDiscrete([3 5 5 5])" in msg  # the checkpoint's
+    assert "observation space MultiDiscrete([3 2])" in msg  # the dataset's
+    assert "init=" in msg and "dataset=" in msg
