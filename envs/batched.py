@@ -171,7 +171,8 @@ class BatchedEnv(gym.vector.VectorEnv):
         """A key per copy for randomness drawn at the current step (stream separates uses)."""
         return rng.combine(self.episode_key, self.t * 64 + stream)
 
-    def _as_actions(self, actions) -> torch.Tensor:
+    def _action_tensor(self, actions) -> torch.Tensor:
+        """Check type, shape and dtype of a batch of actions (no range check, no copy)."""
         if isinstance(actions, np.ndarray):
             actions = torch.from_numpy(actions)
         if not isinstance(actions, torch.Tensor):
@@ -185,7 +186,10 @@ class BatchedEnv(gym.vector.VectorEnv):
             )
         if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
             raise TypeError(f"{self.env_id}: actions must be integers, got dtype {actions.dtype}")
-        actions = actions.to(self.device, torch.int64)
+        return actions
+
+    def _as_actions(self, actions) -> torch.Tensor:
+        actions = self._action_tensor(actions).to(self.device, torch.int64)
         if self.check_actions:
             n = int(self.single_action_space.n)
             bad = (actions < 0) | (actions >= n)

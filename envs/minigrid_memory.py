@@ -216,19 +216,7 @@ class MiniGridMemory(BatchedEnv):
 
     def _host_actions(self, actions) -> np.ndarray:
         """Validate the actions and bring them to the host (the simulator is Python)."""
-        if isinstance(actions, np.ndarray):
-            actions = torch.from_numpy(actions)
-        if not isinstance(actions, torch.Tensor):
-            raise TypeError(
-                f"{self.env_id}: actions must be a torch.Tensor of shape ({self.num_envs},), "
-                f"got {type(actions).__name__}"
-            )
-        if actions.shape != (self.num_envs,):
-            raise ValueError(
-                f"{self.env_id}: actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
-            )
-        if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
-            raise TypeError(f"{self.env_id}: actions must be integers, got dtype {actions.dtype}")
+        actions = self._action_tensor(actions)
         host = actions.to("cpu", torch.int64).numpy()
         n = int(self.single_action_space.n)
         bad = np.flatnonzero((host < 0) | (host >= n))
