@@ -26,6 +26,7 @@ import torch
 from agents.checkpoint import load_checkpoint
 from agents.collect import make_env
 from agents.dt import DecisionTransformer
+from agents.episode_tally import EpisodeTally
 
 EVAL_SEED_OFFSET = 1_000_000  # as agents.evaluate: evaluation episodes apart from training's
 
@@ -59,13 +60,10 @@ def evaluate_dt(
     rtg_scale: float = 1.0,
     max_steps: int = 1_000_000,
 ) -> dict[str, float]:
-    """Exactly ``episodes`` greedy episodes (copy i plays its first quota[i]), as agents.evaluate."""
-    if not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
+    """Exactly ``episodes`` greedy episodes (see ``EpisodeTally``), as agents.evaluate."""
     device, n, K = model.device, env.num_envs, model.context
+    tally = EpisodeTally(episodes, n, device)
     model.eval()
-    quota = torch.full((n,), episodes // n, dtype=torch.int64, device=device)
-    quota[: episodes % n] += 1
     obs, _ = env.reset()
     obs = obs.to(device)
     ring_obs = obs.new_zeros(n, K, *obs.shape[1:])
@@ -76,8 +74,6 @@ def evaluate_dt(
     state = model.initial_state(n, device)
     rows = torch.arange(n, device=device)
     offsets = torch.arange(K, device=device)
-    finished = torch.zeros(n, dtype=torch.int64, device=device)
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # count, return, length, success
     for step in range(max_steps):
         pos = t % K
         ring_obs[rows, pos] = obs
@@ -104,28 +100,14 @@ def evaluate_dt(
         obs, reward, terminated, truncated, info = env.step(action)
         obs = obs.to(device)
         done = terminated | truncated
-        counted = done & (finished < quota)
-        c = counted.double()
-        totals += torch.stack([
-            c.sum(),
-            (info["episode_return"].double() * c).sum(),
-            (info["episode_length"].double() * c).sum(),
-            (info["success"].double() * c).sum(),
-        ])
-        finished += done.long()
+        tally.add(info)
         got = torch.where(done, 0.0, got + reward)
         t = torch.where(done, 0, t + 1)
-        if step % 32 == 31 and bool((finished >= quota).all()):
+        if step % 32 == 31 and tally.complete():
             break
     else:
         raise RuntimeError(f"{episodes} episodes did not finish within {max_steps} steps")
-    count, ret, length, success = totals.tolist()
-    return {
-        "success_rate": success / count,
-        "mean_return": ret / count,
-        "mean_length": length / count,
-        "episodes": int(count),
-    }
+    return tally.result()
 
 
 def core_name(model: DecisionTransformer) -> str:

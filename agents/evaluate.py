@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from agents.checkpoint import check_env_fits, load_checkpoint, policy_from_checkpoint
 from agents.config import env_knobs, load_env_config, make_env, to_dict
+from agents.episode_tally import EpisodeTally
 from agents.policy import Policy
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -31,51 +32,26 @@ EVAL_SEED_OFFSET = 1_000_000
 def evaluate_policy(
     policy: Policy, env, episodes: int, deterministic: bool = True, max_steps: int = 1_000_000
 ) -> dict[str, float]:
-    """Run exactly ``episodes`` episodes over the env's copies (copy i plays about N / B).
-
-    Copy i contributes its first ``quota[i]`` episodes, so the set of episodes does
-    not depend on which copies finish first. Checks completion every 32 steps.
-    """
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    """Run exactly ``episodes`` episodes over the env's copies (see ``EpisodeTally``)."""
     device = policy.device
     n = env.num_envs
-    quota = torch.full((n,), episodes // n, dtype=torch.int64, device=device)
-    quota[: episodes % n] += 1
+    tally = EpisodeTally(episodes, n, device)
     obs, _ = env.reset()
     state = policy.initial_state(n, device)
     starts = torch.ones(n, dtype=torch.bool, device=device)
     prev_a = torch.zeros(n, dtype=torch.int64, device=device)
     prev_r = torch.zeros(n, dtype=torch.float32, device=device)
-    finished = torch.zeros(n, dtype=torch.int64, device=device)
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # count, return, length, success
     policy.eval()
     for step in range(max_steps):
         action, _, _, state = policy.act(obs, state, starts, prev_a, prev_r, deterministic)
         obs, reward, terminated, truncated, info = env.step(action)
-        done = terminated | truncated
-        counted = done & (finished < quota)
-        c = counted.double()
-        totals += torch.stack([
-            c.sum(),
-            (info["episode_return"].double() * c).sum(),
-            (info["episode_length"].double() * c).sum(),
-            (info["success"].double() * c).sum(),
-        ])
-        finished += done.long()
-        starts, prev_a, prev_r = done, action, reward
-        if step % 32 == 31 and bool((finished >= quota).all()):
+        tally.add(info)
+        starts, prev_a, prev_r = terminated | truncated, action, reward
+        if step % 32 == 31 and tally.complete():
             break
     else:
         raise RuntimeError(f"{episodes} episodes did not finish within {max_steps} steps")
-    count, ret, length, success = totals.tolist()
-    assert int(count) == episodes
-    return {
-        "success_rate": success / count,
-        "mean_return": ret / count,
-        "mean_length": length / count,
-        "episodes": int(count),
-    }
+    return tally.result()
 
 
 def evaluate_checkpoint(
