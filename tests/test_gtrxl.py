@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from core_runs import run_pieces, run_steps
 
 from memory_modules.gtrxl import GRUGate, GTrXLCore
 
@@ -14,23 +15,6 @@ def _core(seed: int = 0, **cfg) -> GTrXLCore:
     torch.manual_seed(seed)
     cfg = {"hidden_size": 32, "num_heads": 4, **cfg}
     return GTrXLCore(IN, **cfg).double().eval()
-
-
-def _run_steps(core, x, state, starts):
-    ys = []
-    for t in range(x.shape[0]):
-        y, state = core(x[t : t + 1], state, starts[t : t + 1])
-        ys.append(y)
-    return torch.cat(ys), state
-
-
-def _run_pieces(core, x, state, starts, cuts):
-    ys = []
-    bounds = [0, *cuts, x.shape[0]]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        y, state = core(x[a:b], state, starts[a:b])
-        ys.append(y)
-    return torch.cat(ys), state
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -47,8 +31,8 @@ def test_window_limits_what_is_seen(num_layers, path):
             y1, _ = core(x, core.initial_state(B, "cpu"), starts)
             y2, _ = core(x2, core.initial_state(B, "cpu"), starts)
         else:
-            y1, _ = _run_steps(core, x, core.initial_state(B, "cpu"), starts)
-            y2, _ = _run_steps(core, x2, core.initial_state(B, "cpu"), starts)
+            y1, _ = run_steps(core, x, core.initial_state(B, "cpu"), starts)
+            y2, _ = run_steps(core, x2, core.initial_state(B, "cpu"), starts)
     changed = (y1 - y2).abs().amax(dim=(1, 2)) > 1e-9
     # Layer l's cache holds layer l-1's outputs: the stack sees num_layers * W steps back.
     reach = num_layers * W
@@ -68,9 +52,9 @@ def test_sequence_pieces_equal_single_steps(window):
     with torch.no_grad():
         warm = core(torch.randn(4, B, IN, dtype=torch.float64), core.initial_state(B, "cpu"),
                     torch.zeros(4, B, dtype=torch.bool))[1]
-        y_step, s_step = _run_steps(core, x, warm, starts)
+        y_step, s_step = run_steps(core, x, warm, starts)
         for cuts in ([], [7], [1, 2, 13, 29]):
-            y_seq, s_seq = _run_pieces(core, x, warm, starts, cuts)
+            y_seq, s_seq = run_pieces(core, x, warm, starts, cuts)
             torch.testing.assert_close(y_seq, y_step, atol=1e-10, rtol=1e-10)
             for k in s_step:
                 torch.testing.assert_close(s_seq[k], s_step[k], atol=1e-10, rtol=1e-10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from core_runs import run_pieces, run_steps
 
 from memory_modules.attention import masked_top_k_weights
 from memory_modules.hcam import HCAMCore
@@ -15,23 +16,6 @@ def _core(seed: int = 0, **cfg) -> HCAMCore:
     torch.manual_seed(seed)
     cfg = {"hidden_size": 32, "num_heads": 4, "chunk_size": 4, "top_k": 2, "max_chunks": 3, **cfg}
     return HCAMCore(IN, **cfg).double().eval()
-
-
-def _run_steps(core, x, state, starts):
-    ys = []
-    for t in range(x.shape[0]):
-        y, state = core(x[t : t + 1], state, starts[t : t + 1])
-        ys.append(y)
-    return torch.cat(ys), state
-
-
-def _run_pieces(core, x, state, starts, cuts):
-    ys = []
-    bounds = [0, *cuts, x.shape[0]]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        y, state = core(x[a:b], state, starts[a:b])
-        ys.append(y)
-    return torch.cat(ys), state
 
 
 def _capture_reads(core):
@@ -61,7 +45,7 @@ def test_read_is_exactly_zero_without_a_completed_chunk(path):
         if path == "sequence":
             core(x, warm, starts)
         else:
-            _run_steps(core, x, warm, starts)
+            run_steps(core, x, warm, starts)
     for i in reads:
         read = torch.cat(reads[i])  # [T, B, H]
         # the first chunk of an episode completes at step C-1 and is readable from step C
@@ -131,7 +115,7 @@ def test_ring_buffer_wraps_after_max_chunks(cuts):
     x = torch.randn(T, B, IN, dtype=torch.float64)
     starts = torch.zeros(T, B, dtype=torch.bool)
     with torch.no_grad():
-        _, state = _run_pieces(core, x, core.initial_state(B, "cpu"), starts, cuts)
+        _, state = run_pieces(core, x, core.initial_state(B, "cpu"), starts, cuts)
         embedded = core.embed(x).transpose(0, 1)  # layer 0 files its input: [B, T, H]
     assert (state["write_ptr"] == 10 % M).all()
     assert state["chunk_valid"].all()
@@ -153,7 +137,7 @@ def test_overwritten_chunks_are_forgotten():
     starts = torch.zeros(T, B, dtype=torch.bool)
     with torch.no_grad():
         for run in (lambda z: core(z, core.initial_state(B, "cpu"), starts)[0],
-                    lambda z: _run_steps(core, z, core.initial_state(B, "cpu"), starts)[0]):
+                    lambda z: run_steps(core, z, core.initial_state(B, "cpu"), starts)[0]):
             changed = (run(x) - run(x2)).abs().amax(dim=(1, 2)) > 1e-9
             gone = C * (M + 1)  # chunk M completes at step C(M+1)-1
             assert changed[:gone].all(), changed
@@ -181,9 +165,9 @@ def test_sequence_pieces_equal_single_steps(cfg):
     with torch.no_grad():
         warm = core(torch.randn(7, B, IN, dtype=torch.float64), core.initial_state(B, "cpu"),
                     torch.zeros(7, B, dtype=torch.bool))[1]
-        y_step, s_step = _run_steps(core, x, warm, starts)
+        y_step, s_step = run_steps(core, x, warm, starts)
         for cuts in ([], [6], [2, 3, 17, 30]):
-            y_seq, s_seq = _run_pieces(core, x, warm, starts, cuts)
+            y_seq, s_seq = run_pieces(core, x, warm, starts, cuts)
             torch.testing.assert_close(y_seq, y_step, atol=1e-10, rtol=1e-10)
             assert s_seq.keys() == s_step.keys()
             for k in s_step:
