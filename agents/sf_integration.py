@@ -126,16 +126,21 @@ class EpisodeStats(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def parse_env_kwargs(text: str | None) -> dict[str, Any]:
+def parse_json_object(text: str | None, flag: str) -> dict[str, Any]:
+    """The JSON object given to ``flag`` (empty when not given)."""
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--env_kwargs must be a JSON object, got {text!r}: {e}") from None
+        raise ValueError(f"{flag} must be a JSON object, got {text!r}: {e}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"--env_kwargs must be a JSON object, got {text!r}")
+        raise ValueError(f"{flag} must be a JSON object, got {text!r}")
     return value
+
+
+def parse_env_kwargs(text: str | None) -> dict[str, Any]:
+    return parse_json_object(text, "--env_kwargs")
 
 
 class SFBatchedEnv(gym.Env):
@@ -216,15 +221,7 @@ def resolve_env_id(name: str) -> str:
 
 
 def parse_core_kwargs(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--recall_core_kwargs must be a JSON object, got {text!r}: {e}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--recall_core_kwargs must be a JSON object, got {text!r}")
-    return value
+    return parse_json_object(text, "--recall_core_kwargs")
 
 
 class StateLayout:
