@@ -51,6 +51,64 @@ def check_env_fits(model: DecisionTransformer, env, env_id: str) -> None:
         )
 
 
+class DTActor:
+    """Greedy acting of a decision transformer in ``num_envs`` batched envs (see the module
+    docstring): ``act(obs)`` picks every copy's action, ``observe(reward, done)`` books the step.
+
+    Used by :func:`evaluate_dt` and by ``agents.video.play_episodes`` (``agents.record``).
+    """
+
+    def __init__(self, model: DecisionTransformer, num_envs: int, target_return: float = 1.0,
+                 rtg_scale: float = 1.0):
+        self.model, self.n, self.K = model, num_envs, model.context
+        self.target_return, self.rtg_scale = float(target_return), float(rtg_scale)
+        self.device = device = model.device
+        self.t = torch.zeros(num_envs, dtype=torch.int64, device=device)
+        self.got = torch.zeros(num_envs, device=device)
+        self.state = model.initial_state(num_envs, device)
+        self.rows = torch.arange(num_envs, device=device)
+        self.offsets = torch.arange(self.K, device=device)
+        self.ring_obs: torch.Tensor | None = None  # [n, K, *obs_shape], made at the first act
+        self.ring_act = torch.zeros(num_envs, self.K, dtype=torch.int64, device=device)
+        self.ring_rtg = torch.zeros(num_envs, self.K, device=device)
+
+    @property
+    def rtg(self) -> torch.Tensor:
+        """[n] the return-to-go the model is conditioned on at the current step."""
+        return (self.target_return - self.got) / self.rtg_scale
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        model, K, rows, t = self.model, self.K, self.rows, self.t
+        obs = obs.to(self.device)
+        if self.ring_obs is None:
+            self.ring_obs = obs.new_zeros(self.n, K, *obs.shape[1:])
+        pos = t % K
+        self.ring_obs[rows, pos] = obs
+        self.ring_rtg[rows, pos] = self.rtg
+        self.ring_act[rows, pos] = 0
+        start = t - pos if model.uses_memory else (t - K + 1).clamp(min=0)
+        steps = start[:, None] + self.offsets  # [n, K] timesteps of the window
+        idx = steps % K
+        last = t - start
+        logits, new_state = model(
+            self.ring_rtg.gather(1, idx), self.ring_obs[rows[:, None], idx],
+            self.ring_act.gather(1, idx), steps, self.state, starts=t < K, last=last,
+        )
+        action = logits[rows, last].argmax(-1)
+        self.ring_act[rows, pos] = action
+        if model.uses_memory:
+            closes = (pos == K - 1).view(self.n, 1, 1)
+            self.state = [torch.where(closes, new, old)
+                          for new, old in zip(new_state, self.state, strict=True)]
+        return action
+
+    def observe(self, reward: torch.Tensor, done: torch.Tensor) -> None:
+        reward, done = reward.to(self.device), done.to(self.device)
+        self.got = torch.where(done, 0.0, self.got + reward)
+        self.t = torch.where(done, 0, self.t + 1)
+
+
 @torch.no_grad()
 def evaluate_dt(
     model: DecisionTransformer,
@@ -61,48 +119,14 @@ def evaluate_dt(
     max_steps: int = 1_000_000,
 ) -> dict[str, float]:
     """Exactly ``episodes`` greedy episodes (see ``EpisodeTally``), as agents.evaluate."""
-    device, n, K = model.device, env.num_envs, model.context
-    tally = EpisodeTally(episodes, n, device)
+    tally = EpisodeTally(episodes, env.num_envs, model.device)
     model.eval()
+    actor = DTActor(model, env.num_envs, target_return, rtg_scale)
     obs, _ = env.reset()
-    obs = obs.to(device)
-    ring_obs = obs.new_zeros(n, K, *obs.shape[1:])
-    ring_act = torch.zeros(n, K, dtype=torch.int64, device=device)
-    ring_rtg = torch.zeros(n, K, device=device)
-    t = torch.zeros(n, dtype=torch.int64, device=device)
-    got = torch.zeros(n, device=device)
-    state = model.initial_state(n, device)
-    rows = torch.arange(n, device=device)
-    offsets = torch.arange(K, device=device)
     for step in range(max_steps):
-        pos = t % K
-        ring_obs[rows, pos] = obs
-        ring_rtg[rows, pos] = (target_return - got) / rtg_scale
-        ring_act[rows, pos] = 0
-        start = t - pos if model.uses_memory else (t - K + 1).clamp(min=0)
-        steps = start[:, None] + offsets  # [n, K] timesteps of the window
-        idx = steps % K
-        last = t - start
-        logits, new_state = model(
-            ring_rtg.gather(1, idx),
-            ring_obs[rows[:, None], idx],
-            ring_act.gather(1, idx),
-            steps,
-            state,
-            starts=t < K,
-            last=last,
-        )
-        action = logits[rows, last].argmax(-1)
-        ring_act[rows, pos] = action
-        if model.uses_memory:
-            closes = (pos == K - 1).view(n, 1, 1)
-            state = [torch.where(closes, new, old) for new, old in zip(new_state, state, strict=True)]
-        obs, reward, terminated, truncated, info = env.step(action)
-        obs = obs.to(device)
-        done = terminated | truncated
+        obs, reward, terminated, truncated, info = env.step(actor.act(obs))
+        actor.observe(reward, terminated | truncated)
         tally.add(info)
-        got = torch.where(done, 0.0, got + reward)
-        t = torch.where(done, 0, t + 1)
         if step % 32 == 31 and tally.complete():
             break
     else:

@@ -2,6 +2,7 @@
 
     python -m agents.record checkpoint=<file or run dir> out=<file.mp4> episodes=K
         [fps=4] [greedy=true] [device=cpu] [seed=...] [env=<configs/env name>] [env.<knob>=...]
+        [target_return=...]   (decision-transformer checkpoints: the return they aim for)
 
 Each frame is ``env.render(0)`` beside a panel with the episode, the step, the
 action taken, the reward it earned and the return so far: one frame per step.
@@ -13,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from agents import dt_eval
 from agents.checkpoint import check_env_fits, load_checkpoint, policy_from_checkpoint
 from agents.config import make_env
 from agents.evaluate import EVAL_SEED_OFFSET, env_config, parse_args
@@ -28,16 +30,27 @@ def record_checkpoint(
     device: str = "cpu",
     seed: int | None = None,
     env_cfg: dict | None = None,
+    target_return: float | None = None,
 ) -> dict:
+    """PPO checkpoints play their policy; decision-transformer ones (kind ``dt``) act as in
+    ``agents.dt_eval`` (greedy, conditioned on ``target_return``, default the checkpoint's)."""
     ckpt = load_checkpoint(checkpoint, map_location=device)
-    if ckpt.get("kind", "ppo") != "ppo":
-        raise ValueError(f"{checkpoint} is a {ckpt['kind']} checkpoint; record plays PPO policies")
-    policy = policy_from_checkpoint(ckpt, device).eval()
+    kind = ckpt.get("kind", "ppo")
+    if kind not in ("ppo", "dt"):
+        raise ValueError(f"{checkpoint} is a {kind} checkpoint; record plays PPO and DT ones")
     env_cfg = env_cfg or ckpt["config"]["env"]
     if seed is None:
         seed = int(ckpt["config"]["seed"]) + EVAL_SEED_OFFSET
     env = make_env(env_cfg, 1, device, seed, check_actions=False)
-    check_env_fits(policy, env, env_cfg["id"], checkpoint)
+    if kind == "dt":
+        model = dt_eval.model_from_checkpoint(ckpt, device).eval()
+        dt_eval.check_env_fits(model, env, env_cfg["id"])
+        if target_return is None:
+            target_return = float(ckpt["config"]["eval"]["target_return"])
+        policy = dt_eval.DTActor(model, 1, target_return, float(ckpt["config"]["train"]["rtg_scale"]))
+    else:
+        policy = policy_from_checkpoint(ckpt, device).eval()
+        check_env_fits(policy, env, env_cfg["id"], checkpoint)
     return record_policy(policy, env, out, episodes, fps, greedy)
 
 
@@ -67,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             device=str(args.get("device", "cpu")),
             seed=args.get("seed"),
             env_cfg=env_config(args, choice, saved),
+            target_return=None if args.get("target_return") is None
+            else float(args.target_return),
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

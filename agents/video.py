@@ -44,11 +44,16 @@ def play_episodes(
 
     Each frame shows the state the agent acted in, the action it took there and
     the reward that action earned, so an episode of length L gives L frames.
+    ``policy`` is a PPO :class:`Policy` or an ``agents.dt_eval.DTActor`` (a decision
+    transformer acting greedily; its panel shows the return-to-go instead of the value).
     """
+    from agents.dt_eval import DTActor
+
+    dt = isinstance(policy, DTActor)
     device = policy.device
     n = env.num_envs
     obs, _ = env.reset()
-    state = policy.initial_state(n, device)
+    state = None if dt else policy.initial_state(n, device)
     starts = torch.ones(n, dtype=torch.bool, device=device)
     prev_a = torch.zeros(n, dtype=torch.int64, device=device)
     prev_r = torch.zeros(n, dtype=torch.float32, device=device)
@@ -57,9 +62,16 @@ def play_episodes(
     ret, t = 0.0, 0
     while len(summaries) < episodes:
         picture = env.render(0)
-        action, _, value, state = policy.act(obs, state, starts, prev_a, prev_r, deterministic)
+        if dt:
+            extra = f"rtg     {float(policy.rtg[0]):+.3f}"
+            action = policy.act(obs)
+        else:
+            action, _, value, state = policy.act(obs, state, starts, prev_a, prev_r, deterministic)
+            extra = f"value   {float(value[0]):+.3f}"
         obs, reward, terminated, truncated, info = env.step(action)
         done = terminated | truncated
+        if dt:
+            policy.observe(reward, done)
         a, r = int(action[0]), float(reward[0])
         ret += r
         t += 1
@@ -72,7 +84,7 @@ def play_episodes(
                     f"action  {a}",
                     f"reward  {r:+.3f}",
                     f"return  {ret:+.3f}",
-                    f"value   {float(value[0]):+.3f}",
+                    extra,
                 ],
             )
         )

@@ -173,3 +173,25 @@ def test_finetune_on_other_observation_space_names_both(tmp_path):
     assert "observation space MultiDiscrete([3 5 5 5])" in msg  # the checkpoint's
     assert "observation space MultiDiscrete([3 2])" in msg  # the dataset's
     assert "init=" in msg and "dataset=" in msg
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_record_renders_a_dt_checkpoint_a_frame_per_step(tmp_path, memory):
+    import imageio.v2 as imageio
+
+    env_cfg = {"id": "recall/DelayedMatch-v0", "delay": 3, "num_symbols": 4, "num_choices": 2}
+    data = _dataset(tmp_path / "data", env_cfg, episodes=16)
+    cfg = _cfg(dataset=str(data), context=2, memory=memory, progress=False, checkpoint_every=0,
+               model={"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0},
+               core={"hidden_size": 16}, train={"batch_size": 4, "updates": 2},
+               eval={"episodes": 0})
+    (tmp_path / "run").mkdir()
+    ckpt = DTTrainer(cfg, tmp_path / "run").train()["checkpoint"]
+    out = tmp_path / "dt.mp4"
+    info = _run(["agents.record", f"checkpoint={ckpt}", f"out={out}", "episodes=3"], ROOT)
+    episode_length = 1 + 3 + 1  # cue, delay, choice
+    assert info["frames"] == 3 * episode_length
+    assert [e["length"] for e in info["episodes"]] == [episode_length] * 3
+    with imageio.get_reader(str(out)) as reader:  # its len() is inf: iterate
+        frames = [frame for frame in reader.iter_data()]
+    assert len(frames) == 3 * episode_length
