@@ -43,12 +43,16 @@ def _scalars(run_dir: Path) -> dict[str, list]:
     return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
-def test_short_training_beats_chance(tmp_path):
+@pytest.mark.parametrize("algo", [
+    ["algo=ppo", "algo.num_minibatches=2"],  # 4 epochs
+    ["algo=ppo_one_epoch"],  # 1 epoch x 8 minibatches, as the GRU acceptance experiments
+], ids=["ppo", "ppo_one_epoch"])
+def test_short_training_beats_chance(tmp_path, algo):
     """GRU on DelayedMatch (delay 2, 2 choices: chance 0.5) (it is solved by about 30k steps)."""
     cfg = compose([
         f"runs_root={tmp_path}", "curriculum=null", "env.delay=2", "env.num_symbols=4",
-        "env.num_choices=2",
-        "algo.num_envs=64", "algo.num_steps=16", "algo.seq_len=16", "algo.num_minibatches=2",
+        "env.num_choices=2", *algo,
+        "algo.num_envs=64", "algo.num_steps=16", "algo.seq_len=16",
         "algo.learning_rate=3e-3", "total_steps=40_000", "progress=false",
         "checkpoint_every=0", "eval.episodes=512", "eval.video_episodes=0", "threads=1",
     ])
