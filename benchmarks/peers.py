@@ -185,13 +185,21 @@ def summarize(points, launched: float, target: float, budget: float | None = Non
     }
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_one(fw, task, args, workdir) -> dict:
     logdir = os.path.join(workdir, f"{fw}_{task}")
     os.makedirs(logdir, exist_ok=True)
     cmd = LAUNCH[fw](task, args.budget_seconds, args.device, logdir, args.threads, args.target, args.stop_at_target)
     launched = time.time()
     with open(os.path.join(logdir, "stdout.txt"), "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        # SIGINT back to its default in the child: a shell's background job (`peers ... &`)
+        # ignores it, Python then installs no KeyboardInterrupt handler, and the trainers
+        # could not stop cleanly on the Ctrl-C below.
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=_default_sigint)
         poll_target = args.stop_at_target and fw != "sb3"
         # recall-rl and sample-factory get Ctrl-C at the budget (both stop cleanly on it;
         # sample-factory flushes its summaries every 5 s). The SB3 worker stops itself at
