@@ -16,6 +16,12 @@ a window starts from the memory the previous window of the episode left, so
 a model whose attention sees at most K steps can recall across a much longer
 delay. ``memory=False`` is the plain DT with the same context.
 
+Timestep embedding: ``timestep="episode"`` (the usual DT) embeds the step's index in
+the episode; ``timestep="window"`` its place in the window (0..K-1), so nothing in
+the model depends on how far into the episode a window lies: what is learnt on
+short episodes applies unchanged to long ones, with the memory alone carrying
+what came before the window (as in recurrent-memory transformers).
+
 Windows: the memory model cuts an episode into consecutive aligned windows
 [0, K), [K, 2K), ... (training and acting alike: at step t it attends over the
 steps since the last window boundary and reads the memory carried in). The
@@ -128,6 +134,7 @@ class Block(nn.Module):
 
 
 MEMORY_KEYS = ("hidden_size", "mem_slots", "num_heads")
+TIMESTEP_CHOICES = ("episode", "window")
 
 
 class DecisionTransformer(nn.Module):
@@ -146,8 +153,11 @@ class DecisionTransformer(nn.Module):
         memory: bool = True,
         memory_cfg: dict[str, Any] | None = None,
         embed_dim: int = 16,
+        timestep: str = "episode",
     ):
         super().__init__()
+        if timestep not in TIMESTEP_CHOICES:
+            raise ValueError(f"timestep={timestep!r}; accepted: {', '.join(TIMESTEP_CHOICES)}")
         if not isinstance(action_space, gym.spaces.Discrete):
             raise ValueError(f"the decision transformer needs a Discrete action space, got {action_space}")
         for name, value in (("context", context), ("d_model", d_model), ("n_layers", n_layers),
@@ -164,8 +174,9 @@ class DecisionTransformer(nn.Module):
             "observation_space": observation_space, "action_space": action_space,
             "context": context, "d_model": d_model, "n_layers": n_layers, "n_heads": n_heads,
             "dropout": dropout, "max_timestep": max_timestep, "memory": bool(memory),
-            "memory_cfg": memory_cfg, "embed_dim": embed_dim,
+            "memory_cfg": memory_cfg, "embed_dim": embed_dim, "timestep": timestep,
         }
+        self.timestep = timestep
         self.observation_space, self.action_space = observation_space, action_space
         self.context, self.max_timestep, self.uses_memory = context, max_timestep, bool(memory)
         self.n_actions = int(action_space.n)
@@ -174,6 +185,10 @@ class DecisionTransformer(nn.Module):
         self.rtg_embed = nn.Linear(1, d_model)
         self.action_embed = nn.Embedding(self.n_actions, d_model)
         self.time_embed = nn.Embedding(max_timestep, d_model)
+        if timestep == "window":
+            # Small, as GPT's position embeddings: a place no window of training reached (a
+            # warm start with a longer context) then adds next to nothing rather than noise.
+            nn.init.normal_(self.time_embed.weight, std=0.02)
         self.ln_in = nn.LayerNorm(d_model)
         mem = ({"hidden_size": d_model, "mem_slots": 8, "num_heads": 4, **memory_cfg,
                 "horizon": max_timestep} if memory else None)
@@ -219,6 +234,8 @@ class DecisionTransformer(nn.Module):
         if T > self.context:
             raise ValueError(f"window of {T} steps exceeds the context of {self.context}")
         o = self.obs_proj(self.obs_encoder(obs.reshape(B * T, *obs.shape[2:]))).view(B, T, -1)
+        if self.timestep == "window":  # the step's place in its window (windows start at column 0)
+            timesteps = timesteps - timesteps[:, :1]
         time = self.time_embed(timesteps.clamp(0, self.max_timestep - 1))
         tokens = torch.stack(
             [self.rtg_embed(rtg.unsqueeze(-1).float()) + time, o + time,

@@ -3,6 +3,7 @@
     python -m agents.train_dt dataset=<dir> core=dtmem context=16 [memory=false]
         [train.updates=2000] [device=cuda] [name=...] [dt_experiment=<name>]
     python -m agents.train_dt dataset=<second task> finetune=memory init=<checkpoint> [lora_rank=4]
+    python -m agents.train_dt dataset=<longer delay> init=<checkpoint>   (warm start: all weights)
 
 Config: ``configs/train_dt.yaml`` (core options from the ``core`` group; only
 ``dtmem`` is a DT memory). A run writes ``runs/<name>/<timestamp>/``:
@@ -195,6 +196,25 @@ class DTTrainer:
             check_dataset_fits(init["dt"], self.env, cfg.dataset, cfg.init)
             self.model = DecisionTransformer(**init["dt"]).to(self.device)
             self.model.load_state_dict(init["model"])
+        elif cfg.get("init"):
+            # Warm start (e.g. a curriculum over a task's delay): the checkpoint's model and
+            # weights, all of them trained; only the context may change (no weight depends on it).
+            init = load_checkpoint(cfg.init, map_location=self.device)
+            if init.get("kind") != "dt":
+                raise ValueError(f"init={cfg.init} is not a decision-transformer checkpoint")
+            if bool(init["dt"]["memory"]) != bool(cfg.memory):
+                raise ValueError(f"init={cfg.init} has memory={init['dt']['memory']}, "
+                                 f"but memory={cfg.memory} was asked for")
+            check_dataset_fits(init["dt"], self.env, cfg.dataset, cfg.init)
+            spec = {**init["dt"], "context": int(cfg.context)}
+            if spec.get("timestep", "episode") == "episode" and (
+                    self.data.max_length > spec["max_timestep"]):
+                raise ValueError(f"dataset={cfg.dataset} has episodes of {self.data.max_length} "
+                                 f"steps, beyond the checkpoint's max_timestep "
+                                 f"{spec['max_timestep']} (set model.max_timestep when training "
+                                 "the first stage, or model.timestep=window)")
+            self.model = DecisionTransformer(**spec).to(self.device)
+            self.model.load_state_dict(init["model"])
         else:
             core = str(cfg.core.name)
             if core != "dtmem":
@@ -208,6 +228,7 @@ class DTTrainer:
                 n_heads=int(m.n_heads), dropout=float(m.dropout), embed_dim=int(m.embed_dim),
                 max_timestep=int(m.max_timestep or self.data.max_length),
                 memory=bool(cfg.memory), memory_cfg=mem,
+                timestep=str(m.get("timestep", "episode")),
             ).to(self.device)
         check_env_fits(self.model, self.env, self.env_cfg["id"])
 

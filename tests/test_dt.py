@@ -195,3 +195,41 @@ def test_record_renders_a_dt_checkpoint_a_frame_per_step(tmp_path, memory):
     with imageio.get_reader(str(out)) as reader:  # its len() is inf: iterate
         frames = [frame for frame in reader.iter_data()]
     assert len(frames) == 3 * episode_length
+
+
+def test_window_timesteps_do_not_depend_on_the_windows_place_in_the_episode():
+    torch.manual_seed(0)
+    env = envs.make_vec("recall/DelayedMatch-v0", 1, delay=4)
+    kw = dict(context=6, d_model=32, n_layers=1, n_heads=2, dropout=0.0, max_timestep=64,
+              memory_cfg={"hidden_size": 32, "mem_slots": 4, "num_heads": 2})
+    rtg, obs, act, ts = _window()
+    for timestep, same in (("window", True), ("episode", False)):
+        model = DecisionTransformer(env.single_observation_space, env.single_action_space,
+                                    timestep=timestep, **kw).eval()
+        a, _ = model(rtg, obs, act, ts)
+        b, _ = model(rtg, obs, act, ts + 12)
+        assert torch.allclose(a, b, atol=1e-6) == same
+    with pytest.raises(ValueError, match="timestep='step'; accepted: episode, window"):
+        DecisionTransformer(env.single_observation_space, env.single_action_space, timestep="step")
+
+
+def test_init_warm_starts_every_weight_with_a_new_context(tmp_path):
+    env_cfg = {"id": "recall/DelayedMatch-v0", "delay": 1, "num_symbols": 4, "num_choices": 2}
+    data = _dataset(tmp_path / "data", env_cfg, episodes=16)
+    cfg = _cfg(dataset=str(data), context=2, progress=False, checkpoint_every=0,
+               model={"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0,
+                      "timestep": "window"},
+               core={"hidden_size": 16}, train={"batch_size": 4, "updates": 1},
+               eval={"episodes": 0})
+    (tmp_path / "a").mkdir()
+    first = DTTrainer(cfg, tmp_path / "a")
+    ckpt = first.train()["checkpoint"]
+    (tmp_path / "b").mkdir()
+    warm = DTTrainer(OmegaConf.merge(cfg, {"init": ckpt, "context": 3}), tmp_path / "b")
+    assert warm.model.context == 3 and warm.model.timestep == "window"
+    for (name, a), b in zip(first.model.state_dict().items(), warm.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert all(p.requires_grad for p in warm.model.parameters())
+    with pytest.raises(ValueError, match="memory=False was asked for"):
+        DTTrainer(OmegaConf.merge(cfg, {"init": ckpt, "memory": False}), tmp_path / "b")
