@@ -39,6 +39,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import envs
+from agents.config import env_knobs, make_env
 
 IDLE_CHOICES = ("random", "policy")
 
@@ -67,14 +68,6 @@ def env_config(choice: str | None, overrides: dict[str, Any] | None) -> dict[str
         cfg = to_dict(load_env_config(choice))
     cfg.update(overrides or {})
     return cfg
-
-
-def env_knobs(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k != "id"}
-
-
-def make_env(cfg: dict[str, Any], num_envs: int, device: str, seed: int, **kwargs):
-    return envs.make_vec(cfg["id"], num_envs, device=device, seed=seed, **kwargs, **env_knobs(cfg))
 
 
 # ------------------------------------------------------------------------------- policies

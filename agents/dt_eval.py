@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from agents.checkpoint import load_checkpoint
-from agents.collect import make_env
+from agents.config import env_knobs, make_env
 from agents.dt import DecisionTransformer
 from agents.episode_tally import EpisodeTally
 
@@ -165,7 +165,7 @@ def evaluate_checkpoint(
         "model": "dt",
         "context": model.context,
         "target_return": float(target_return),
-        "env_knobs": {k: v for k, v in env_cfg.items() if k != "id"},
+        "env_knobs": env_knobs(env_cfg),
         "global_step": int(ckpt["global_step"]),
     }
 

@@ -51,7 +51,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, rng_state, save_checkpoint
-from agents.collect import load_dataset, make_env
+from agents.collect import load_dataset
+from agents.config import env_knobs, make_env
 from agents.dt import DecisionTransformer
 from agents.dt_eval import EVAL_SEED_OFFSET, check_env_fits, core_name, evaluate_dt
 
@@ -410,7 +411,7 @@ class DTTrainer:
         self.writer.add_scalar("eval/mean_return", result["mean_return"], self.update)
         return {**result, "env": self.env_cfg["id"], "core": core_name(self.model), "model": "dt",
                 "context": self.model.context, "target_return": float(ev.target_return),
-                "env_knobs": {k: v for k, v in self.env_cfg.items() if k != "id"},
+                "env_knobs": env_knobs(self.env_cfg),
                 "global_step": self.update, "run_dir": str(self.run_dir)}
 
 

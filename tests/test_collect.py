@@ -12,9 +12,9 @@ from agents.collect import (
     collect_episodes,
     env_config,
     load_dataset,
-    make_env,
     write_dataset,
 )
+from agents.config import make_env
 
 CFG = {"id": "recall/DelayedMatch-v0", "delay": 3, "num_symbols": 6, "num_choices": 3}
 

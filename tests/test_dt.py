@@ -13,7 +13,8 @@ import torch
 from omegaconf import OmegaConf
 
 import envs
-from agents.collect import OraclePolicy, collect_episodes, make_env, write_dataset
+from agents.collect import OraclePolicy, collect_episodes, write_dataset
+from agents.config import make_env
 from agents.dt import DecisionTransformer
 from agents.train_dt import DTTrainer
 
