@@ -35,10 +35,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import envs
+from agents.cli import env_config, json_command
 from agents.config import env_knobs, make_env
 
 IDLE_CHOICES = ("random", "policy")
@@ -53,21 +53,6 @@ def decision_mask(env) -> torch.Tensor | None:
     if env_id == "recall/NBack-v0":
         return env.t >= env.n
     return None
-
-
-# ------------------------------------------------------------------------------- env config
-def env_config(choice: str | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """``configs/env/<choice>.yaml`` or a bare env id (default knobs), then knob overrides."""
-    if choice is None:
-        raise ValueError("env=<configs/env name or env id> is required with policy=oracle")
-    if choice in envs.ENV_IDS or choice in envs.MINIGRID_IDS:
-        cfg: dict[str, Any] = {"id": choice}
-    else:
-        from agents.config import load_env_config, to_dict
-
-        cfg = to_dict(load_env_config(choice))
-    cfg.update(overrides or {})
-    return cfg
 
 
 # ------------------------------------------------------------------------------- policies
@@ -295,62 +280,43 @@ def load_dataset(path: str | Path):
 
 
 # ------------------------------------------------------------------------------------ CLI
-def parse_args(argv: list[str]):
-    choice, rest = None, []
-    for arg in argv:
-        if arg.startswith("env="):
-            choice = arg[len("env="):]
-        else:
-            rest.append(arg)
-    return OmegaConf.from_dotlist(rest), choice
+def _collect(args: Any, choice: str | None) -> dict[str, Any]:
+    device = str(args.get("device", "cpu"))
+    seed = int(args.get("seed", 0))
+    policy_arg = str(args.get("policy", "oracle"))
+    if policy_arg == "oracle":
+        cfg = env_config(args, choice)
+        policy_cfg: Any = None
+    else:
+        from agents.checkpoint import load_checkpoint
 
+        ckpt = load_checkpoint(policy_arg, map_location=device)
+        if ckpt.get("kind", "ppo") != "ppo":
+            raise ValueError(f"policy={policy_arg} is a {ckpt['kind']} checkpoint; "
+                             "accepted: oracle or a PPO checkpoint")
+        cfg = env_config(args, choice, ckpt["config"]["env"])
+        policy_cfg = ckpt
+    episodes = int(args.episodes)
+    num_envs = int(args.get("num_envs", min(256, episodes)))
+    env = make_env(cfg, num_envs, device, seed, final_observation=True)
+    if policy_cfg is None:
+        policy = OraclePolicy(env)
+    else:
+        from agents.checkpoint import check_env_fits
 
-def main(argv: list[str] | None = None) -> int:
-    args, choice = parse_args(sys.argv[1:] if argv is None else argv)
-    if "out" not in args or "episodes" not in args:
-        print(__doc__, file=sys.stderr)
-        return 2
-    try:
-        device = str(args.get("device", "cpu"))
-        seed = int(args.get("seed", 0))
-        policy_arg = str(args.get("policy", "oracle"))
-        knobs = OmegaConf.to_container(args.get("env") or OmegaConf.create({}), resolve=True)
-        if policy_arg == "oracle":
-            cfg = env_config(choice, knobs)
-            policy_cfg: Any = None
-        else:
-            from agents.checkpoint import load_checkpoint
-
-            ckpt = load_checkpoint(policy_arg, map_location=device)
-            if ckpt.get("kind", "ppo") != "ppo":
-                raise ValueError(f"policy={policy_arg} is a {ckpt['kind']} checkpoint; "
-                                 "accepted: oracle or a PPO checkpoint")
-            cfg = env_config(choice, knobs) if choice else {**ckpt["config"]["env"], **knobs}
-            policy_cfg = ckpt
-        episodes = int(args.episodes)
-        num_envs = int(args.get("num_envs", min(256, episodes)))
-        env = make_env(cfg, num_envs, device, seed, final_observation=True)
-        if policy_cfg is None:
-            policy = OraclePolicy(env)
-        else:
-            from agents.checkpoint import check_env_fits
-
-            policy = CheckpointPolicy(policy_cfg, device)
-            check_env_fits(policy.policy, env, cfg["id"], policy_arg)
-        epsilon = float(args.get("epsilon", 0.0))
-        idle = str(args.get("idle", "random"))
-        buffers = collect_episodes(env, policy, episodes, epsilon, idle, seed,
-                                   progress=bool(args.get("progress", True)))
-        task = cfg["id"].split("/")[-1].split("-v")[0].lower()
-        dataset_id = str(args.get("name", f"{task}-{policy.name}-v0"))
-        extra = {"policy": policy_arg if policy_cfg is not None else "oracle",
-                 "epsilon": epsilon, "idle": idle, "seed": seed}
-        path = write_dataset(args.out, dataset_id, buffers, cfg, env, extra)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        policy = CheckpointPolicy(policy_cfg, device)
+        check_env_fits(policy.policy, env, cfg["id"], policy_arg)
+    epsilon = float(args.get("epsilon", 0.0))
+    idle = str(args.get("idle", "random"))
+    buffers = collect_episodes(env, policy, episodes, epsilon, idle, seed,
+                               progress=bool(args.get("progress", True)))
+    task = cfg["id"].split("/")[-1].split("-v")[0].lower()
+    dataset_id = str(args.get("name", f"{task}-{policy.name}-v0"))
+    extra = {"policy": policy_arg if policy_cfg is not None else "oracle",
+             "epsilon": epsilon, "idle": idle, "seed": seed}
+    path = write_dataset(args.out, dataset_id, buffers, cfg, env, extra)
     returns = np.array([ep["rewards"].sum() for ep in buffers])
-    result = {
+    return {
         "path": str(path),
         "dataset_id": dataset_id,
         "episodes": len(buffers),
@@ -359,8 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         "env": cfg["id"],
         "env_knobs": env_knobs(cfg),
     }
-    print(json.dumps(result), flush=True)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return json_command(sys.argv[1:] if argv is None else argv, __doc__, ("out", "episodes"),
+                        _collect)
 
 
 if __name__ == "__main__":

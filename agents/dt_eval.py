@@ -1,7 +1,7 @@
 """Online evaluation of a decision-transformer checkpoint in batched envs.
 
     python -m agents.dt_eval checkpoint=<file or run dir> target_return=1.0 episodes=N
-        [num_envs=512] [device=cpu] [seed=...] [env=<configs/env name>] [env.<knob>=...]
+        [num_envs=512] [device=cpu] [seed=...] [env=<configs/env name or env id>] [env.<knob>=...]
 
 (``python -m agents.evaluate`` hands DT checkpoints to this module.) Prints the
 same JSON line as the PPO evaluation: success_rate, mean_return, episodes, env,
@@ -17,13 +17,13 @@ memory after step t when t closes a window. The return-to-go starts at
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import torch
 
 from agents.checkpoint import load_checkpoint
+from agents.cli import env_config, json_command
 from agents.config import env_knobs, make_env
 from agents.dt import DecisionTransformer
 from agents.episode_tally import EpisodeTally
@@ -170,34 +170,24 @@ def evaluate_checkpoint(
     }
 
 
+def evaluate_from_args(args: Any, choice: str | None) -> dict[str, Any]:
+    """``evaluate_checkpoint`` from command-line arguments (see :mod:`agents.cli`)."""
+    saved = load_checkpoint(args.checkpoint)["config"]["env"]
+    target = args.get("target_return")
+    return evaluate_checkpoint(
+        str(args.checkpoint),
+        episodes=int(args.get("episodes", 512)),
+        num_envs=int(args.get("num_envs", 512)),
+        device=str(args.get("device", "cpu")),
+        seed=args.get("seed"),
+        env_cfg=env_config(args, choice, saved),
+        target_return=None if target is None else float(target),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    from agents.collect import env_config, parse_args
-
-    args, choice = parse_args(sys.argv[1:] if argv is None else argv)
-    if "checkpoint" not in args:
-        print(__doc__, file=sys.stderr)
-        return 2
-    try:
-        from omegaconf import OmegaConf
-
-        knobs = OmegaConf.to_container(args.get("env") or OmegaConf.create({}), resolve=True)
-        saved = load_checkpoint(args.checkpoint)["config"]["env"]
-        env_cfg = env_config(choice, knobs) if choice else {**saved, **knobs}
-        target = args.get("target_return")
-        result = evaluate_checkpoint(
-            str(args.checkpoint),
-            episodes=int(args.get("episodes", 512)),
-            num_envs=int(args.get("num_envs", 512)),
-            device=str(args.get("device", "cpu")),
-            seed=args.get("seed"),
-            env_cfg=env_cfg,
-            target_return=None if target is None else float(target),
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(result), flush=True)
-    return 0
+    return json_command(sys.argv[1:] if argv is None else argv, __doc__, ("checkpoint",),
+                        evaluate_from_args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Greedy evaluation of a checkpoint, batched.
 
     python -m agents.evaluate checkpoint=<file or run dir> episodes=N
-        [num_envs=512] [device=cpu] [seed=...] [env=<configs/env name>] [env.<knob>=...]
+        [num_envs=512] [device=cpu] [seed=...] [env=<configs/env name or env id>] [env.<knob>=...]
 
 Prints one JSON line: success_rate, mean_return, episodes, env, core (and the
 mean episode length and the env knobs). By default the env is the one the
@@ -13,15 +13,14 @@ Decision-transformer checkpoints are handed to ``agents.dt_eval``.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from agents.checkpoint import check_env_fits, load_checkpoint, policy_from_checkpoint
-from agents.config import env_knobs, load_env_config, make_env, to_dict
+from agents.cli import env_config, json_command
+from agents.config import env_knobs, make_env
 from agents.episode_tally import EpisodeTally
 from agents.policy import Policy
 
@@ -80,50 +79,24 @@ def evaluate_checkpoint(
     }
 
 
-def parse_args(argv: list[str]) -> tuple[Any, str | None]:
-    """``key=value`` arguments; ``env=<name>`` (a configs/env file) is returned apart."""
-    choice, rest = None, []
-    for arg in argv:
-        if arg.startswith("env="):
-            choice = arg[len("env="):]
-        else:
-            rest.append(arg)
-    return OmegaConf.from_dotlist(rest), choice
+def _evaluate(args: Any, choice: str | None) -> dict[str, Any]:
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.get("kind", "ppo") == "dt":  # decision transformers have their own evaluation
+        from agents import dt_eval
 
-
-def env_config(args: Any, choice: str | None, saved_env: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's env, or configs/env/<choice>.yaml, then ``env.<knob>=`` overrides."""
-    base = to_dict(load_env_config(choice)) if choice else dict(saved_env)
-    base.update(to_dict(args.get("env") or {}))
-    return base
+        return dt_eval.evaluate_from_args(args, choice)
+    return evaluate_checkpoint(
+        str(args.checkpoint),
+        episodes=int(args.get("episodes", 512)),
+        num_envs=int(args.get("num_envs", 512)),
+        device=str(args.get("device", "cpu")),
+        seed=args.get("seed"),
+        env_cfg=env_config(args, choice, ckpt["config"]["env"]),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args, choice = parse_args(argv)
-    if "checkpoint" not in args:
-        print(__doc__, file=sys.stderr)
-        return 2
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        if ckpt.get("kind", "ppo") == "dt":  # decision transformers have their own evaluation
-            from agents import dt_eval
-
-            return dt_eval.main(argv)
-        saved = ckpt["config"]["env"]
-        result = evaluate_checkpoint(
-            str(args.checkpoint),
-            episodes=int(args.get("episodes", 512)),
-            num_envs=int(args.get("num_envs", 512)),
-            device=str(args.get("device", "cpu")),
-            seed=args.get("seed"),
-            env_cfg=env_config(args, choice, saved),
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(result), flush=True)
-    return 0
+    return json_command(sys.argv[1:] if argv is None else argv, __doc__, ("checkpoint",), _evaluate)
 
 
 if __name__ == "__main__":

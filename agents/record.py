@@ -1,7 +1,7 @@
 """Render greedy episodes of a checkpoint to an MP4 file.
 
     python -m agents.record checkpoint=<file or run dir> out=<file.mp4> episodes=K
-        [fps=4] [greedy=true] [device=cpu] [seed=...] [env=<configs/env name>] [env.<knob>=...]
+        [fps=4] [greedy=true] [device=cpu] [seed=...] [env=<configs/env name or env id>] [env.<knob>=...]
         [target_return=...]   (decision-transformer checkpoints: the return they aim for)
 
 Each frame is ``env.render(0)`` beside a panel with the episode, the step, the
@@ -10,14 +10,15 @@ action taken, the reward it earned and the return so far: one frame per step.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from agents import dt_eval
 from agents.checkpoint import check_env_fits, load_checkpoint, policy_from_checkpoint
+from agents.cli import env_config, json_command
 from agents.config import make_env
-from agents.evaluate import EVAL_SEED_OFFSET, env_config, parse_args
+from agents.evaluate import EVAL_SEED_OFFSET
 from agents.video import play_episodes, write_mp4
 
 
@@ -64,30 +65,25 @@ def record_policy(policy, env, out, episodes: int = 1, fps: int = 4, greedy: boo
     return {"out": str(out), "frames": len(frames), "episodes": summaries}
 
 
+def _record(args: Any, choice: str | None) -> dict:
+    saved = load_checkpoint(args.checkpoint)["config"]["env"]
+    target = args.get("target_return")
+    return record_checkpoint(
+        str(args.checkpoint),
+        args.out,
+        episodes=int(args.get("episodes", 1)),
+        fps=int(args.get("fps", 4)),
+        greedy=bool(args.get("greedy", True)),
+        device=str(args.get("device", "cpu")),
+        seed=args.get("seed"),
+        env_cfg=env_config(args, choice, saved),
+        target_return=None if target is None else float(target),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args, choice = parse_args(sys.argv[1:] if argv is None else argv)
-    if "checkpoint" not in args or "out" not in args:
-        print(__doc__, file=sys.stderr)
-        return 2
-    try:
-        saved = load_checkpoint(args.checkpoint)["config"]["env"]
-        result = record_checkpoint(
-            str(args.checkpoint),
-            args.out,
-            episodes=int(args.get("episodes", 1)),
-            fps=int(args.get("fps", 4)),
-            greedy=bool(args.get("greedy", True)),
-            device=str(args.get("device", "cpu")),
-            seed=args.get("seed"),
-            env_cfg=env_config(args, choice, saved),
-            target_return=None if args.get("target_return") is None
-            else float(args.target_return),
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(result), flush=True)
-    return 0
+    return json_command(sys.argv[1:] if argv is None else argv, __doc__, ("checkpoint", "out"),
+                        _record)
 
 
 if __name__ == "__main__":

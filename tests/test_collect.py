@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from agents.cli import env_config
 from agents.collect import (
     OraclePolicy,
     collect_episodes,
-    env_config,
     load_dataset,
     write_dataset,
 )
@@ -81,7 +81,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="episodes must be"):
         collect_episodes(env, OraclePolicy(env), 0)
     with pytest.raises(ValueError, match="unknown env config 'nope'"):
-        env_config("nope", {})
+        env_config({}, "nope")
     with pytest.raises(FileNotFoundError, match="no Minari dataset"):
         load_dataset(tmp_path)
     _, buffers = _collect(episodes=2, num_envs=2)
