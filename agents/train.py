@@ -39,7 +39,15 @@ from agents.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agents.config import make_env, make_policy, policy_spec, ppo_config, to_dict
+from agents.config import (
+    check_env_knobs,
+    env_overrides,
+    make_env,
+    make_policy,
+    policy_spec,
+    ppo_config,
+    to_dict,
+)
 from agents.curriculum import Curriculum
 from agents.evaluate import EVAL_SEED_OFFSET, evaluate_policy
 from agents.ppo import PPO
@@ -51,6 +59,10 @@ from agents.video import add_video, play_episodes
 RESUMABLE_KEYS = ("total_steps", "device", "threads", "progress", "checkpoint_every",
                   "video_every", "eval")
 GROUPS = ("env", "core", "algo", "experiment")
+
+
+class EnvConfigError(ValueError):
+    """The composed env config holds knobs its task does not have."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -95,6 +107,10 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
         cfg, run_dir = _resume_config(cfg, list(overrides))
         ckpt = load_checkpoint(run_dir, map_location="cpu")
     else:
+        try:
+            check_env_knobs(cfg.env)
+        except ValueError as err:  # e.g. an experiment's knobs on another task (env=...)
+            raise EnvConfigError(str(err)) from None
         run_dir, ckpt = _new_run_dir(cfg), None
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         cfg.run_dir = str(run_dir)
@@ -339,12 +355,18 @@ def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
+    try:  # env=<id> -> env=<name>, and unknown envs and knobs as one line, before Hydra
+        sys.argv[1:] = env_overrides(sys.argv[1:])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
     @hydra.main(version_base=None, config_path="../configs", config_name="config")
     def _app(cfg: DictConfig) -> None:
         overrides = list(HydraConfig.get().overrides.task)
         try:
             summary = run(cfg, overrides)
-        except NonFiniteLossError as err:
+        except (NonFiniteLossError, EnvConfigError) as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(1)
         if summary["interrupted"]:

@@ -81,8 +81,13 @@ class MiniGridMemory(BatchedEnv):
         seed: int = 0,
         *,
         full_action_space: bool = False,
+        room: str | None = None,
         **kwargs,
     ):
+        if room is not None and env_id != f"MiniGrid-Memory{room}-v0":
+            rooms = [i[len("MiniGrid-Memory"):-len("-v0")] for i in MINIGRID_IDS]
+            raise ValueError(f"room={room!r} does not name {env_id!r}; accepted rooms: "
+                             f"{', '.join(rooms)}")
         if env_id not in MINIGRID_IDS:
             raise ValueError(
                 f"env_id={env_id!r} is not a MiniGrid Memory room; accepted: {', '.join(MINIGRID_IDS)}"
