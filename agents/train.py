@@ -49,7 +49,7 @@ from agents.config import (
     to_dict,
 )
 from agents.curriculum import Curriculum
-from agents.evaluate import EVAL_SEED_OFFSET, evaluate_policy
+from agents.evaluate import EVAL_SEED_OFFSET, MODES, evaluate_modes
 from agents.ppo import PPO
 from agents.record import record_policy
 from agents.rollout import Rollout
@@ -333,12 +333,16 @@ class Trainer:
         out: dict[str, Any] = {"checkpoint": str(self.save())}
         ev = self.cfg.eval
         if ev.episodes:
-            env = self._eval_env(min(int(ev.num_envs), int(ev.episodes)))
-            result = evaluate_policy(self.policy, env, int(ev.episodes))
+            n = min(int(ev.num_envs), int(ev.episodes))
+            result = evaluate_modes(self.policy, lambda: self._eval_env(n), int(ev.episodes),
+                                    ev.get("deterministic"))
             result = {**result, "env": self.cfg.env.id, "core": self.cfg.core.name,
                       "global_step": self.global_step, "run_dir": str(self.run_dir)}
-            self.writer.add_scalar("eval/success_rate", result["success_rate"], self.global_step)
-            self.writer.add_scalar("eval/mean_return", result["mean_return"], self.global_step)
+            for mode in MODES:
+                if mode in result:
+                    for key in ("success_rate", "mean_return"):
+                        self.writer.add_scalar(f"eval/{mode}_{key}", result[mode][key],
+                                               self.global_step)
             out["eval"] = result
         if ev.video_episodes:
             rec = record_policy(self.policy, self._eval_env(1), self.run_dir / "videos" / "final.mp4",
