@@ -90,7 +90,7 @@ def test_ctrl_c_saves_then_resume_continues_the_same_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_mod.Trainer, "_log", log_then_interrupt)
-    cfg = _tiny(tmp_path, "total_steps=512", "checkpoint_every=0")
+    cfg = _tiny(tmp_path, "total_steps=512", "checkpoint_every=0", "algo.anneal_lr=true")
     first = train_mod.run(cfg)
     assert first["interrupted"]
     ckpt = load_checkpoint(first["run_dir"])
