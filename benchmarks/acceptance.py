@@ -31,10 +31,22 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def core_overrides(experiment: str, core: str) -> list[str]:
+    """``core=<core>`` for an experiment, dropping the options of its own core that
+    ``core`` does not take (an HCAM experiment's ``chunk_size`` on the mlp control)."""
+    from omegaconf import OmegaConf
+
+    from agents.config import CONFIG_DIR
+
+    own = OmegaConf.load(CONFIG_DIR / "experiment" / f"{experiment}.yaml").get("core", {})
+    accepted = set(OmegaConf.load(CONFIG_DIR / "core" / f"{core}.yaml"))
+    return [f"core={core}", *(f"~core.{k}" for k in own if k not in accepted)]
+
+
 def run_one(experiment: str, seed: int, core: str | None, runs_root: Path, extra: list[str]):
     args = [sys.executable, "-m", "agents.train", f"experiment={experiment}", f"seed={seed}",
             f"runs_root={runs_root}", "progress=false", "threads=1", "eval.video_episodes=0",
-            *([f"core={core}"] if core else []), *extra]
+            *(core_overrides(experiment, core) if core else []), *extra]
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
