@@ -168,3 +168,12 @@ def test_gridworld_navigation_is_learned_beyond_a_random_walk(tmp_path):
     ]))
     ev = train_mod.run(cfg)["eval"]
     assert ev["sampled"]["success_rate"] >= random_success + 0.15, (ev, random_success)
+
+
+def test_sample_factory_takes_config_names():
+    from agents.sf_integration import resolve_env_id
+
+    assert resolve_env_id("hidden_objects") == "recall/HiddenObjects-v0"
+    assert resolve_env_id("recall/PassiveTMaze-v0") == "recall/PassiveTMaze-v0"
+    with pytest.raises(ValueError, match="unknown env 'nope'"):
+        resolve_env_id("nope")
