@@ -114,12 +114,15 @@ def policy_spec(cfg: Any, env) -> dict[str, Any]:
     core_cfg = to_dict(cfg["core"])
     core = core_cfg.pop("name")
     pol = to_dict(cfg["policy"])
+    encoder_cfg = {k: pol[k] for k in ENCODER_KEYS if k in pol}
+    if getattr(env, "symbol_counts", None):  # an image of ids (MiniGrid): embed, not scale
+        encoder_cfg["symbol_counts"] = list(env.symbol_counts)
     return {
         "observation_space": env.single_observation_space,
         "action_space": env.single_action_space,
         "core": core,
         "core_cfg": core_cfg,
-        "encoder_cfg": {k: pol[k] for k in ENCODER_KEYS if k in pol},
+        "encoder_cfg": encoder_cfg,
         "prev_action_reward": bool(pol.get("prev_action_reward", False)),
         "head_hidden": int(pol.get("head_hidden", 128)),
     }

@@ -121,6 +121,17 @@ class MiniGridMemory(BatchedEnv):
         self._ret = np.zeros(n, dtype=np.float64)
 
     @property
+    def symbol_counts(self) -> tuple[int, ...]:
+        """How many values each channel of a cell holds (object, colour, state ids).
+
+        The observation is a uint8 image by type, but its values are ids, not
+        intensities: encoders that read this embed them as symbols.
+        """
+        from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+
+        return len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX)
+
+    @property
     def chance(self) -> float:
         """Success of a policy that reaches one of the two objects without the cue."""
         return 0.5
