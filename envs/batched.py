@@ -115,8 +115,9 @@ class BatchedEnv(gym.vector.VectorEnv):
                             f"this env {self.env_id} x {self.num_envs}")
         for group in ("tensors", "arrays"):
             saved = state.get(group, {})
-            if set(saved) != set(mine[group]):
-                problems.append(f"{group} {sorted(set(saved) ^ set(mine[group]))} differ")
+            # (the saved env may hold more: attributes that appear at the first reset)
+            if set(mine[group]) - set(saved):
+                problems.append(f"{group} {sorted(set(mine[group]) - set(saved))} missing")
             problems += [f"{k}: shape {tuple(v.shape)} vs {tuple(mine[group][k].shape)}"
                          for k, v in saved.items()
                          if k in mine[group] and tuple(v.shape) != tuple(mine[group][k].shape)]
