@@ -118,7 +118,9 @@ def _read(path: Path, map_location) -> dict[str, Any]:
         # Our own files: they hold gymnasium spaces and RNG states, so not weights-only.
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch and pickle raise many types for a damaged file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        # torch's own message goes on for lines about what may have happened: keep its head
+        reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
         raise CheckpointError(f"unreadable: {reason}") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:

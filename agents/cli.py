@@ -8,6 +8,7 @@ required arguments print the tool's usage and exit 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agents.config import load_env_config, to_dict
+from agents.device import check_device
 
 
 def parse_args(argv: Sequence[str]) -> tuple[DictConfig, str | None]:
@@ -58,9 +60,32 @@ def json_command(
         print(usage, file=sys.stderr)
         return 2
     try:
+        if "device" in args:
+            check_device(args.device)
         result = work(args, choice)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except EXPECTED_ERRORS as err:
+        return report(err)
     print(json.dumps(result), flush=True)
     return 0
+
+
+# Bad input of every kind a user can fix (CheckpointError and the env and config errors
+# are ValueErrors): one line, not a traceback.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError)
+
+
+def report(err: BaseException, status: int = 1) -> int:
+    """Print ``error: <err>`` on stderr; returns the exit status."""
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    return status
+
+
+def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a CLI ``main``: expected errors become one ``error:`` line and exit status 1."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except EXPECTED_ERRORS as err:
+            return report(err)
+    return wrapped

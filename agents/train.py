@@ -25,10 +25,8 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +62,7 @@ from agents.lr_schedule import LinearDecay
 from agents.ppo import PPO
 from agents.record import record_policy
 from agents.rollout import Rollout
+from agents.run_dir import new_run_dir
 from agents.signals import GracefulStop
 from agents.tree import tree_map
 from agents.video import add_video, play_episodes
@@ -84,16 +83,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- run dirs
-def _new_run_dir(cfg: DictConfig) -> Path:
-    base = Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir, i = base, 0
-    while run_dir.exists():
-        i += 1
-        run_dir = base.with_name(f"{base.name}-{i}")
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
 def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:
     """The resumed run's own config, with the few run settings the command line may change."""
     run_dir = Path(cfg.resume)
@@ -158,15 +147,11 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
         check_env_knobs(cfg.env)
     except ValueError as err:  # e.g. an experiment's knobs on another task (env=...)
         raise EnvConfigError(str(err)) from None
-    run_dir = _new_run_dir(cfg)
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    cfg.run_dir = str(run_dir)
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    try:
+    with new_run_dir(cfg) as run_dir:
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        cfg.run_dir = str(run_dir)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
         trainer = Trainer(cfg, run_dir, None)
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves no run folder
-        raise
     return trainer.train()
 
 

@@ -38,7 +38,6 @@ import math
 import random
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +52,10 @@ from tqdm import tqdm
 from agents.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, rng_state, save_checkpoint
 from agents.collect import load_dataset
 from agents.config import env_knobs, make_env
+from agents.device import check_device
 from agents.dt import DecisionTransformer
 from agents.dt_eval import EVAL_SEED_OFFSET, check_env_fits, core_name, evaluate_dt
+from agents.run_dir import new_run_dir
 
 FINETUNE_CHOICES = ("none", "memory")
 LOSS_STEPS = ("decision", "all")
@@ -415,24 +416,16 @@ class DTTrainer:
                 "global_step": self.update, "run_dir": str(self.run_dir)}
 
 
-def _new_run_dir(cfg: DictConfig) -> Path:
-    base = Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir, i = base, 0
-    while run_dir.exists():
-        i += 1
-        run_dir = base.with_name(f"{base.name}-{i}")
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("dataset") in (None, "???"):
         raise ValueError("dataset=<dir of a Minari dataset written by agents.collect> is required")
-    run_dir = _new_run_dir(cfg)
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    cfg.run_dir = str(run_dir)
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    return DTTrainer(cfg, run_dir).train()
+    check_device(cfg.device)
+    with new_run_dir(cfg) as run_dir:
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        cfg.run_dir = str(run_dir)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        trainer = DTTrainer(cfg, run_dir)
+    return trainer.train()
 
 
 def main() -> None:
