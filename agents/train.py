@@ -191,6 +191,7 @@ class Trainer:
         # What the next rollout continues from: obs, core state, starts, previous action/reward.
         self.carry: dict[str, Any] | None = None
         self._keep_previous = True
+        self._saved_update: int | None = None
         if ckpt is not None:
             self._restore(ckpt)
         # purge_step drops events a crashed run logged after its last checkpoint (those
@@ -246,8 +247,10 @@ class Trainer:
         # A checkpoint's TensorBoard events reach the disk first: a run killed after the
         # save resumes after them and never logs them again.
         self.writer.flush()
-        path = save_checkpoint(self.ckpt_path, payload, keep_previous=self._keep_previous)
-        self._keep_previous = True
+        # Saved twice at one update (periodic, then final): previous stays an earlier one.
+        keep = self._keep_previous and self._saved_update != self.update
+        path = save_checkpoint(self.ckpt_path, payload, keep_previous=keep)
+        self._keep_previous, self._saved_update = True, self.update
         return path
 
     def _make_train_env(self):
