@@ -56,6 +56,7 @@ from agents.device import check_device
 from agents.dt import DecisionTransformer
 from agents.dt_eval import EVAL_SEED_OFFSET, check_env_fits, core_name, evaluate_dt
 from agents.run_dir import new_run_dir
+from agents.signals import GracefulStop
 
 FINETUNE_CHOICES = ("none", "memory")
 LOSS_STEPS = ("decision", "all")
@@ -350,9 +351,10 @@ class DTTrainer:
                    desc=f"DT{'-Mem' if self.model.uses_memory else ''} K={self.model.context}")
         batch = int(t.batch_size)
         self.model.train()
-        t0, interrupted = time.perf_counter(), False
-        try:
-            while self.update < self.updates:
+        t0, stop = time.perf_counter(), GracefulStop()
+        # Stop signals (agents.signals) end the loop between two updates, never inside one.
+        with stop:
+            while self.update < self.updates and not stop.requested:
                 lr = self._lr()
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -383,15 +385,14 @@ class DTTrainer:
                 bar.update(1)
                 if cfg.checkpoint_every and self.update % int(cfg.checkpoint_every) == 0:
                     self.save()
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
             bar.close()
-        path = self.save()
+            path = self.save()  # under the handlers: a second signal exits, the last file whole
+        interrupted = stop.requested
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "checkpoint": str(path),
-                                   "global_step": self.update, "interrupted": interrupted}
+                                   "global_step": self.update, "interrupted": interrupted,
+                                   "exit_status": stop.exit_status}
         if interrupted:
-            print(f"\ninterrupted at update {self.update}: checkpoint saved to {path}",
+            print(f"{stop.name}: stopped at update {self.update}: checkpoint saved to {path}",
                   file=sys.stderr, flush=True)
         elif int(cfg.eval.episodes):
             summary["eval"] = self.evaluate()
@@ -439,7 +440,7 @@ def main() -> None:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(1)
         if summary["interrupted"]:
-            sys.exit(130)
+            sys.exit(summary["exit_status"])
 
     _app()
 

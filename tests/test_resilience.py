@@ -321,3 +321,75 @@ def test_evaluate_on_damaged_checkpoints_is_one_error_line(tmp_path, capsys):
     assert evaluate_main([f"checkpoint={tmp_path}", "episodes=4"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "previous" in err[0] and "empty" in err[0]
+
+
+def test_dt_training_stops_between_updates_on_a_signal(tmp_path, monkeypatch):
+    from test_dt import _cfg as dt_cfg
+    from test_dt import _dataset
+
+    from agents.train_dt import DTTrainer
+
+    env_cfg = {"id": "recall/DelayedMatch-v0", "delay": 1, "num_symbols": 4, "num_choices": 2}
+    data = _dataset(tmp_path / "data", env_cfg, episodes=16)
+    cfg = dt_cfg(dataset=str(data), context=2, progress=False, checkpoint_every=0,
+                 model={"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0},
+                 core={"hidden_size": 16}, train={"batch_size": 4, "updates": 50},
+                 eval={"episodes": 0})
+    real_lr = DTTrainer._lr
+
+    def lr_then_signal(self):  # called as update 3 begins: it is finished, then saved
+        if self.update == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_lr(self)
+
+    monkeypatch.setattr(DTTrainer, "_lr", lr_then_signal)
+    (tmp_path / "run").mkdir()
+    summary = DTTrainer(cfg, tmp_path / "run").train()
+    assert summary["interrupted"] and summary["exit_status"] == 128 + signal.SIGUSR1
+    ckpt = load_checkpoint(summary["checkpoint"])
+    assert ckpt["update"] == 3
+    assert {int(s["step"]) for s in ckpt["optimizer"]["state"].values()} == {3}
+
+
+# ------------------------------------------------------------- one error line per CLI
+def _one_error_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), text
+    return lines[0]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_train_resume_from_damaged_checkpoints_is_one_error_line(tmp_path):
+    run_dir = Path(train_mod.run(_cfg(tmp_path, "total_steps=64"))["run_dir"])
+    for name in (LATEST, PREVIOUS):
+        (run_dir / CHECKPOINT_DIR / name).write_bytes(b"\x00" * 10)
+    res = _cli("agents.train", f"resume={run_dir}", "total_steps=128")
+    assert res.returncode == 1
+    line = _one_error_line(res.stderr)
+    assert str(run_dir / CHECKPOINT_DIR / LATEST) in line and PREVIOUS in line
+
+
+def test_train_dt_failed_start_is_one_error_line_and_no_folder(tmp_path):
+    res = _cli("agents.train_dt", f"dataset={tmp_path / 'missing'}", f"runs_root={tmp_path / 'r'}",
+               "progress=false")
+    assert res.returncode == 1
+    _one_error_line(res.stderr)
+    assert not (tmp_path / "r").exists()
+
+
+def test_record_collect_and_sf_enjoy_report_expected_errors_in_one_line(tmp_path, capsys):
+    from agents import collect, record, sf_enjoy
+
+    (tmp_path / CHECKPOINT_DIR).mkdir()
+    (tmp_path / CHECKPOINT_DIR / LATEST).write_bytes(b"garbage")
+    assert record.main([f"checkpoint={tmp_path}", f"out={tmp_path / 'x.mp4'}"]) == 1
+    assert "cannot be loaded" in _one_error_line(capsys.readouterr().err)
+    assert collect.main(["env=delayed_match", "episodes=4", f"out={tmp_path / 'd'}",
+                         "device=gpu"]) == 1
+    assert "device='gpu' is not a device" in _one_error_line(capsys.readouterr().err)
+    assert sf_enjoy.main(["--experiment", "none", "--train_dir", str(tmp_path)]) == 1
+    assert "no config.json for experiment" in _one_error_line(capsys.readouterr().err)
