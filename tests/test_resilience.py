@@ -324,17 +324,11 @@ def test_evaluate_on_damaged_checkpoints_is_one_error_line(tmp_path, capsys):
 
 
 def test_dt_training_stops_between_updates_on_a_signal(tmp_path, monkeypatch):
-    from test_dt import _cfg as dt_cfg
-    from test_dt import _dataset
+    from test_dt import tiny_cfg
 
     from agents.train_dt import DTTrainer
 
-    env_cfg = {"id": "recall/DelayedMatch-v0", "delay": 1, "num_symbols": 4, "num_choices": 2}
-    data = _dataset(tmp_path / "data", env_cfg, episodes=16)
-    cfg = dt_cfg(dataset=str(data), context=2, progress=False, checkpoint_every=0,
-                 model={"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0},
-                 core={"hidden_size": 16}, train={"batch_size": 4, "updates": 50},
-                 eval={"episodes": 0})
+    cfg = tiny_cfg(tmp_path, updates=50)
     real_lr = DTTrainer._lr
 
     def lr_then_signal(self):  # called as update 3 begins: it is finished, then saved
