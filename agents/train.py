@@ -72,6 +72,9 @@ from envs import rng
 RESUMABLE_KEYS = ("total_steps", "device", "threads", "progress", "checkpoint_every",
                   "video_every", "eval")
 GROUPS = ("env", "core", "algo", "experiment")
+# What one rollout hands the next (and a checkpoint keeps): the observation, core state,
+# episode starts and previous action/reward of every env copy.
+CARRY = ("obs", "state", "starts", "prev_a", "prev_r")
 
 
 class EnvConfigError(ValueError):
@@ -188,8 +191,7 @@ class Trainer:
         self.ppo = PPO(self.policy, self.algo)
         self.num_updates = _num_updates(cfg)
         self.schedule = LinearDecay(0, self.algo.learning_rate, self.num_updates, self.algo.anneal_lr)
-        # What the next rollout continues from: obs, core state, starts, previous action/reward.
-        self.carry: dict[str, Any] | None = None
+        self.carry: dict[str, Any] | None = None  # keys CARRY
         self._keep_previous = True
         self._saved_update: int | None = None
         if ckpt is not None:
@@ -322,8 +324,7 @@ class Trainer:
         env = self.env
         if self.carry is None:
             self.carry = self._fresh_episodes()
-        obs, state, starts, prev_a, prev_r = (
-            self.carry[k] for k in ("obs", "state", "starts", "prev_a", "prev_r"))
+        obs, state, starts, prev_a, prev_r = (self.carry[k] for k in CARRY)
         no_starts = torch.zeros(B, dtype=torch.bool, device=device)
         rollout = Rollout(T, B, algo.seq_len, obs, state, device)
         ep_return = torch.zeros(T, B, device=device)
@@ -388,13 +389,11 @@ class Trainer:
             if n_ep:
                 bar.set_postfix(sps=f"{sps:,.0f}", success=f"{succ_sum / n_ep:.3f}",
                                 refresh=False)
-            self.carry = {"obs": obs, "state": state, "starts": starts, "prev_a": prev_a,
-                          "prev_r": prev_r}
+            self.carry = dict(zip(CARRY, (obs, state, starts, prev_a, prev_r), strict=True))
             if n_ep and self.curriculum.advance(succ_sum / n_ep):
                 env = self.env = self._make_train_env()
                 self.carry = self._fresh_episodes()
-                obs, state, starts, prev_a, prev_r = (
-                    self.carry[k] for k in ("obs", "state", "starts", "prev_a", "prev_r"))
+                obs, state, starts, prev_a, prev_r = (self.carry[k] for k in CARRY)
                 print(f"curriculum: {self.curriculum.describe()} from step {self.global_step}",
                       file=sys.stderr, flush=True)
             if cfg.checkpoint_every and self.update % int(cfg.checkpoint_every) == 0:
