@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPU = 64  # steps per update: 8 envs x 8 steps
 TINY = [
     "curriculum=null", "env.delay=2", "algo.num_envs=8", "algo.num_steps=8", "algo.seq_len=8",
-    "algo.num_minibatches=2", "algo.update_epochs=2", "core.hidden_size=16",
+    "algo.num_minibatches=2", "algo.update_epochs=2", "algo.anneal_lr=true", "core.hidden_size=16",
     "policy.hidden_size=16", "policy.head_hidden=16", "progress=false", "eval.episodes=0",
     "eval.video_episodes=0", "threads=1",
 ]
