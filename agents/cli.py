@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config import load_env_config, to_dict
+from agents.config import CONFIG_DIR, load_env_config, to_dict
 from agents.device import check_device
 
 
@@ -89,3 +89,18 @@ def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
         except EXPECTED_ERRORS as err:
             return report(err)
     return wrapped
+
+
+def check_group_choices(argv: Sequence[str], groups: Sequence[str]) -> None:
+    """A ValueError naming the accepted configs for a ``<group>=<name>`` with no
+    ``configs/<group>/<name>.yaml`` (Hydra's own message spans a dozen lines)."""
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if not eq or group not in groups:
+            continue
+        known = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        unknown = [v for v in value.split(",") if v not in (*known, "null")]  # "," sweeps
+        if unknown:
+            raise ValueError(f"{group}={unknown[0]}: no such config in configs/{group}/; "
+                             f"accepted: {', '.join(known)}")

@@ -387,3 +387,12 @@ def test_record_collect_and_sf_enjoy_report_expected_errors_in_one_line(tmp_path
     assert "device='gpu' is not a device" in _one_error_line(capsys.readouterr().err)
     assert sf_enjoy.main(["--experiment", "none", "--train_dir", str(tmp_path)]) == 1
     assert "no config.json for experiment" in _one_error_line(capsys.readouterr().err)
+
+
+def test_an_unknown_config_name_is_one_line_naming_the_accepted_ones():
+    from agents.cli import check_group_choices
+
+    check_group_choices(["core=gru,lstm", "experiment=null", "seed=3"], ("core", "experiment"))
+    with pytest.raises(ValueError, match=r"^core=bogus: no such config in configs/core/; "
+                                         r"accepted: .*gru.*lstm"):
+        check_group_choices(["core=gru,bogus"], ("core", "experiment"))
