@@ -220,8 +220,8 @@ class Trainer:
             print(f"lr schedule: total_steps changed; re-planned from lr "
                   f"{self.schedule.start_lr:.4g} at update {self.schedule.start} to 0 at update "
                   f"{self.num_updates}", file=sys.stderr, flush=True)
-        if "env" in ckpt:
-            self.env.load_state_dict(ckpt["env"])
+        if "env_state" in ckpt:
+            self.env.load_state_dict(ckpt["env_state"])
             self.carry = tree_map(lambda x: x.to(self.device), ckpt["carry"])
         else:
             print("resume: the checkpoint holds no env state (an older format): continuing on "
@@ -244,7 +244,7 @@ class Trainer:
             "rng": rng_state(),
             "finished": self.finished,
             "lr_schedule": self.schedule.state_dict(),
-            "env": self.env.state_dict(),
+            "env_state": self.env.state_dict(),
             "carry": self.carry,
         }
         # A checkpoint's TensorBoard events reach the disk first: a run killed after the
