@@ -277,6 +277,16 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
 
 
+def test_a_run_stopped_in_its_last_update_is_evaluated_on_resume(tmp_path, monkeypatch):
+    _signal_at(monkeypatch, 2)
+    first = train_mod.run(_cfg(tmp_path, "total_steps=128", "eval.episodes=8", "eval.num_envs=8"))
+    assert first["interrupted"] and "eval" not in first
+    monkeypatch.undo()
+    second = _resume(first["run_dir"])  # nothing left to train: only the end of the run
+    assert second["global_step"] == 128 and second["eval"]["episodes"] == 8
+    assert _resume(first["run_dir"])["complete"]
+
+
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, straight):
     """What such a run leaves: its config, and events logged before the kill."""
     cfg = _cfg(tmp_path, "total_steps=512", "checkpoint_every=0")
