@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config import CONFIG_DIR, load_env_config, to_dict
+from agents.config import CONFIG_DIR, compose, load_env_config, to_dict
 from agents.device import check_device
 
 
@@ -89,6 +89,22 @@ def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
         except EXPECTED_ERRORS as err:
             return report(err)
     return wrapped
+
+
+def check_hydra_args(argv: Sequence[str], config_name: str, groups: Sequence[str]) -> None:
+    """Compose the config as the Hydra app will, so that a bad override (an unknown key or
+    config name, a syntax error) is one ValueError line instead of Hydra's report."""
+    check_group_choices(argv, groups)
+    if any(arg.startswith("-") for arg in argv):
+        return  # Hydra's own flags (--multirun, --cfg, ...): left to Hydra
+    from hydra.errors import HydraException
+
+    try:
+        compose(list(argv), config_name)
+    except HydraException as err:
+        text = str(err).split("\n\n")[0].split("Config search path")[0]
+        raise ValueError(" ".join(line.strip() for line in text.splitlines() if line.strip())
+                         ) from None
 
 
 def check_group_choices(argv: Sequence[str], groups: Sequence[str]) -> None:

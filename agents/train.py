@@ -46,7 +46,7 @@ from agents.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agents.cli import check_group_choices
+from agents.cli import check_hydra_args
 from agents.config import (
     check_env_knobs,
     env_overrides,
@@ -462,7 +462,7 @@ def main() -> None:
 
     try:  # env=<id> -> env=<name>, and unknown envs and knobs as one line, before Hydra
         sys.argv[1:] = env_overrides(sys.argv[1:])
-        check_group_choices(sys.argv[1:], ("core", "algo", "experiment"))
+        check_hydra_args(sys.argv[1:], "config", ("core", "algo", "experiment"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -50,7 +50,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, rng_state, save_checkpoint
-from agents.cli import check_group_choices
+from agents.cli import check_hydra_args
 from agents.collect import load_dataset
 from agents.config import env_knobs, make_env
 from agents.device import check_device
@@ -433,8 +433,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def main() -> None:
     import hydra
 
-    try:  # an unknown config name as one line, before Hydra
-        check_group_choices(sys.argv[1:], ("core", "dt_experiment"))
+    try:  # a bad override (unknown key or config name) as one line, before Hydra
+        check_hydra_args(sys.argv[1:], "train_dt", ("core", "dt_experiment"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)

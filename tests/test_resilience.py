@@ -399,10 +399,15 @@ def test_record_collect_and_sf_enjoy_report_expected_errors_in_one_line(tmp_path
     assert "no config.json for experiment" in _one_error_line(capsys.readouterr().err)
 
 
-def test_an_unknown_config_name_is_one_line_naming_the_accepted_ones():
-    from agents.cli import check_group_choices
+def test_an_unknown_config_name_or_key_is_one_line():
+    from agents.cli import check_group_choices, check_hydra_args
 
     check_group_choices(["core=gru,lstm", "experiment=null", "seed=3"], ("core", "experiment"))
     with pytest.raises(ValueError, match=r"^core=bogus: no such config in configs/core/; "
                                          r"accepted: .*gru.*lstm"):
         check_group_choices(["core=gru,bogus"], ("core", "experiment"))
+    check_hydra_args(["core=lstm", "+extra=1", "seed=3"], "config", ("core",))
+    for bad, says in (["core.bogus=1"], "Could not override 'core.bogus'"), (["seed=[1"], "[1"):
+        with pytest.raises(ValueError) as err:
+            check_hydra_args(bad, "config", ("core",))
+        assert says in str(err.value) and "\n" not in str(err.value)
