@@ -164,6 +164,10 @@ class MiniGridMemory(BatchedEnv):
                              f"for {self.num_envs} envs of {self.env_id}")
         super().load_state_dict(state)
         self._envs = copy.deepcopy(state["minigrid"])
+        # The views read the copies' rooms from an encoding made at each reset: remade here.
+        self._views = _Views(self._envs)
+        for i in range(self.num_envs):
+            self._views.load_room(i)
         self._plans = [None] * self.num_envs  # the oracle's caches: rebuilt on demand
 
     # ------------------------------------------------------------ gymnasium
