@@ -8,6 +8,7 @@ required arguments print the tool's usage and exit 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config import load_env_config, to_dict
+from agents.config import CONFIG_DIR, compose, load_env_config, to_dict
+from agents.device import check_device
 
 
 def parse_args(argv: Sequence[str]) -> tuple[DictConfig, str | None]:
@@ -58,9 +60,63 @@ def json_command(
         print(usage, file=sys.stderr)
         return 2
     try:
+        if "device" in args:
+            check_device(args.device)
         result = work(args, choice)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except EXPECTED_ERRORS as err:
+        return report(err)
     print(json.dumps(result), flush=True)
     return 0
+
+
+# Bad input of every kind a user can fix (CheckpointError and the env and config errors
+# are ValueErrors): one line, not a traceback.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError)
+
+
+def report(err: BaseException, status: int = 1) -> int:
+    """Print ``error: <err>`` on stderr; returns the exit status."""
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    return status
+
+
+def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a CLI ``main``: expected errors become one ``error:`` line and exit status 1."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except EXPECTED_ERRORS as err:
+            return report(err)
+    return wrapped
+
+
+def check_hydra_args(argv: Sequence[str], config_name: str, groups: Sequence[str]) -> None:
+    """Compose the config as the Hydra app will, so that a bad override (an unknown key or
+    config name, a syntax error) is one ValueError line instead of Hydra's report."""
+    check_group_choices(argv, groups)
+    if any(arg.startswith("-") for arg in argv):
+        return  # Hydra's own flags (--multirun, --cfg, ...): left to Hydra
+    from hydra.errors import HydraException
+
+    try:
+        compose(list(argv), config_name)
+    except HydraException as err:
+        text = str(err).split("\n\n")[0].split("Config search path")[0]
+        raise ValueError(" ".join(line.strip() for line in text.splitlines() if line.strip())
+                         ) from None
+
+
+def check_group_choices(argv: Sequence[str], groups: Sequence[str]) -> None:
+    """A ValueError naming the accepted configs for a ``<group>=<name>`` with no
+    ``configs/<group>/<name>.yaml`` (Hydra's own message spans a dozen lines)."""
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if not eq or group not in groups:
+            continue
+        known = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        unknown = [v for v in value.split(",") if v not in (*known, "null")]  # "," sweeps
+        if unknown:
+            raise ValueError(f"{group}={unknown[0]}: no such config in configs/{group}/; "
+                             f"accepted: {', '.join(known)}")

@@ -73,6 +73,9 @@ class PPO:
         lr = self.cfg.learning_rate
         if self.cfg.anneal_lr:
             lr *= max(1.0 - fraction_done, 0.0)
+        return self.set_lr(lr)
+
+    def set_lr(self, lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 import envs
+from agents.cli import one_line_errors
+from agents.device import check_device
 from agents.sf_integration import (
     _one_hot,
     latest_checkpoint,
@@ -139,6 +141,7 @@ def _write_video(path: str, frames: list[np.ndarray], fps: int) -> None:
         imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--experiment", required=True)
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    check_device(a.device)
     torch.set_num_threads(a.threads)
     result = evaluate(
         a.train_dir,

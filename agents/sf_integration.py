@@ -360,7 +360,14 @@ def add_recall_args(parser) -> None:
 
 def load_checkpoint(path: str, device="cpu") -> dict[str, Any]:
     """Load a sample-factory checkpoint with ``weights_only=False`` (trusted: our own runs)."""
-    return torch.load(path, map_location=device, weights_only=False)
+    from agents.checkpoint import CheckpointError
+
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # a damaged file: torch and pickle raise many types
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {err}") from None
 
 
 def latest_checkpoint(train_dir: str, experiment: str, policy_id: int = 0, kind: str = "latest") -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from agents.cli import one_line_errors
 from agents.sf_integration import add_recall_args, core_state_size, register_all, resolve_env_id
 
 FORCED = ("rnn_size", "rnn_type", "rnn_num_layers", "actor_critic_share_weights", "use_rnn")
@@ -159,6 +160,7 @@ def parse_cfg(argv: list[str], evaluation: bool = False):
     return parse_full_cfg(parser, sf_argv)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     from sample_factory.train import run_rl
 

@@ -10,8 +10,14 @@ resolved config), ``tb/`` (TensorBoard), ``checkpoints/latest.pt``,
 ``videos/``. The rollout loop keeps everything on the env's device; the logged
 scalars cross to the host once per update, in one transfer.
 
-Faults: Ctrl-C saves a checkpoint and exits; a non-finite loss stops the run
-with a message and leaves the last good checkpoint as it was.
+Faults (see ``agents.signals``): SIGINT (Ctrl-C), SIGTERM, SIGHUP and SIGUSR1
+finish the update in progress, write the checkpoint, print how to resume and
+exit with 128 + the signal's number; a second one exits at once. A checkpoint
+holds everything the next update reads (weights, optimizer, env state of every
+copy, core state and last observations, every RNG, the lr schedule), so a run
+stopped (or killed) and resumed ends bit-identical to one that was not, on CPU.
+A non-finite loss stops the run with a message and leaves the last good
+checkpoint as it was. A run that fails to start leaves no run folder behind.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import math
 import random
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +39,14 @@ from tqdm import tqdm
 from agents.checkpoint import (
     CHECKPOINT_DIR,
     LATEST,
+    check_checkpoint_fits,
     load_checkpoint,
+    previous_path,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from agents.cli import check_hydra_args
 from agents.config import (
     check_env_knobs,
     env_overrides,
@@ -49,16 +57,25 @@ from agents.config import (
     to_dict,
 )
 from agents.curriculum import Curriculum
+from agents.device import check_device
 from agents.evaluate import EVAL_SEED_OFFSET, MODES, evaluate_modes
+from agents.lr_schedule import LinearDecay
 from agents.ppo import PPO
 from agents.record import record_policy
 from agents.rollout import Rollout
+from agents.run_dir import new_run_dir
+from agents.signals import GracefulStop
+from agents.tree import tree_map
 from agents.video import add_video, play_episodes
+from envs import rng
 
 # Top-level keys a resumed run may change from the command line (others come from the run).
 RESUMABLE_KEYS = ("total_steps", "device", "threads", "progress", "checkpoint_every",
                   "video_every", "eval")
 GROUPS = ("env", "core", "algo", "experiment")
+# What one rollout hands the next (and a checkpoint keeps): the observation, core state,
+# episode starts and previous action/reward of every env copy.
+CARRY = ("obs", "state", "starts", "prev_a", "prev_r")
 
 
 class EnvConfigError(ValueError):
@@ -70,16 +87,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- run dirs
-def _new_run_dir(cfg: DictConfig) -> Path:
-    base = Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir, i = base, 0
-    while run_dir.exists():
-        i += 1
-        run_dir = base.with_name(f"{base.name}-{i}")
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
 def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:
     """The resumed run's own config, with the few run settings the command line may change."""
     run_dir = Path(cfg.resume)
@@ -100,22 +107,56 @@ def _resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, P
     return run_cfg, run_dir
 
 
+def _resume_checkpoint(run_dir: Path) -> dict | None:
+    """The run's checkpoint; None for a run killed before it wrote its first one."""
+    latest = run_dir / CHECKPOINT_DIR / LATEST
+    if not latest.exists() and not previous_path(latest).exists():
+        print(f"resume: {run_dir} has no checkpoint yet: starting it from the beginning",
+              file=sys.stderr, flush=True)
+        return None
+    return load_checkpoint(run_dir, map_location="cpu")
+
+
+def _num_updates(cfg: DictConfig) -> int:
+    return max(1, math.ceil(int(cfg.total_steps) / ppo_config(cfg.algo).steps_per_update))
+
+
+def _save_config(cfg: DictConfig, run_dir: Path) -> None:
+    tmp = run_dir / ".config.yaml.tmp"
+    OmegaConf.save(cfg, tmp)
+    tmp.replace(run_dir / "config.yaml")
+
+
 # ------------------------------------------------------------------------------- training
 def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Train (or resume) one run; returns a summary (run_dir, global_step, eval, ...)."""
     if cfg.get("resume"):
         cfg, run_dir = _resume_config(cfg, list(overrides))
-        ckpt = load_checkpoint(run_dir, map_location="cpu")
-    else:
-        try:
-            check_env_knobs(cfg.env)
-        except ValueError as err:  # e.g. an experiment's knobs on another task (env=...)
-            raise EnvConfigError(str(err)) from None
-        run_dir, ckpt = _new_run_dir(cfg), None
+        check_device(cfg.device)
+        ckpt = _resume_checkpoint(run_dir)
+        if ckpt is not None and ckpt.get("finished", True) and ckpt["update"] >= _num_updates(cfg):
+            # Nothing to add: no evaluation again, no video overwritten.
+            print(f"run {run_dir} is complete ({ckpt['global_step']} steps, total_steps="
+                  f"{cfg.total_steps}); nothing to do. Resume with a larger total_steps= to "
+                  "train it further.", file=sys.stderr, flush=True)
+            return {"run_dir": str(run_dir), "global_step": int(ckpt["global_step"]),
+                    "checkpoint": ckpt["_source"], "interrupted": False, "complete": True}
+        saved = OmegaConf.load(run_dir / "config.yaml")
+        saved.resume = cfg.resume
+        if OmegaConf.to_yaml(cfg) != OmegaConf.to_yaml(saved):
+            _save_config(cfg, run_dir)  # e.g. a new total_steps: a later resume starts from it
+        return Trainer(cfg, run_dir, ckpt).train()
+    check_device(cfg.device)
+    try:
+        check_env_knobs(cfg.env)
+    except ValueError as err:  # e.g. an experiment's knobs on another task (env=...)
+        raise EnvConfigError(str(err)) from None
+    with new_run_dir(cfg) as run_dir:
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         cfg.run_dir = str(run_dir)
         OmegaConf.save(cfg, run_dir / "config.yaml")
-    return Trainer(cfg, run_dir, ckpt).train()
+        trainer = Trainer(cfg, run_dir, None)
+    return trainer.train()
 
 
 class Trainer:
@@ -126,7 +167,9 @@ class Trainer:
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         self.device = torch.device(cfg.device)
-        seed = int(cfg.seed)
+        seed = rng.check_seed(cfg.seed)
+        # The final evaluation's env is seeded seed + EVAL_SEED_OFFSET: refuse now, not at the end.
+        rng.check_seed(seed + EVAL_SEED_OFFSET, f"seed + {EVAL_SEED_OFFSET} (evaluation)")
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -134,6 +177,7 @@ class Trainer:
         self.algo = ppo_config(cfg.algo)
         self.global_step = 0
         self.update = 0
+        self.finished = False  # the loop ran to the end (the final evaluation may follow)
         if ckpt is not None:
             self.global_step = int(ckpt["global_step"])
             self.update = int(ckpt["update"])
@@ -146,19 +190,46 @@ class Trainer:
         self.policy = make_policy(self.spec).to(self.device)
         self.policy.env_id = cfg.env.id
         self.ppo = PPO(self.policy, self.algo)
+        self.num_updates = _num_updates(cfg)
+        self.schedule = LinearDecay(0, self.algo.learning_rate, self.num_updates, self.algo.anneal_lr)
+        self.carry: dict[str, Any] | None = None  # keys CARRY
+        self._keep_previous = True
+        self._saved_update: int | None = None
         if ckpt is not None:
-            self.policy.load_state_dict(ckpt["model"])
-            self.ppo.optimizer.load_state_dict(ckpt["optimizer"])
-            set_rng_state(ckpt["rng"])
-        self.num_updates = max(1, math.ceil(int(cfg.total_steps) / self.algo.steps_per_update))
+            self._restore(ckpt)
         # purge_step drops events a crashed run logged after its last checkpoint (those
-        # logged at the checkpoint's own step came before it and stay).
-        purge = self.global_step + 1 if ckpt is not None else None
+        # logged at the checkpoint's own step came before it and stay); a run restarted
+        # from the beginning (killed before its first checkpoint) drops them all.
+        purge = self.global_step + 1 if ckpt is not None else (0 if cfg.get("resume") else None)
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
         if ckpt is None:
             self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
 
     # ------------------------------------------------------------------ checkpoints
+    def _restore(self, ckpt: dict) -> None:
+        check_checkpoint_fits(ckpt, self.spec, self.cfg.env.id)
+        self.policy.load_state_dict(ckpt["model"])
+        self.ppo.optimizer.load_state_dict(ckpt["optimizer"])
+        if "lr_schedule" in ckpt:
+            saved = LinearDecay(**ckpt["lr_schedule"])
+        else:  # written before schedules were stored: planned over that run's own total_steps
+            saved = LinearDecay(0, self.algo.learning_rate, _num_updates(OmegaConf.create(
+                ckpt["config"])), self.algo.anneal_lr)
+        self.schedule = saved.replan(self.update, self.num_updates)
+        if self.schedule != saved:
+            print(f"lr schedule: total_steps changed; re-planned from lr "
+                  f"{self.schedule.start_lr:.4g} at update {self.schedule.start} to 0 at update "
+                  f"{self.num_updates}", file=sys.stderr, flush=True)
+        if "env_state" in ckpt:
+            self.env.load_state_dict(ckpt["env_state"])
+            self.carry = tree_map(lambda x: x.to(self.device), ckpt["carry"])
+        else:
+            print("resume: the checkpoint holds no env state (an older format): continuing on "
+                  "fresh episodes", file=sys.stderr, flush=True)
+        # A damaged latest.pt must not push the good previous one out at the next save.
+        self._keep_previous = Path(ckpt["_source"]).name == LATEST
+        set_rng_state(ckpt["rng"])  # last: nothing between here and the first update draws
+
     def save(self) -> Path:
         payload = {
             "kind": "ppo",
@@ -171,21 +242,35 @@ class Trainer:
             "update": self.update,
             "curriculum_stage": self.curriculum.stage,
             "rng": rng_state(),
+            "finished": self.finished,
+            "lr_schedule": self.schedule.state_dict(),
+            "env_state": self.env.state_dict(),
+            "carry": self.carry,
         }
-        return save_checkpoint(self.ckpt_path, payload)
+        # A checkpoint's TensorBoard events reach the disk first: a run killed after the
+        # save resumes after them and never logs them again.
+        self.writer.flush()
+        # Saved twice at one update (periodic, then final): previous stays an earlier one.
+        keep = self._keep_previous and self._saved_update != self.update
+        path = save_checkpoint(self.ckpt_path, payload, keep_previous=keep)
+        self._keep_previous, self._saved_update = True, self.update
+        return path
 
     def _make_train_env(self):
-        # A resumed run, or a new curriculum stage, starts fresh episodes on a seed of its own.
-        seed = int(self.cfg.seed) + 7919 * self.update
+        # A new curriculum stage starts fresh episodes on a seed of its own (a resumed run
+        # then loads the env state it had).
+        seed = (int(self.cfg.seed) + 7919 * self.update) % rng.SEED_LIMIT
         return make_env(self.curriculum.env_cfg(), self.algo.num_envs, str(self.device), seed,
                         check_actions=False)
 
-    def _fresh_episodes(self):
+    def _fresh_episodes(self) -> dict[str, Any]:
         """Reset every env copy: first observations, initial core state, all starts."""
         obs, _ = self.env.reset()
-        B = self.algo.num_envs
-        state = self.policy.initial_state(B, self.device)
-        return obs, state, torch.ones(B, dtype=torch.bool, device=self.device)
+        B, dev = self.algo.num_envs, self.device
+        return {"obs": obs, "state": self.policy.initial_state(B, dev),
+                "starts": torch.ones(B, dtype=torch.bool, device=dev),
+                "prev_a": torch.zeros(B, dtype=torch.int64, device=dev),
+                "prev_r": torch.zeros(B, dtype=torch.float32, device=dev)}
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.policy.parameters())
@@ -199,35 +284,48 @@ class Trainer:
             desc=f"{cfg.core.name} on {cfg.env.id}",
         )
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "interrupted": False}
-        try:
-            self._loop(bar)
-        except KeyboardInterrupt:
-            bar.close()
-            if self._weights_finite():
-                path = self.save()
-                print(f"\ninterrupted at step {self.global_step}: checkpoint saved to {path}; "
-                      f"continue with resume={self.run_dir}", file=sys.stderr, flush=True)
-            else:
-                print(f"\ninterrupted; weights are not finite, kept the last checkpoint "
-                      f"{self.ckpt_path}", file=sys.stderr, flush=True)
-            summary["interrupted"] = True
-        finally:
-            bar.close()
-            self.writer.flush()
+        with GracefulStop() as stop:
+            try:
+                self._loop(bar, stop)
+            except KeyboardInterrupt:
+                # Only where no handler could be installed (training outside the main
+                # thread): the update it cut is half done, so nothing is saved.
+                print(f"\ninterrupted inside update {self.update + 1}: dropped it; the last "
+                      f"checkpoint {self.ckpt_path} is kept", file=sys.stderr, flush=True)
+                summary.update(interrupted=True, exit_status=130)
+            finally:
+                bar.close()
+                self.writer.flush()
+            if stop.requested and not summary["interrupted"]:
+                # Still under the handlers: a second signal during this save exits at once,
+                # and the atomic rename leaves the last checkpoint whole.
+                summary.update(interrupted=True, signal=stop.name, exit_status=stop.exit_status)
+                self._stop_message(stop.name)
         summary["global_step"] = self.global_step
         summary["checkpoint"] = str(self.ckpt_path)
         if not summary["interrupted"]:
+            self.finished = True
             summary.update(self._finish())
         self.writer.close()
         return summary
 
-    def _loop(self, bar) -> None:
+    def _stop_message(self, name: str) -> None:
+        if not self._weights_finite():
+            print(f"{name}: weights are not finite; kept the last checkpoint {self.ckpt_path}",
+                  file=sys.stderr, flush=True)
+            return
+        path = self.save()
+        print(f"{name}: stopped after update {self.update}/{self.num_updates} (step "
+              f"{self.global_step}); checkpoint saved to {path}. Continue with:\n"
+              f"    python -m agents.train resume={self.run_dir}", file=sys.stderr, flush=True)
+
+    def _loop(self, bar, stop: GracefulStop) -> None:
         cfg, algo, policy, device = self.cfg, self.algo, self.policy, self.device
         B, T = algo.num_envs, algo.num_steps
         env = self.env
-        obs, state, starts = self._fresh_episodes()
-        prev_a = torch.zeros(B, dtype=torch.int64, device=device)
-        prev_r = torch.zeros(B, dtype=torch.float32, device=device)
+        if self.carry is None:
+            self.carry = self._fresh_episodes()
+        obs, state, starts, prev_a, prev_r = (self.carry[k] for k in CARRY)
         no_starts = torch.zeros(B, dtype=torch.bool, device=device)
         rollout = Rollout(T, B, algo.seq_len, obs, state, device)
         ep_return = torch.zeros(T, B, device=device)
@@ -235,8 +333,9 @@ class Trainer:
         ep_success = torch.zeros(T, B, dtype=torch.bool, device=device)
         session_steps, t_start = 0, time.perf_counter()
 
-        while self.update < self.num_updates:
-            lr = self.ppo.set_progress(self.update / self.num_updates)
+        # Between two iterations is the one safe point: a stop request waits for it.
+        while self.update < self.num_updates and not stop.requested:
+            lr = self.ppo.set_lr(self.schedule(self.update))
             policy.train()
             with torch.no_grad():
                 for t in range(T):
@@ -291,9 +390,11 @@ class Trainer:
             if n_ep:
                 bar.set_postfix(sps=f"{sps:,.0f}", success=f"{succ_sum / n_ep:.3f}",
                                 refresh=False)
+            self.carry = dict(zip(CARRY, (obs, state, starts, prev_a, prev_r), strict=True))
             if n_ep and self.curriculum.advance(succ_sum / n_ep):
                 env = self.env = self._make_train_env()
-                obs, state, starts = self._fresh_episodes()
+                self.carry = self._fresh_episodes()
+                obs, state, starts, prev_a, prev_r = (self.carry[k] for k in CARRY)
                 print(f"curriculum: {self.curriculum.describe()} from step {self.global_step}",
                       file=sys.stderr, flush=True)
             if cfg.checkpoint_every and self.update % int(cfg.checkpoint_every) == 0:
@@ -361,6 +462,7 @@ def main() -> None:
 
     try:  # env=<id> -> env=<name>, and unknown envs and knobs as one line, before Hydra
         sys.argv[1:] = env_overrides(sys.argv[1:])
+        check_hydra_args(sys.argv[1:], "config", ("core", "algo", "experiment"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -370,11 +472,12 @@ def main() -> None:
         overrides = list(HydraConfig.get().overrides.task)
         try:
             summary = run(cfg, overrides)
-        except (NonFiniteLossError, EnvConfigError) as err:
+        except (NonFiniteLossError, ValueError, FileNotFoundError) as err:
+            # Expected failures (bad knob, bad device, damaged checkpoint...): one line.
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(1)
         if summary["interrupted"]:
-            sys.exit(130)
+            sys.exit(summary.get("exit_status", 130))
 
     _app()
 

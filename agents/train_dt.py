@@ -38,7 +38,6 @@ import math
 import random
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +50,14 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, rng_state, save_checkpoint
+from agents.cli import check_hydra_args
 from agents.collect import load_dataset
 from agents.config import env_knobs, make_env
+from agents.device import check_device
 from agents.dt import DecisionTransformer
 from agents.dt_eval import EVAL_SEED_OFFSET, check_env_fits, core_name, evaluate_dt
+from agents.run_dir import new_run_dir
+from agents.signals import GracefulStop
 
 FINETUNE_CHOICES = ("none", "memory")
 LOSS_STEPS = ("decision", "all")
@@ -349,9 +352,10 @@ class DTTrainer:
                    desc=f"DT{'-Mem' if self.model.uses_memory else ''} K={self.model.context}")
         batch = int(t.batch_size)
         self.model.train()
-        t0, interrupted = time.perf_counter(), False
-        try:
-            while self.update < self.updates:
+        t0, stop = time.perf_counter(), GracefulStop()
+        # Stop signals (agents.signals) end the loop between two updates, never inside one.
+        with stop:
+            while self.update < self.updates and not stop.requested:
                 lr = self._lr()
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -382,15 +386,14 @@ class DTTrainer:
                 bar.update(1)
                 if cfg.checkpoint_every and self.update % int(cfg.checkpoint_every) == 0:
                     self.save()
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
             bar.close()
-        path = self.save()
+            path = self.save()  # under the handlers: a second signal exits, the last file whole
+        interrupted = stop.requested
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "checkpoint": str(path),
-                                   "global_step": self.update, "interrupted": interrupted}
+                                   "global_step": self.update, "interrupted": interrupted,
+                                   "exit_status": stop.exit_status}
         if interrupted:
-            print(f"\ninterrupted at update {self.update}: checkpoint saved to {path}",
+            print(f"{stop.name}: stopped at update {self.update}: checkpoint saved to {path}",
                   file=sys.stderr, flush=True)
         elif int(cfg.eval.episodes):
             summary["eval"] = self.evaluate()
@@ -415,28 +418,26 @@ class DTTrainer:
                 "global_step": self.update, "run_dir": str(self.run_dir)}
 
 
-def _new_run_dir(cfg: DictConfig) -> Path:
-    base = Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir, i = base, 0
-    while run_dir.exists():
-        i += 1
-        run_dir = base.with_name(f"{base.name}-{i}")
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("dataset") in (None, "???"):
         raise ValueError("dataset=<dir of a Minari dataset written by agents.collect> is required")
-    run_dir = _new_run_dir(cfg)
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    cfg.run_dir = str(run_dir)
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    return DTTrainer(cfg, run_dir).train()
+    check_device(cfg.device)
+    with new_run_dir(cfg) as run_dir:
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        cfg.run_dir = str(run_dir)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        trainer = DTTrainer(cfg, run_dir)
+    return trainer.train()
 
 
 def main() -> None:
     import hydra
+
+    try:  # a bad override (unknown key or config name) as one line, before Hydra
+        check_hydra_args(sys.argv[1:], "train_dt", ("core", "dt_experiment"))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
     @hydra.main(version_base=None, config_path="../configs", config_name="train_dt")
     def _app(cfg: DictConfig) -> None:
@@ -446,7 +447,7 @@ def main() -> None:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(1)
         if summary["interrupted"]:
-            sys.exit(130)
+            sys.exit(summary["exit_status"])
 
     _app()
 

@@ -169,12 +169,13 @@ class Ballet(BatchedEnv):
         pixels: bool = False,
         **kwargs,
     ):
-        if isinstance(num_dancers, bool) or num_dancers not in (2, 4, 8):
-            raise ValueError(f"num_dancers={num_dancers!r} is not a Ballet level; accepted: 2, 4, 8")
-        if isinstance(delay, bool) or delay not in (16, 48):
-            raise ValueError(f"delay={delay!r} is not a Ballet level; accepted: 16, 48")
-        if not isinstance(pixels, (bool, np.bool_)):
-            raise ValueError(f"pixels={pixels!r} must be True or False")
+        for name, value, levels in (("num_dancers", num_dancers, (2, 4, 8)), ("delay", delay, (16, 48))):
+            # 2.0 == 2 and True == 1: the type check keeps floats and bools out
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
+                    value not in levels):
+                raise ValueError(f"{name}={value!r} is not a Ballet level; accepted: "
+                                 + ", ".join(map(str, levels)))
+        self.check_bool("pixels", pixels)
         self.num_dancers, self.delay, self.pixels = int(num_dancers), int(delay), bool(pixels)
         self.period = DANCE_STEPS + self.delay
         self.watch_steps = self.num_dancers * self.period

@@ -42,14 +42,17 @@ class BatchedEnv(gym.vector.VectorEnv):
         final_observation: bool | None = None,
         first_copy: int = 0,
     ):
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self.check_count("num_envs", num_envs)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
+        self.check_bool("check_actions", check_actions)
+        if final_observation is not None:
+            self.check_bool("final_observation", final_observation)
         # Checking action range costs a host sync on CUDA; trainers whose actions come
         # from a categorical sample (in range by construction) switch it off.
-        self.check_actions = check_actions
-        self.final_observation = self.can_truncate if final_observation is None else final_observation
+        self.check_actions = bool(check_actions)
+        self.final_observation = (self.can_truncate if final_observation is None
+                                  else bool(final_observation))
         self.single_observation_space, self.single_action_space = self._spaces()
         self.observation_space = gym.vector.utils.batch_space(
             self.single_observation_space, self.num_envs
@@ -61,8 +64,7 @@ class BatchedEnv(gym.vector.VectorEnv):
         self.spec = None
 
         n, dev = self.num_envs, self.device
-        if not isinstance(first_copy, (int, np.integer)) or first_copy < 0:
-            raise ValueError(f"first_copy must be an int >= 0, got {first_copy!r}")
+        self.check_range("first_copy", first_copy, 0, rng.COPY_LIMIT - n)
         # Global copy indices: a batch can be one shard of a larger one (copy i plays
         # the same episodes wherever it runs).
         self.copies = torch.arange(first_copy, first_copy + n, device=dev)
@@ -91,6 +93,42 @@ class BatchedEnv(gym.vector.VectorEnv):
 
     def render_frame(self, index: int = 0, show_answer: bool = True) -> np.ndarray:
         raise NotImplementedError
+
+    # ----------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that moves on as the copies step: every tensor and array attribute.
+
+        Taken generically (all of them, constant tables too) so a task needs no code of
+        its own to be checkpointed; ``load_state_dict`` into an env built with the same
+        id, knobs and num_envs continues every copy exactly where it was.
+        """
+        tensors = {k: v.detach().clone() for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        arrays = {k: v.copy() for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        return {"env_id": self.env_id, "num_envs": self.num_envs, "seed": self.seed_value,
+                "tensors": tensors, "arrays": arrays}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine = self.state_dict()
+        problems = []
+        if (state.get("env_id"), state.get("num_envs")) != (self.env_id, self.num_envs):
+            problems.append(f"saved {state.get('env_id')} x {state.get('num_envs')}, "
+                            f"this env {self.env_id} x {self.num_envs}")
+        for group in ("tensors", "arrays"):
+            saved = state.get(group, {})
+            # (the saved env may hold more: attributes that appear at the first reset)
+            if set(mine[group]) - set(saved):
+                problems.append(f"{group} {sorted(set(mine[group]) - set(saved))} missing")
+            problems += [f"{k}: shape {tuple(v.shape)} vs {tuple(mine[group][k].shape)}"
+                         for k, v in saved.items()
+                         if k in mine[group] and tuple(v.shape) != tuple(mine[group][k].shape)]
+        if problems:
+            raise ValueError("env state does not fit this env (other task, knobs or num_envs): "
+                             + "; ".join(problems))
+        for k, v in state["tensors"].items():
+            setattr(self, k, v.to(self.device))
+        for k, v in state["arrays"].items():
+            setattr(self, k, v.copy())
+        self.seed_value = int(state["seed"])
 
     # ------------------------------------------------------------- gymnasium
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -154,9 +192,7 @@ class BatchedEnv(gym.vector.VectorEnv):
 
     # -------------------------------------------------------------- internals
     def _set_seed(self, seed: int) -> None:
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.seed_value = int(seed)
+        self.seed_value = rng.check_seed(seed)
         self._copy_key = rng.copy_keys(self.seed_value, self.copies)
         self.episode.fill_(-1)
 
@@ -202,10 +238,21 @@ class BatchedEnv(gym.vector.VectorEnv):
         return actions
 
     @staticmethod
+    def check_count(name: str, value) -> None:
+        """A count: an int >= 1 (not a bool, not a float that happens to be whole)."""
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+    @staticmethod
+    def check_bool(name: str, value) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name}={value!r} must be True or False")
+
+    @staticmethod
     def check_range(name: str, value, low, high, kind=int) -> None:
         """Raise a ValueError naming the knob, its value and the accepted range."""
         ok_type = isinstance(value, (int, np.integer)) if kind is int else isinstance(
             value, (int, float, np.integer, np.floating)
         )
-        if isinstance(value, bool) or not ok_type or not low <= value <= high:
+        if isinstance(value, (bool, np.bool_)) or not ok_type or not low <= value <= high:
             raise ValueError(f"{name}={value!r} is out of range; accepted: {low}..{high}")

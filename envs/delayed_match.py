@@ -44,8 +44,7 @@ class DelayedMatch(BatchedEnv):
         self.check_range("cue_steps", cue_steps, 1, 1000)
         self.check_range("delay", delay, 0, 100_000)
         self.check_range("num_choices", num_choices, 2, num_symbols)
-        if not isinstance(distractors, (bool, np.bool_)):
-            raise ValueError(f"distractors={distractors!r} must be True or False")
+        self.check_bool("distractors", distractors)
         self.num_symbols = num_symbols
         self.cue_steps = cue_steps
         self.delay = delay

@@ -70,8 +70,7 @@ class HiddenObjects(BatchedEnv):
         self.check_range("view", view, 5, 15)
         if view % 2 == 0:
             raise ValueError(f"view={view!r} must be odd; accepted: 5, 7, 9, 11, 13, 15")
-        if not isinstance(full_view, (bool, np.bool_)):
-            raise ValueError(f"full_view={full_view!r} must be True or False")
+        self.check_bool("full_view", full_view)
         self.check_range("num_objects", num_objects, 1, 8)
         self.check_range("num_kinds", num_kinds, num_objects, 16)
         self.check_range("show_steps", show_steps, 1, 1000)

@@ -47,6 +47,7 @@ steps next to the wrong object. It is optimal (fewest steps, so highest return).
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from typing import Any
 
@@ -104,12 +105,10 @@ class MiniGridMemory(BatchedEnv):
             raise ValueError(
                 f"env_id={env_id!r} is not a MiniGrid Memory room; accepted: {', '.join(MINIGRID_IDS)}"
             )
-        if not isinstance(full_action_space, (bool, np.bool_)):
-            raise ValueError(f"full_action_space={full_action_space!r} must be True or False")
+        self.check_bool("full_action_space", full_action_space)
         self.env_id = env_id
         self.full_action_space = bool(full_action_space)
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self.check_count("num_envs", num_envs)  # checked here: the copies are built before super()
         self._envs = [gym.make(env_id, render_mode="rgb_array").unwrapped for _ in range(num_envs)]
         for env in self._envs:
             env.gen_obs = _no_obs  # _Views makes the observations; see the module docstring
@@ -164,6 +163,23 @@ class MiniGridMemory(BatchedEnv):
             self._envs[i].reset(seed=int(s))
             self._views.load_room(i)
         obs[index] = self._views.observe(index)
+
+    # ------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        # The copies are MiniGrid objects (grid, agent, their own RNG): kept whole, pickled.
+        return {**super().state_dict(), "minigrid": copy.deepcopy(self._envs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state.get("minigrid", ())) != self.num_envs:
+            raise ValueError("env state does not fit this env: it holds no MiniGrid copies "
+                             f"for {self.num_envs} envs of {self.env_id}")
+        super().load_state_dict(state)
+        self._envs = copy.deepcopy(state["minigrid"])
+        # The views read the copies' rooms from an encoding made at each reset: remade here.
+        self._views = _Views(self._envs)
+        for i in range(self.num_envs):
+            self._views.load_room(i)
+        self._plans = [None] * self.num_envs  # the oracle's caches: rebuilt on demand
 
     # ------------------------------------------------------------ gymnasium
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -17,6 +17,20 @@ import torch
 
 _MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
+# Keys are 32 bits and a seed or copy index enters them through its low 32 bits: beyond
+# these limits two seeds (or copies) would play the same episodes, so they are refused.
+SEED_LIMIT = 2**32
+COPY_LIMIT = 2**32
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int, or a ValueError naming the accepted range."""
+    import numpy as np
+
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not (
+            0 <= seed < SEED_LIMIT):
+        raise ValueError(f"{name}={seed!r} is out of range; accepted: an int in 0..{SEED_LIMIT - 1}")
+    return int(seed)
 
 
 def hash32(x: torch.Tensor) -> torch.Tensor:

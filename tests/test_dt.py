@@ -152,13 +152,18 @@ def test_collect_train_evaluate_round_trip(tmp_path):
     assert set(result) >= {"success_rate", "mean_return", "episodes", "env", "core"}
 
 
-def test_finetune_on_other_observation_space_names_both(tmp_path):
+def tiny_cfg(tmp_path, updates: int):
+    """A tiny DT-Mem on 16 oracle episodes of DelayedMatch (delay 1), no evaluation."""
     dm = {"id": "recall/DelayedMatch-v0", "delay": 1, "num_symbols": 4, "num_choices": 2}
     data = _dataset(tmp_path / "dm", dm, episodes=16)
-    cfg = _cfg(dataset=str(data), context=2, progress=False, checkpoint_every=0,
-               model={"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0},
-               core={"hidden_size": 16}, train={"batch_size": 4, "updates": 1},
-               eval={"episodes": 0})
+    return _cfg(dataset=str(data), context=2, progress=False, checkpoint_every=0,
+                model={"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0},
+                core={"hidden_size": 16}, train={"batch_size": 4, "updates": updates},
+                eval={"episodes": 0})
+
+
+def test_finetune_on_other_observation_space_names_both(tmp_path):
+    cfg = tiny_cfg(tmp_path, updates=1)
     (tmp_path / "run").mkdir()
     ckpt = DTTrainer(cfg, tmp_path / "run").train()["checkpoint"]
     nback = {"id": "recall/NBack-v0", "n": 1, "length": 4, "num_symbols": 2}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -86,8 +88,8 @@ def test_ctrl_c_saves_then_resume_continues_the_same_run(tmp_path, monkeypatch):
 
     def log_then_interrupt(self, *args):
         real_log(self, *args)
-        if self.update == 2:
-            raise KeyboardInterrupt
+        if self.update == 2:  # Ctrl-C inside update 2: it is finished, then saved
+            os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(train_mod.Trainer, "_log", log_then_interrupt)
     cfg = _tiny(tmp_path, "total_steps=512", "checkpoint_every=0", "algo.anneal_lr=true")

@@ -1,0 +1,29 @@
+"""A ``device=`` argument checked before anything is built on it."""
+
+from __future__ import annotations
+
+import torch
+
+CUDA_HINT = ("install a CUDA build of torch (https://pytorch.org/get-started/locally/, e.g. "
+             "pip install torch --index-url https://download.pytorch.org/whl/cu126) or use device=cpu")
+
+
+def check_device(name) -> torch.device:
+    """``torch.device(name)``, or one ValueError line saying why it cannot be used here."""
+    try:
+        device = torch.device(str(name))
+    except RuntimeError:
+        raise ValueError(f"device={name!r} is not a device; accepted: cpu, cuda, cuda:<index>, "
+                         "mps") from None
+    if device.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ValueError(f"device={name}: this torch ({torch.__version__}) is built without "
+                             f"CUDA; {CUDA_HINT}")
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={name}: torch has CUDA but sees no GPU (no driver, or "
+                             "CUDA_VISIBLE_DEVICES hides them); use device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={name}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={name}: MPS is not available here; use device=cpu")
+    return device
