@@ -80,7 +80,7 @@ def test_bad_input(tmp_path):
         collect_episodes(env, OraclePolicy(env), 2, idle="never")
     with pytest.raises(ValueError, match="episodes must be"):
         collect_episodes(env, OraclePolicy(env), 0)
-    with pytest.raises(ValueError, match="unknown env config 'nope'"):
+    with pytest.raises(ValueError, match="unknown env 'nope'; accepted names"):
         env_config({}, "nope")
     with pytest.raises(FileNotFoundError, match="no Minari dataset"):
         load_dataset(tmp_path)
