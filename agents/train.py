@@ -71,7 +71,7 @@ from envs import rng
 
 # Top-level keys a resumed run may change from the command line (others come from the run).
 RESUMABLE_KEYS = ("total_steps", "device", "threads", "progress", "checkpoint_every",
-                  "video_every", "eval")
+                  "video_every", "eval_every", "eval")
 GROUPS = ("env", "core", "algo", "experiment")
 # What one rollout hands the next (and a checkpoint keeps): the observation, core state,
 # episode starts and previous action/reward of every env copy.
@@ -401,6 +401,8 @@ class Trainer:
                 self.save()
             if cfg.video_every and self.update % int(cfg.video_every) == 0:
                 self._video()
+            if cfg.get("eval_every") and self.update % int(cfg.eval_every) == 0:
+                self._evaluate(int(cfg.eval.get("during_episodes", 128)))
 
     def _log(self, n_ep, ret_sum, len_sum, succ_sum, ev, s, sps, lr) -> None:
         w, step = self.writer, self.global_step
@@ -429,27 +431,42 @@ class Trainer:
         add_video(self.writer, "eval/video", frames, self.global_step, int(self.cfg.eval.fps))
         self.policy.train()
 
+    def _evaluate(self, episodes: int) -> dict[str, Any]:
+        """Greedy and sampled evaluation now, logged as ``eval/<mode>_*`` at this step.
+
+        It runs on its own RNG stream (the global one is restored after), so a run
+        that evaluates every few updates trains exactly as one that does not, and
+        resumes bit-identically whether or not an evaluation fell between.
+        """
+        ev = self.cfg.eval
+        n = min(int(ev.num_envs), episodes)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(self.cfg.seed) + self.update)
+            result = evaluate_modes(self.policy, lambda: self._eval_env(n), episodes,
+                                    ev.get("deterministic"))
+        self.policy.train()
+        for mode in MODES:
+            if mode in result:
+                for key in ("success_rate", "mean_return"):
+                    self.writer.add_scalar(f"eval/{mode}_{key}", result[mode][key],
+                                           self.global_step)
+        return result
+
     def _finish(self) -> dict[str, Any]:
         """Final checkpoint, greedy evaluation (its JSON line printed), final video."""
         out: dict[str, Any] = {"checkpoint": str(self.save())}
         ev = self.cfg.eval
         if ev.episodes:
-            n = min(int(ev.num_envs), int(ev.episodes))
-            result = evaluate_modes(self.policy, lambda: self._eval_env(n), int(ev.episodes),
-                                    ev.get("deterministic"))
-            result = {**result, "env": self.cfg.env.id, "core": self.cfg.core.name,
-                      "global_step": self.global_step, "run_dir": str(self.run_dir)}
-            for mode in MODES:
-                if mode in result:
-                    for key in ("success_rate", "mean_return"):
-                        self.writer.add_scalar(f"eval/{mode}_{key}", result[mode][key],
-                                               self.global_step)
-            out["eval"] = result
+            out["eval"] = {**self._evaluate(int(ev.episodes)), "env": self.cfg.env.id,
+                           "core": self.cfg.core.name, "global_step": self.global_step,
+                           "run_dir": str(self.run_dir)}
         if ev.video_episodes:
             rec = record_policy(self.policy, self._eval_env(1), self.run_dir / "videos" / "final.mp4",
                                 int(ev.video_episodes), int(ev.fps))
             out["video"] = rec["out"]
-        print(f"run: {self.run_dir}  (TensorBoard: tensorboard --logdir {self.cfg.runs_root})"
+        tensorboard = Path(sys.executable).parent / "tensorboard"
+        print(f"run: {self.run_dir}  (TensorBoard: {tensorboard} --logdir {self.cfg.runs_root})"
               + (f"  video: {out['video']}" if "video" in out else ""), file=sys.stderr, flush=True)
         if "eval" in out:
             print(json.dumps(out["eval"]), flush=True)

@@ -200,3 +200,16 @@ def test_final_evaluation_reports_greedy_and_sampled(tmp_path):
     assert "sampled" in only and "greedy" not in only
     with pytest.raises(ValueError, match="deterministic='yes'"):
         evaluate_checkpoint(summary["run_dir"], episodes=16, num_envs=16, deterministic="yes")
+
+
+def test_eval_every_logs_curves_and_leaves_training_unchanged(tmp_path):
+    plain = train_mod.run(_tiny(tmp_path / "a", "total_steps=512"))
+    evald = train_mod.run(_tiny(tmp_path / "b", "total_steps=512", "eval_every=2",
+                                "eval.during_episodes=16"))
+    scalars = _scalars(Path(evald["run_dir"]))
+    # updates 2 and 4, then the final evaluation at the same step as update 4
+    assert [e.step for e in scalars["eval/greedy_success_rate"]][:2] == [256, 512]
+    assert "eval/sampled_mean_return" in scalars
+    a = load_checkpoint(plain["run_dir"])["model"]
+    b = load_checkpoint(evald["run_dir"])["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
