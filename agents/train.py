@@ -7,8 +7,10 @@
 
 Everything of a run goes to ``runs/<name>/<timestamp>/``: ``config.yaml`` (the
 resolved config), ``tb/`` (TensorBoard), ``checkpoints/latest.pt``,
-``videos/``. The rollout loop keeps everything on the env's device; the logged
-scalars cross to the host once per update, in one transfer.
+``videos/``, ``results.json`` (agents/results.py). A multirun (``-m``) puts its
+runs in ``runs/<name>/<timestamp>/<overrides>/`` (agents/sweep.py). The rollout
+loop keeps everything on the env's device; the logged scalars cross to the host
+once per update, in one transfer.
 
 Faults: Ctrl-C saves a checkpoint and exits; a non-finite loss stops the run
 with a message and leaves the last good checkpoint as it was.
@@ -44,7 +46,9 @@ from agents.curriculum import Curriculum
 from agents.evaluate import EVAL_SEED_OFFSET, evaluate_policy
 from agents.ppo import PPO
 from agents.record import record_policy
+from agents.results import write_results
 from agents.rollout import Rollout
+from agents.sweep import sweep_run_dir
 from agents.video import add_video, play_episodes
 
 # Top-level keys a resumed run may change from the command line (others come from the run).
@@ -59,7 +63,7 @@ class NonFiniteLossError(RuntimeError):
 
 # ---------------------------------------------------------------------------------- run dirs
 def _new_run_dir(cfg: DictConfig) -> Path:
-    base = Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = sweep_run_dir() or Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir, i = base, 0
     while run_dir.exists():
         i += 1
@@ -107,6 +111,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.ckpt_path = run_dir / CHECKPOINT_DIR / LATEST
+        self.started = time.time()  # the wall time of results.json
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         self.device = torch.device(cfg.device)
@@ -332,6 +337,7 @@ class Trainer:
               + (f"  video: {out['video']}" if "video" in out else ""), file=sys.stderr, flush=True)
         if "eval" in out:
             print(json.dumps(out["eval"]), flush=True)
+        write_results(self, out)
         return out
 
 

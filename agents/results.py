@@ -1,0 +1,87 @@
+"""One results row per training run: ``<run>/results.json``, read by ``agents.report``.
+
+The row holds what a comparison across a sweep needs without opening the run's
+other files: the env and its knobs, the core and its size, seed, env steps, wall
+time, the final evaluation (greedy and sampled), and Cherepanov et al.'s (2024)
+labels: the env configuration's correlation horizon xi, the agent's context K,
+and whether the result is short-term (xi <= K) or long-term (xi > K) memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.config import env_knobs, make_env, to_dict
+
+RESULTS = "results.json"
+EVAL_KEYS = ("success_rate", "mean_return", "episodes", "mean_length")
+
+
+def memory_type(xi: float, K: float) -> str:
+    return "short-term" if xi <= K else "long-term"
+
+
+def json_number(x: float) -> float | str:
+    # JSON has no infinity; "inf" reads back through float().
+    return "inf" if math.isinf(x) else x
+
+
+def eval_modes(ev: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``{"greedy": {...}, "sampled": {...}}`` from the trainer's final evaluation.
+
+    Accepts both shapes the trainer has returned: one dict per mode under
+    ``greedy``/``sampled``, or a single greedy result at the top level.
+    """
+    if not ev:
+        return {}
+    modes = {m: ev[m] for m in ("greedy", "sampled") if isinstance(ev.get(m), dict)}
+    if not modes and "success_rate" in ev:
+        modes = {"greedy": ev}
+    return {m: {k: r[k] for k in EVAL_KEYS if k in r} for m, r in modes.items()}
+
+
+def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
+    cfg = trainer.cfg
+    core_cfg = to_dict(cfg.core)
+    core_name = core_cfg.pop("name")
+    core = trainer.policy.core
+    xi = make_env(cfg.env, 1, "cpu", 0).memory_horizon
+    K = core.context_length
+    started = getattr(trainer, "started", None)
+    return {
+        "run_dir": str(trainer.run_dir),
+        "env": cfg.env.id,
+        "env_knobs": env_knobs(cfg.env),
+        "core": core_name,
+        "core_options": core_cfg,
+        "core_params": sum(p.numel() for p in core.parameters()),
+        "policy_params": sum(p.numel() for p in trainer.policy.parameters()),
+        "seed": int(cfg.seed),
+        "env_steps": int(trainer.global_step),
+        "updates": int(trainer.update),
+        "budget_steps": int(cfg.total_steps),
+        "wall_time_s": None if started is None else round(time.time() - started, 1),
+        "resumed": bool(cfg.get("resume")),
+        "curriculum": to_dict(cfg.curriculum) if cfg.get("curriculum") else None,
+        "eval": eval_modes(summary.get("eval")),
+        "memory_horizon": xi,
+        "context_length": json_number(K),
+        "memory": memory_type(xi, K),
+    }
+
+
+def write_results(trainer, summary: dict[str, Any]) -> Path:
+    """Write the run's row to ``<run>/results.json`` (the trainer calls this last)."""
+    path = Path(trainer.run_dir) / RESULTS
+    path.write_text(json.dumps(results_row(trainer, summary), indent=1) + "\n")
+    return path
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    row = json.loads(Path(path).read_text())
+    row["context_length"] = float(row["context_length"])
+    return row

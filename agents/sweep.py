@@ -1,0 +1,62 @@
+"""Run folders of a Hydra multirun: one sweep folder, one run folder per job named by
+the overrides that vary across the sweep.
+
+    python -m agents.train -m core=mlp,gru env=delayed_match env.delay=4,16 seed=0,1
+
+writes ``runs/<name>/<sweep time>/multirun.yaml`` (Hydra's record of the sweep) and
+``runs/<name>/<sweep time>/core=gru,env.delay=16,seed=1/`` (one run: config.yaml,
+tb/, checkpoints/, results.json), so runs of a sweep are told apart in the file tree and
+in TensorBoard, whose run names are these paths. ``env=delayed_match`` is the same in
+every job and stays out of the name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def _parse(lines: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(lines)
+
+
+def swept_keys(multirun_cfg) -> set[str] | None:
+    """Keys that take several values in a sweep (command line and ``hydra.sweeper.params``)."""
+    hydra_cfg = multirun_cfg.hydra
+    lines = list(hydra_cfg.overrides.task)
+    params = OmegaConf.select(hydra_cfg, "sweeper.params")
+    if params:
+        lines += [f"{key}={value}" for key, value in params.items()]
+    return {o.get_key_element().lstrip("+~") for o in _parse(lines) if o.is_sweep_override()}
+
+
+def job_name(task_overrides: list[str], swept: set[str] | None) -> str:
+    """``key=value,...`` of a job's overrides whose key varies across the sweep, sorted
+    (``swept=None``: a sweep of unknown shape, every override)."""
+    parts = []
+    for override in _parse(list(task_overrides)):
+        key = override.get_key_element().lstrip("+~")
+        if key.startswith("hydra.") or (swept is not None and key not in swept):
+            continue
+        # a value may hold a path separator (a group option in a subfolder)
+        parts.append(f"{key}={override.get_value_element_as_str()}".replace("/", "-"))
+    return ",".join(sorted(parts))
+
+
+def sweep_run_dir() -> Path | None:
+    """The run folder of the current multirun job; None outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(hc.sweep.dir)
+    record = sweep_dir / "multirun.yaml"
+    swept = swept_keys(OmegaConf.load(record)) if record.is_file() else None
+    return sweep_dir / (job_name(list(hc.overrides.task), swept) or f"job{hc.job.num}")
