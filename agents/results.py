@@ -49,7 +49,8 @@ def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
     core_cfg = to_dict(cfg.core)
     core_name = core_cfg.pop("name")
     core = trainer.policy.core
-    xi = make_env(cfg.env, 1, "cpu", 0).memory_horizon
+    env = make_env(cfg.env, 1, "cpu", 0)
+    xi = env.memory_horizon
     K = core.context_length
     started = getattr(trainer, "started", None)
     return {
@@ -68,6 +69,7 @@ def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
         "resumed": bool(cfg.get("resume")),
         "curriculum": to_dict(cfg.curriculum) if cfg.get("curriculum") else None,
         "eval": eval_modes(summary.get("eval")),
+        "chance": float(env.chance),
         "memory_horizon": xi,
         "context_length": json_number(K),
         "memory": memory_type(xi, K),
