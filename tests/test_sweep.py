@@ -1,0 +1,77 @@
+"""Multiruns: each job's run folder is named by what varies across the sweep."""
+
+from __future__ import annotations
+
+import json
+
+from hydra import compose, initialize_config_dir
+
+from agents.config import CONFIG_DIR
+from agents.results import eval_modes, memory_type, read_results
+from agents.sweep import job_name, swept_keys
+
+
+def test_multirun_writes_one_named_run_folder_per_job_under_runs(tiny_sweep):
+    cwd, sweep, proc = tiny_sweep
+    assert [p.name for p in cwd.iterdir()] == ["runs"], "a multirun writes nothing outside runs/"
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    # env=delayed_match and seed=0 are the same in every job, so they stay out of the names
+    assert runs == ["core=gru,env.delay=2", "core=gru,env.delay=4",
+                    "core=mlp,env.delay=2", "core=mlp,env.delay=4"]
+    assert (sweep / "multirun.yaml").is_file()
+    pids: set[int] = set()
+    for name in runs:
+        run = sweep / name
+        assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())
+        row = read_results(run / "results.json")
+        core, delay = name.split(",")
+        assert row["core"] == core.split("=")[1]
+        assert row["env_knobs"]["delay"] == int(delay.split("=")[1])
+        assert row["env"] == "recall/DelayedMatch-v0" and row["seed"] == 0
+        assert row["env_steps"] == 128 and row["run_dir"] == str(run.relative_to(cwd))
+        assert row["eval"]["greedy"]["episodes"] == 8
+        assert row["memory_horizon"] == row["env_knobs"]["delay"] + 2
+        assert row["memory"] == ("long-term" if row["core"] == "mlp" else "short-term")
+        (events,) = (run / "tb").iterdir()  # events.out.tfevents.<time>.<host>.<pid>.0
+        pids.add(int(events.name.split(".")[-2]))
+    assert proc.pid not in pids, "the jobs ran in the launcher's worker processes"
+    lines = [json.loads(x) for x in proc.stdout_text.splitlines() if x.startswith("{")]
+    assert len(lines) == 4
+
+
+def test_swept_keys_and_job_names():
+    cfg = compose_hydra(["+x=1"])
+    cfg.hydra.overrides.task = ["core=mlp,gru", "env=delayed_match", "env.delay=4,16", "seed=0"]
+    assert swept_keys(cfg) == {"core", "env.delay"}
+    cfg.hydra.sweeper.params = {"seed": "0,1", "name": "horizon"}
+    swept = swept_keys(cfg)
+    assert swept == {"core", "env.delay", "seed"}
+    job = ["core=hcam", "env=delayed_match", "env.delay=64", "seed=1", "+sweep=horizon"]
+    assert job_name(job, swept) == "core=hcam,env.delay=64,seed=1"
+    assert job_name(["hydra.launcher.n_jobs=2", "algo=a/b"], None) == "algo=a-b"
+
+
+def compose_hydra(overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_launcher_configs():
+    local = compose_hydra([]).hydra.launcher
+    assert local._target_.endswith("JoblibLauncher") and local.n_jobs == 2
+    slurm = compose_hydra(["hydra/launcher=slurm"]).hydra
+    assert slurm.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    # submitit's own files go under the sweep folder, which is under runs_root
+    assert slurm.launcher.submitit_folder.startswith(slurm.sweep.dir)
+    assert slurm.sweep.dir.startswith("runs/")
+
+
+def test_eval_modes_reads_both_result_shapes():
+    old = {"success_rate": 0.5, "mean_return": 0.5, "episodes": 8, "env": "e", "run_dir": "r"}
+    assert eval_modes(old) == {"greedy": {"success_rate": 0.5, "mean_return": 0.5, "episodes": 8}}
+    mode = {"success_rate": 1.0, "mean_return": 1.0, "episodes": 4, "mean_length": 3.0}
+    new = {"greedy": mode, "sampled": {**mode, "success_rate": 0.75}, "env": "e", "core": "c"}
+    assert eval_modes(new) == {"greedy": mode, "sampled": {**mode, "success_rate": 0.75}}
+    assert eval_modes(None) == {}
+    assert memory_type(18, float("inf")) == "short-term"
+    assert memory_type(18, 18) == "short-term" and memory_type(19, 18) == "long-term"
