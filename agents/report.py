@@ -1,6 +1,6 @@
 """The report of a sweep: which memory works where, and up to which horizon.
 
-    python -m agents.report runs/horizon/20260101-120000 [--out docs/results] [--reps 2000]
+    python -m agents.report runs/horizon/20260101-120000 [--out docs/results] [--md docs/results.md]
 
 Reads every run folder under the given folder (a folder with ``config.yaml``): its
 ``results.json`` row (agents/results.py) and its TensorBoard events. Runs without a
@@ -9,15 +9,17 @@ success over seeds as the IQM with a 95% stratified bootstrap confidence interva
 (rliable, Agarwal et al. 2021), prints a markdown table core x task (each column with
 the memory horizon xi of its env configuration, each row with the core's context K;
 a cell marked with a dagger is long-term memory, xi > K), and writes to ``--out``
-(default ``<runs>/report``): ``report.md`` (the table), ``horizon.png`` (success
-against xi, a line per core, CI bands), ``learning_curves.png`` (training success
-against env steps, mean and CI over seeds per core) and ``heatmap.png`` (core x task).
+(default ``<runs>/report``): ``horizon.png`` (success against xi, a line per core, CI
+bands), ``learning_curves.png`` (training success against env steps, mean and CI over
+seeds per core), ``heatmap.png`` (core x task) and ``report.md`` (the tables and the
+figures; ``--md`` puts it elsewhere, e.g. ``docs/results.md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -29,6 +31,7 @@ import numpy as np
 from agents.results import RESULTS, read_results
 
 SUCCESS_TAG = "charts/success_rate"
+FIGURES = ("horizon.png", "learning_curves.png", "heatmap.png")
 LONG_TERM = "\u2020"
 # A run folder whose files changed this recently counts as still running.
 RUNNING_WITHIN_S = 600
@@ -119,6 +122,14 @@ def label_rows(rows: list[dict[str, Any]]) -> None:
                 r[out] = f"{name(value)} {extra}".strip()
 
 
+def _reached(row: dict[str, Any]) -> str:
+    """The curriculum stage a run ended in ("delay=16 of 64"), or "" without one."""
+    cur = row.get("curriculum")
+    if not cur or row.get("curriculum_value") is None:
+        return ""
+    return f"{cur['knob']}={row['curriculum_value']} of {row['env_knobs'][cur['knob']]}"
+
+
 def _fmt_k(K: float) -> str:
     return "inf" if math.isinf(K) else str(int(K))
 
@@ -176,8 +187,8 @@ class Report:
         return "\n".join(lines)
 
     def runs_table(self) -> str:
-        lines = ["| core | task | seed | env steps | wall (s) | greedy success | sampled success | xi | K | memory |",
-                 "|" + " --- |" * 10]
+        lines = ["| core | task | seed | env steps | wall (s) | trained up to | greedy success | "
+                 "sampled success | xi | K | memory |", "|" + " --- |" * 11]
         for r in sorted(self.rows, key=lambda r: (self.agents.index(r["agent"]),
                                                    self.tasks.index(r["task"]), r["seed"])):
             ev = r["eval"]
@@ -185,7 +196,7 @@ class Report:
             s = ev.get("sampled", {}).get("success_rate")
             lines.append(
                 f"| {r['agent']} | {r['task']} | {r['seed']} | {r['env_steps']:,} | "
-                f"{r.get('wall_time_s') or ''} | {'' if g is None else f'{g:.3f}'} | "
+                f"{r.get('wall_time_s') or ''} | {_reached(r)} | {'' if g is None else f'{g:.3f}'} | "
                 f"{'' if s is None else f'{s:.3f}'} | {r['memory_horizon']} | "
                 f"{_fmt_k(r['context_length'])} | {r['memory']} |"
             )
@@ -230,6 +241,7 @@ class Report:
 
     def plot_learning_curves(self, path: Path, points: int = 60) -> None:
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import EngFormatter, MaxNLocator
         from rliable import library as rly
 
         n = len(self.tasks)
@@ -240,19 +252,23 @@ class Report:
         for ax, task in zip(axes.flat, self.tasks, strict=False):
             for agent in self.agents:
                 curves = [success_curve(r) for r in self.cells.get((agent, task), [])]
-                curves = [c for c in curves if len(c[0]) >= 2]
+                curves = [c for c in curves if len(c[0])]
                 if not curves:
                     continue
                 # up to where every seed has data, so the mean never mixes in fewer runs
                 end = min(steps[-1] for steps, _ in curves)
-                grid = np.linspace(min(steps[0] for steps, _ in curves), end, points)
+                start = min(steps[0] for steps, _ in curves)
+                grid = np.linspace(start, end, points if end > start else 1)
                 ys = np.stack([np.interp(grid, steps, vals) for steps, vals in curves])
                 mean, ci = rly.get_interval_estimates(
                     {"x": ys}, lambda s: s.mean(axis=0), reps=max(100, self.reps // 10)
                 )
-                ax.plot(grid, mean["x"], color=colors[agent], label=agent)
+                ax.plot(grid, mean["x"], color=colors[agent], label=agent,
+                        marker="o" if len(grid) == 1 else None)
                 ax.fill_between(grid, ci["x"][0], ci["x"][1], color=colors[agent], alpha=0.2)
             ax.set_title(f"{task} (xi={self.task_row[task]['memory_horizon']})", fontsize=10)
+            ax.xaxis.set_major_formatter(EngFormatter())
+            ax.xaxis.set_major_locator(MaxNLocator(5))
             ax.set_xlabel("env steps")
             ax.set_ylabel("training success")
             ax.set_ylim(-0.02, 1.02)
@@ -262,7 +278,10 @@ class Report:
         handles, labels = axes.flat[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8)
-        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        fig.text(0.5, 0.01, "mean over seeds, 95% bootstrap CI; under a curriculum, success "
+                 "counts as 0 until training reaches the task's own level",
+                 ha="center", fontsize=8, color="dimgrey")
+        fig.tight_layout(rect=(0, 0.03, 1, 0.93))
         fig.savefig(path, dpi=110)
         plt.close(fig)
 
@@ -300,8 +319,9 @@ def _colors(agents: list[str]) -> dict[str, Any]:
     return {a: cmap(i % 10) for i, a in enumerate(agents)}
 
 
-def write_report(root: Path, out: Path, reps: int = 2000) -> str:
-    """Write report.md and the figures to ``out``; returns the markdown."""
+def write_report(root: Path, out: Path, reps: int = 2000, md: Path | None = None) -> str:
+    """Write the figures to ``out`` and the markdown (linking them) to ``md`` (default
+    ``out/report.md``); returns the markdown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,11 +345,16 @@ def write_report(root: Path, out: Path, reps: int = 2000) -> str:
         rep.plot_horizon(out / "horizon.png")
         rep.plot_learning_curves(out / "learning_curves.png")
         rep.plot_heatmap(out / "heatmap.png")
+        md_dir = (md or out / "report.md").parent
+        for f in FIGURES:
+            parts += ["", f"![{Path(f).stem}]({os.path.relpath(out / f, md_dir)})"]
     if pending:
         parts += ["", "Runs without results:", ""]
         parts += [f"- `{p['run']}`: {p['status']}" for p in pending]
     text = "\n".join(parts) + "\n"
-    (out / "report.md").write_text(text)
+    md = md or out / "report.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text)
     return text
 
 
@@ -337,12 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, help="a sweep folder (or any folder of run folders)")
     parser.add_argument("--out", type=Path, default=None, help="default: <runs>/report")
+    parser.add_argument("--md", type=Path, default=None,
+                        help="the markdown file (default: <out>/report.md), e.g. docs/results.md")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     args = parser.parse_args(argv)
     if not args.runs.is_dir():
         print(f"error: {args.runs} is not a folder", file=sys.stderr)
         return 2
-    print(write_report(args.runs, args.out or args.runs / "report", args.reps), end="")
+    print(write_report(args.runs, args.out or args.runs / "report", args.reps, args.md), end="")
     return 0
 
 

@@ -68,6 +68,8 @@ def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
         "wall_time_s": None if started is None else round(time.time() - started, 1),
         "resumed": bool(cfg.get("resume")),
         "curriculum": to_dict(cfg.curriculum) if cfg.get("curriculum") else None,
+        # the knob's value in the stage training ended in (the env's own value: reached)
+        "curriculum_value": trainer.curriculum.value if trainer.curriculum.active else None,
         "eval": eval_modes(summary.get("eval")),
         "chance": float(env.chance),
         "memory_horizon": xi,

@@ -8,6 +8,13 @@ writes ``runs/<name>/<sweep time>/multirun.yaml`` (Hydra's record of the sweep) 
 tb/, checkpoints/, results.json), so runs of a sweep are told apart in the file tree and
 in TensorBoard, whose run names are these paths. ``env=delayed_match`` is the same in
 every job and stays out of the name.
+
+It also registers the few arithmetic resolvers a sweep config uses to derive one
+run's settings from a swept knob (configs/sweep/horizon.yaml: the rollout holds two
+whole episodes of ``env.delay + 2`` steps, the curriculum doubles the delay up to
+``env.delay``): ``${recall.add:a,b}``, ``${recall.mul:a,b}``, ``${recall.div:a,b}``
+(integer), ``${recall.min:a,b}`` and ``${recall.doubling:start,end}``
+(``start, 2 start, ... < end, end``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+
+def doubling(start: int, end: int):
+    values, value = [], int(start)
+    while value < end:
+        values.append(value)
+        value *= 2
+    # a ListConfig, not a list: OmegaConf.resolve can only store containers of its own
+    return OmegaConf.create([*values, int(end)])
+
+
+for _name, _fn in (("add", lambda a, b: a + b), ("mul", lambda a, b: a * b),
+                   ("div", lambda a, b: a // b), ("min", min), ("doubling", doubling)):
+    OmegaConf.register_new_resolver(f"recall.{_name}", _fn, replace=True)
 
 
 def _parse(lines: list[str]):
@@ -26,11 +47,11 @@ def _parse(lines: list[str]):
 def swept_keys(multirun_cfg) -> set[str] | None:
     """Keys that take several values in a sweep (command line and ``hydra.sweeper.params``)."""
     hydra_cfg = multirun_cfg.hydra
-    lines = list(hydra_cfg.overrides.task)
-    params = OmegaConf.select(hydra_cfg, "sweeper.params")
-    if params:
-        lines += [f"{key}={value}" for key, value in params.items()]
-    return {o.get_key_element().lstrip("+~") for o in _parse(lines) if o.is_sweep_override()}
+    params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
+    # the command line wins over the config's params for the same key, as in the sweeper
+    lines = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
+    sweep = {o.get_key_element().lstrip("+~"): o.is_sweep_override() for o in _parse(lines)}
+    return {key for key, is_sweep in sweep.items() if is_sweep}
 
 
 def job_name(task_overrides: list[str], swept: set[str] | None) -> str:

@@ -13,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from agents import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("horizon.png", "learning_curves.png", "heatmap.png")
+FIGURES = report.FIGURES
 
 
 def test_report_prints_the_table_and_writes_the_figures(tiny_sweep, tmp_path, capsys):
@@ -29,6 +29,7 @@ def test_report_prints_the_table_and_writes_the_figures(tiny_sweep, tmp_path, ca
     # one seed per cell; the memoryless core is long-term-labelled on every task
     assert mlp.count("\u2020 n=1") == 2 and "\u2020" not in gru and gru.count("n=1") == 2
     assert (tmp_path / "out" / "report.md").read_text() == text
+    assert "![horizon](horizon.png)" in text
     for name in FIGURES:
         path = tmp_path / "out" / name
         assert path.read_bytes()[:8] == PNG_SIGNATURE
@@ -54,6 +55,14 @@ def test_partial_sweep_lists_runs_without_results(tiny_sweep, tmp_path, capsys):
     assert f"- `{stopped}`: failed or stopped" in text
     assert "| mlp (K=1) | 0." in text  # the finished runs still make the table
     assert all((copy / "report" / name).is_file() for name in FIGURES)
+
+
+def test_markdown_elsewhere_links_the_figures(tiny_sweep, tmp_path, capsys):
+    _, sweep, _ = tiny_sweep
+    md = tmp_path / "docs" / "results.md"
+    report.main([str(sweep), "--out", str(tmp_path / "docs" / "results"), "--md", str(md),
+                 "--reps", "100"])
+    assert "![heatmap](results/heatmap.png)" in md.read_text() == capsys.readouterr().out
 
 
 def test_report_of_a_folder_without_runs(tmp_path, capsys):

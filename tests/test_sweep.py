@@ -43,11 +43,15 @@ def test_swept_keys_and_job_names():
     cfg = compose_hydra(["+x=1"])
     cfg.hydra.overrides.task = ["core=mlp,gru", "env=delayed_match", "env.delay=4,16", "seed=0"]
     assert swept_keys(cfg) == {"core", "env.delay"}
+    cfg.hydra.overrides.task = ["core=mlp,gru", "env=delayed_match", "env.delay=4,16"]
     cfg.hydra.sweeper.params = {"seed": "0,1", "name": "horizon"}
     swept = swept_keys(cfg)
     assert swept == {"core", "env.delay", "seed"}
     job = ["core=hcam", "env=delayed_match", "env.delay=64", "seed=1", "+sweep=horizon"]
     assert job_name(job, swept) == "core=hcam,env.delay=64,seed=1"
+    # a single value on the command line narrows a swept param of the config
+    cfg.hydra.overrides.task = ["core=mlp,gru", "seed=3"]
+    assert swept_keys(cfg) == {"core"}
     assert job_name(["hydra.launcher.n_jobs=2", "algo=a/b"], None) == "algo=a-b"
 
 
@@ -75,3 +79,27 @@ def test_eval_modes_reads_both_result_shapes():
     assert eval_modes(None) == {}
     assert memory_type(18, float("inf")) == "short-term"
     assert memory_type(18, 18) == "short-term" and memory_type(19, 18) == "long-term"
+
+
+def test_horizon_sweep_config_derives_each_run_from_its_delay():
+    from omegaconf import OmegaConf
+
+    from agents.sweep import doubling
+
+    assert list(doubling(4, 4)) == [4] and list(doubling(4, 100)) == [4, 8, 16, 32, 64, 100]
+    hydra_cfg = compose_hydra(["sweep=horizon"]).hydra
+    params = {k: str(v).split(",") for k, v in hydra_cfg.sweeper.params.items()}
+    assert params == {"core": ["mlp", "gru", "lstm", "gtrxl", "hcam", "rmc"],
+                      "env.delay": ["4", "16", "64", "256"], "seed": ["0", "1"]}
+    expect = {4: (256, 12, [4]), 16: (256, 36, [4, 8, 16]), 64: (248, 132, [4, 8, 16, 32, 64]),
+              256: (56, 516, [4, 8, 16, 32, 64, 128, 256])}
+    for delay, (num_envs, num_steps, values) in expect.items():
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            cfg = compose(config_name="config",
+                          overrides=["sweep=horizon", f"env.delay={delay}", "core=hcam"])
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+        algo = cfg["algo"]
+        assert (algo["num_envs"], algo["num_steps"], algo["seq_len"]) == (num_envs, num_steps, num_steps)
+        assert num_envs % algo["num_minibatches"] == 0 and num_steps == 2 * (delay + 2)
+        assert cfg["curriculum"]["values"] == values
+        assert cfg["total_steps"] == cfg["horizon_budget"]["hcam"] and cfg["name"] == "horizon"
