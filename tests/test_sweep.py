@@ -63,11 +63,11 @@ def compose_hydra(overrides):
 def test_launcher_configs():
     local = compose_hydra([]).hydra.launcher
     assert local._target_.endswith("JoblibLauncher") and local.n_jobs == 2
-    slurm = compose_hydra(["hydra/launcher=slurm"]).hydra
+    slurm = compose_hydra(["hydra/launcher=slurm", "sweep=horizon"]).hydra
     assert slurm.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     # submitit's own files go under the sweep folder, which is under runs_root
     assert slurm.launcher.submitit_folder.startswith(slurm.sweep.dir)
-    assert slurm.sweep.dir.startswith("runs/")
+    assert slurm.sweep.dir.startswith("runs/horizon/")
 
 
 def test_eval_modes_reads_both_result_shapes():
