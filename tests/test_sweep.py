@@ -7,7 +7,7 @@ import json
 from hydra import compose, initialize_config_dir
 
 from agents.config import CONFIG_DIR
-from agents.results import eval_modes, memory_type, read_results
+from agents.results import read_results
 from agents.sweep import job_name, swept_keys
 
 
@@ -68,17 +68,6 @@ def test_launcher_configs():
     # submitit's own files go under the sweep folder, which is under runs_root
     assert slurm.launcher.submitit_folder.startswith(slurm.sweep.dir)
     assert slurm.sweep.dir.startswith("runs/horizon/")
-
-
-def test_eval_modes_reads_both_result_shapes():
-    old = {"success_rate": 0.5, "mean_return": 0.5, "episodes": 8, "env": "e", "run_dir": "r"}
-    assert eval_modes(old) == {"greedy": {"success_rate": 0.5, "mean_return": 0.5, "episodes": 8}}
-    mode = {"success_rate": 1.0, "mean_return": 1.0, "episodes": 4, "mean_length": 3.0}
-    new = {"greedy": mode, "sampled": {**mode, "success_rate": 0.75}, "env": "e", "core": "c"}
-    assert eval_modes(new) == {"greedy": mode, "sampled": {**mode, "success_rate": 0.75}}
-    assert eval_modes(None) == {}
-    assert memory_type(18, float("inf")) == "short-term"
-    assert memory_type(18, 18) == "short-term" and memory_type(19, 18) == "long-term"
 
 
 def test_horizon_sweep_config_derives_each_run_from_its_delay():
