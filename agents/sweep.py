@@ -67,16 +67,20 @@ def job_name(task_overrides: list[str], swept: set[str] | None) -> str:
     return ",".join(sorted(parts))
 
 
-def sweep_run_dir() -> Path | None:
-    """The run folder of the current multirun job; None outside a multirun."""
+def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_run_dir() -> Path | None:
+    """The run folder of the current multirun job; None outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not in_multirun():
         return None
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return None
     sweep_dir = Path(hc.sweep.dir)
     record = sweep_dir / "multirun.yaml"
     swept = swept_keys(OmegaConf.load(record)) if record.is_file() else None

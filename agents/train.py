@@ -48,7 +48,7 @@ from agents.ppo import PPO
 from agents.record import record_policy
 from agents.results import write_results
 from agents.rollout import Rollout
-from agents.sweep import sweep_run_dir
+from agents.sweep import in_multirun, sweep_run_dir
 from agents.video import add_video, play_episodes
 
 # Top-level keys a resumed run may change from the command line (others come from the run).
@@ -352,8 +352,10 @@ def main() -> None:
             summary = run(cfg, overrides)
         except NonFiniteLossError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if in_multirun():
+                raise  # the sweep marks this job failed and runs the rest; sys.exit would end it
             sys.exit(1)
-        if summary["interrupted"]:
+        if summary["interrupted"] and not in_multirun():
             sys.exit(130)
 
     _app()

@@ -92,3 +92,38 @@ def test_horizon_sweep_config_derives_each_run_from_its_delay():
         assert num_envs % algo["num_minibatches"] == 0 and num_steps == 2 * (delay + 2)
         assert cfg["curriculum"]["values"] == values
         assert cfg["total_steps"] == cfg["horizon_budget"]["hcam"] and cfg["name"] == "horizon"
+
+
+def test_a_failed_job_does_not_end_the_sweep(tmp_path, monkeypatch):
+    """A NaN loss fails its job; the other jobs of the sweep still run, and the sweep
+    exits non-zero at the end (joblib with one job runs in this process, so the
+    poisoned loss reaches it)."""
+    import sys
+
+    import pytest
+    import torch
+
+    from agents import train as train_mod
+    from agents.ppo import PPO
+
+    real_loss = PPO.loss
+
+    def poisoned(self, mb):
+        loss, stats = real_loss(self, mb)
+        if torch.initial_seed() == 1:  # only the seed=1 job (the trainer seeds torch)
+            loss = loss * float("nan")
+            stats["loss"] = loss.detach()
+        return loss, stats
+
+    monkeypatch.setattr(PPO, "loss", poisoned)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [
+        "agents.train", "--config-path", str(CONFIG_DIR), "-m", "seed=1,2", "name=nan", "hydra.launcher.n_jobs=1", "curriculum=null",
+        "total_steps=64", "algo.num_envs=8", "algo.num_steps=8", "algo.seq_len=8",
+        "eval.episodes=8", "eval.num_envs=8", "eval.video_episodes=0", "progress=false"])
+    with pytest.raises(SystemExit) as exit_:
+        train_mod.main()
+    assert exit_.value.code == 1
+    (sweep,) = (tmp_path / "runs" / "nan").iterdir()
+    assert not (sweep / "seed=1" / "results.json").exists()
+    assert (sweep / "seed=2" / "results.json").is_file(), "the job after the failed one ran"
