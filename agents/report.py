@@ -122,6 +122,12 @@ def label_rows(rows: list[dict[str, Any]]) -> None:
                 r[out] = f"{name(value)} {extra}".strip()
 
 
+def _steps(row: dict[str, Any]) -> str:
+    if row.get("env_steps") is None:  # trained offline (decision transformer)
+        return f"{row.get('updates', 0):,} updates"
+    return f"{row['env_steps']:,}"
+
+
 def _reached(row: dict[str, Any]) -> str:
     """The curriculum stage a run ended in ("delay=16 of 64"), or "" without one."""
     cur = row.get("curriculum")
@@ -195,7 +201,7 @@ class Report:
             g = ev.get("greedy", {}).get("success_rate")
             s = ev.get("sampled", {}).get("success_rate")
             lines.append(
-                f"| {r['agent']} | {r['task']} | {r['seed']} | {r['env_steps']:,} | "
+                f"| {r['agent']} | {r['task']} | {r['seed']} | {_steps(r)} | "
                 f"{r.get('wall_time_s') or ''} | {_reached(r)} | {'' if g is None else f'{g:.3f}'} | "
                 f"{'' if s is None else f'{s:.3f}'} | {r['memory_horizon']} | "
                 f"{_fmt_k(r['context_length'])} | {r['memory']} |"

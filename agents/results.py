@@ -44,32 +44,17 @@ def eval_modes(ev: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {m: {k: r[k] for k in EVAL_KEYS if k in r} for m, r in modes.items()}
 
 
-def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
-    cfg = trainer.cfg
-    core_cfg = to_dict(cfg.core)
-    core_name = core_cfg.pop("name")
-    core = trainer.policy.core
-    env = make_env(cfg.env, 1, "cpu", 0)
+def _row(trainer, env_cfg, summary: dict[str, Any], K: float, **fields) -> dict[str, Any]:
+    """The fields every row has; ``fields`` are the trainer's own, in between."""
+    env = make_env(env_cfg, 1, "cpu", 0)
     xi = env.memory_horizon
-    K = core.context_length
     started = getattr(trainer, "started", None)
     return {
         "run_dir": str(trainer.run_dir),
-        "env": cfg.env.id,
-        "env_knobs": env_knobs(cfg.env),
-        "core": core_name,
-        "core_options": core_cfg,
-        "core_params": sum(p.numel() for p in core.parameters()),
-        "policy_params": sum(p.numel() for p in trainer.policy.parameters()),
-        "seed": int(cfg.seed),
-        "env_steps": int(trainer.global_step),
-        "updates": int(trainer.update),
-        "budget_steps": int(cfg.total_steps),
+        "env": env_cfg["id"],
+        "env_knobs": env_knobs(env_cfg),
+        **fields,
         "wall_time_s": None if started is None else round(time.time() - started, 1),
-        "resumed": bool(cfg.get("resume")),
-        "curriculum": to_dict(cfg.curriculum) if cfg.get("curriculum") else None,
-        # the knob's value in the stage training ended in (the env's own value: reached)
-        "curriculum_value": trainer.curriculum.value if trainer.curriculum.active else None,
         "eval": eval_modes(summary.get("eval")),
         "chance": float(env.chance),
         "memory_horizon": xi,
@@ -78,10 +63,57 @@ def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_results(trainer, summary: dict[str, Any]) -> Path:
+def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
+    """The row of a PPO run (agents/train.py)."""
+    cfg = trainer.cfg
+    core_cfg = to_dict(cfg.core)
+    core_name = core_cfg.pop("name")
+    core = trainer.policy.core
+    return _row(
+        trainer, cfg.env, summary, core.context_length,
+        algo="ppo",
+        core=core_name,
+        core_options=core_cfg,
+        core_params=sum(p.numel() for p in core.parameters()),
+        policy_params=sum(p.numel() for p in trainer.policy.parameters()),
+        seed=int(cfg.seed),
+        env_steps=int(trainer.global_step),
+        updates=int(trainer.update),
+        budget_steps=int(cfg.total_steps),
+        resumed=bool(cfg.get("resume")),
+        curriculum=to_dict(cfg.curriculum) if cfg.get("curriculum") else None,
+        # the knob's value in the stage training ended in (the env's own value: reached)
+        curriculum_value=trainer.curriculum.value if trainer.curriculum.active else None,
+    )
+
+
+def dt_results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
+    """The row of a decision-transformer run (agents/train_dt.py): offline, so no env
+    steps; the model's context K is its window, unbounded with the working memory."""
+    cfg, model = trainer.cfg, trainer.model
+    spec = model.spec()
+    return _row(
+        trainer, trainer.env_cfg, summary, model.context_length,
+        algo="dt",
+        core="dt-mem" if model.uses_memory else "dt",
+        core_options={k: spec[k] for k in ("context", "d_model", "n_layers", "n_heads",
+                                           "memory_cfg", "timestep")},
+        core_params=sum(p.numel() for p in model.parameters()),
+        policy_params=sum(p.numel() for p in model.parameters()),
+        seed=int(cfg.seed),
+        env_steps=None,
+        updates=int(trainer.update),
+        budget_updates=int(trainer.updates),
+        dataset=str(cfg.dataset),
+        curriculum=None,
+        curriculum_value=None,
+    )
+
+
+def write_results(trainer, summary: dict[str, Any], row_of=results_row) -> Path:
     """Write the run's row to ``<run>/results.json`` (the trainer calls this last)."""
     path = Path(trainer.run_dir) / RESULTS
-    path.write_text(json.dumps(results_row(trainer, summary), indent=1) + "\n")
+    path.write_text(json.dumps(row_of(trainer, summary), indent=1) + "\n")
     return path
 
 

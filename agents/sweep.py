@@ -62,8 +62,11 @@ def job_name(task_overrides: list[str], swept: set[str] | None) -> str:
         key = override.get_key_element().lstrip("+~")
         if key.startswith("hydra.") or (swept is not None and key not in swept):
             continue
-        # a value may hold a path separator (a group option in a subfolder)
-        parts.append(f"{key}={override.get_value_element_as_str()}".replace("/", "-"))
+        value = override.get_value_element_as_str()
+        if isinstance(override.value(), bool):
+            value = value.lower()  # as typed: the sweeper hands a job memory=False
+        # a path separator (a group option in a subfolder) would nest folders
+        parts.append(f"{key}={value}".replace("/", "-"))
     return ",".join(sorted(parts))
 
 

@@ -55,6 +55,8 @@ from agents.collect import load_dataset
 from agents.config import env_knobs, make_env
 from agents.dt import DecisionTransformer
 from agents.dt_eval import EVAL_SEED_OFFSET, check_env_fits, core_name, evaluate_dt
+from agents.results import dt_results_row, write_results
+from agents.sweep import in_multirun, sweep_run_dir
 
 FINETUNE_CHOICES = ("none", "memory")
 LOSS_STEPS = ("decision", "all")
@@ -172,6 +174,7 @@ class DTTrainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
         self.ckpt_path = run_dir / CHECKPOINT_DIR / LATEST
+        self.started = time.time()  # the wall time of results.json
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         self.device = torch.device(cfg.device)
@@ -395,6 +398,8 @@ class DTTrainer:
         elif int(cfg.eval.episodes):
             summary["eval"] = self.evaluate()
             print(json.dumps(summary["eval"]), flush=True)
+        if not interrupted:
+            write_results(self, summary, dt_results_row)
         self.writer.close()
         return summary
 
@@ -416,7 +421,7 @@ class DTTrainer:
 
 
 def _new_run_dir(cfg: DictConfig) -> Path:
-    base = Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = sweep_run_dir() or Path(cfg.runs_root) / str(cfg.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir, i = base, 0
     while run_dir.exists():
         i += 1
@@ -444,8 +449,10 @@ def main() -> None:
             summary = run(cfg)
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if in_multirun():
+                raise  # the sweep marks this job failed and runs the rest; sys.exit would end it
             sys.exit(1)
-        if summary["interrupted"]:
+        if summary["interrupted"] and not in_multirun():
             sys.exit(130)
 
     _app()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from agents import train as train_mod
 from agents.config import compose
 from agents.results import RESULTS, eval_modes, memory_type, read_results
 
+ROOT = Path(__file__).resolve().parent.parent
 TINY = ["algo.num_envs=8", "algo.num_steps=16", "algo.seq_len=16", "algo.num_minibatches=1",
         "algo.update_epochs=1", "total_steps=256", "progress=false", "eval.episodes=16",
         "eval.num_envs=16", "eval.video_episodes=0", "threads=1"]
@@ -60,3 +65,30 @@ def test_eval_modes_reads_both_result_shapes():
     assert eval_modes(None) == {}
     assert memory_type(18, float("inf")) == "short-term"
     assert memory_type(18, 18) == "short-term" and memory_type(19, 18) == "long-term"
+
+
+def _module(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_decision_transformer_sweep_rows(tmp_path):
+    """A multirun of agents.train_dt, plain DT against DT-Mem at context 2 on delay 2."""
+    _module(["agents.collect", "env=delayed_match", "env.delay=2", "episodes=32",
+             f"out={tmp_path / 'ds'}", "progress=false"], tmp_path)
+    _module(["agents.train_dt", "-m", "memory=true,false", f"dataset={tmp_path / 'ds'}",
+             "context=2", "train.updates=2", "train.batch_size=8", "model.d_model=16",
+             "core.hidden_size=16", "eval.episodes=8", "eval.num_envs=8", "progress=false",
+             f"runs_root={tmp_path / 'runs'}"], tmp_path)
+    (sweep,) = (tmp_path / "runs" / "dt").iterdir()
+    assert sorted(p.name for p in sweep.iterdir()) == ["memory=false", "memory=true", "multirun.yaml"]
+    plain = read_results(sweep / "memory=false" / RESULTS)
+    dtmem = read_results(sweep / "memory=true" / RESULTS)
+    assert plain["algo"] == dtmem["algo"] == "dt" and plain["env_steps"] is None
+    assert (plain["core"], dtmem["core"]) == ("dt", "dt-mem")
+    assert plain["updates"] == 2 and plain["eval"]["greedy"]["episodes"] == 8
+    assert plain["memory_horizon"] == dtmem["memory_horizon"] == 4
+    assert plain["context_length"] == 2 and plain["memory"] == "long-term"
+    assert math.isinf(dtmem["context_length"]) and dtmem["memory"] == "short-term"

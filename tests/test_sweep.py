@@ -53,6 +53,8 @@ def test_swept_keys_and_job_names():
     cfg.hydra.overrides.task = ["core=mlp,gru", "seed=3"]
     assert swept_keys(cfg) == {"core"}
     assert job_name(["hydra.launcher.n_jobs=2", "algo=a/b"], None) == "algo=a-b"
+    assert job_name(["memory=False", "env.distractors=true"], None) == (
+        "env.distractors=true,memory=false")
 
 
 def compose_hydra(overrides):
