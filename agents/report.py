@@ -335,7 +335,16 @@ def write_report(root: Path, out: Path, reps: int = 2000, md: Path | None = None
     pending += [{"run": r["path"], "status": "finished without an evaluation"}
                 for r in rows if final_success(r) is None]
     out.mkdir(parents=True, exist_ok=True)
-    parts = [f"Runs under `{root}`: {len(rows)} with results, {len(pending)} without."]
+    header = f"Runs under `{root}`: {len(rows)} with results, {len(pending)} without"
+    record = Path(root) / "multirun.yaml"
+    if record.is_file():
+        from omegaconf import OmegaConf
+
+        from agents.sweep import planned_jobs
+
+        planned = planned_jobs(OmegaConf.load(record))
+        header += f", {max(0, planned - len(rows) - len(pending))} not started ({planned} planned)"
+    parts = [header + "."]
     rep = Report(rows, reps=reps) if rows else None
     if rep is not None and rep.rows:
         parts += [

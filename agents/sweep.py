@@ -44,14 +44,27 @@ def _parse(lines: list[str]):
     return OverridesParser.create().parse_overrides(lines)
 
 
-def swept_keys(multirun_cfg) -> set[str] | None:
-    """Keys that take several values in a sweep (command line and ``hydra.sweeper.params``)."""
+def _sweep_overrides(multirun_cfg) -> dict:
+    """key -> its override in a sweep (command line and ``hydra.sweeper.params``)."""
     hydra_cfg = multirun_cfg.hydra
     params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
     # the command line wins over the config's params for the same key, as in the sweeper
     lines = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
-    sweep = {o.get_key_element().lstrip("+~"): o.is_sweep_override() for o in _parse(lines)}
-    return {key for key, is_sweep in sweep.items() if is_sweep}
+    return {o.get_key_element().lstrip("+~"): o for o in _parse(lines)}
+
+
+def swept_keys(multirun_cfg) -> set[str]:
+    """Keys that take several values in a sweep."""
+    return {key for key, o in _sweep_overrides(multirun_cfg).items() if o.is_sweep_override()}
+
+
+def planned_jobs(multirun_cfg) -> int:
+    """How many runs a (grid) sweep launches: the product of its value counts."""
+    total = 1
+    for o in _sweep_overrides(multirun_cfg).values():
+        if o.is_sweep_override():
+            total *= len(list(o.sweep_string_iterator()))
+    return total
 
 
 def job_name(task_overrides: list[str], swept: set[str] | None) -> str:

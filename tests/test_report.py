@@ -20,7 +20,7 @@ def test_report_prints_the_table_and_writes_the_figures(tiny_sweep, tmp_path, ca
     _, sweep, _ = tiny_sweep
     assert report.main([str(sweep), "--out", str(tmp_path / "out"), "--reps", "200"]) == 0
     text = capsys.readouterr().out
-    assert "4 with results, 0 without" in text
+    assert "4 with results, 0 without, 0 not started (4 planned)." in text
     lines = text.splitlines()
     head = next(x for x in lines if x.startswith("| core (K)"))
     assert head == "| core (K) | DelayedMatch delay=2 (xi=4) | DelayedMatch delay=4 (xi=6) |"
@@ -43,6 +43,7 @@ def test_partial_sweep_lists_runs_without_results(tiny_sweep, tmp_path, capsys):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
     (copy / "core=gru,env.delay=4" / "results.json").unlink()  # as while it trains
+    shutil.rmtree(copy / "core=gru,env.delay=2")  # as before its job starts
     stopped = copy / "core=mlp,env.delay=4"
     (stopped / "results.json").unlink()
     old = time.time() - 2 * report.RUNNING_WITHIN_S
@@ -50,7 +51,7 @@ def test_partial_sweep_lists_runs_without_results(tiny_sweep, tmp_path, capsys):
         os.utime(path, (old, old))
     assert report.main([str(copy), "--reps", "100"]) == 0
     text = capsys.readouterr().out
-    assert "2 with results, 2 without" in text
+    assert "1 with results, 2 without, 1 not started (4 planned)." in text
     assert f"- `{copy / 'core=gru,env.delay=4'}`: running" in text
     assert f"- `{stopped}`: failed or stopped" in text
     assert "| mlp (K=1) | 0." in text  # the finished runs still make the table

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from agents.config import CONFIG_DIR
 from agents.results import read_results
-from agents.sweep import job_name, swept_keys
+from agents.sweep import job_name, planned_jobs, swept_keys
 
 
 def test_multirun_writes_one_named_run_folder_per_job_under_runs(tiny_sweep):
@@ -49,6 +49,7 @@ def test_swept_keys_and_job_names():
     assert swept == {"core", "env.delay", "seed"}
     job = ["core=hcam", "env=delayed_match", "env.delay=64", "seed=1", "+sweep=horizon"]
     assert job_name(job, swept) == "core=hcam,env.delay=64,seed=1"
+    assert planned_jobs(cfg) == 2 * 2 * 2
     # a single value on the command line narrows a swept param of the config
     cfg.hydra.overrides.task = ["core=mlp,gru", "seed=3"]
     assert swept_keys(cfg) == {"core"}
