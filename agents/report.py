@@ -148,7 +148,9 @@ class Report:
         label_rows(self.rows)
         self.reps = reps
         first = {}
-        for r in sorted(self.rows, key=lambda r: (r["env"], r["memory_horizon"], r["task"])):
+        # an env that does not state its horizon (None) sorts last
+        for r in sorted(self.rows, key=lambda r: (r["env"], r["memory_horizon"] is None,
+                                                  r["memory_horizon"] or 0, r["task"])):
             first.setdefault(r["task"], r)
         self.tasks = list(first)
         self.task_row = first
@@ -173,7 +175,8 @@ class Report:
         return float(point["x"][0]), float(ci["x"][0, 0]), float(ci["x"][1, 0])
 
     def long_term(self, agent: str, task: str) -> bool:
-        return self.task_row[task]["memory_horizon"] > self.context[agent]
+        xi = self.task_row[task]["memory_horizon"]
+        return xi is not None and xi > self.context[agent]
 
     # ------------------------------------------------------------------------- table
     def table(self) -> str:
@@ -216,7 +219,8 @@ class Report:
         fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4.2), squeeze=False)
         colors = _colors(self.agents)
         for ax, env in zip(axes[0], envs, strict=True):
-            tasks = [t for t in self.tasks if self.task_row[t]["env"] == env]
+            tasks = [t for t in self.tasks if self.task_row[t]["env"] == env
+                     and self.task_row[t]["memory_horizon"] is not None]
             for agent in self.agents:
                 pts = sorted((self.task_row[t]["memory_horizon"], *self.stats[(agent, t)])
                              for t in tasks if (agent, t) in self.stats)

@@ -47,7 +47,10 @@ def eval_modes(ev: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 def _row(trainer, env_cfg, summary: dict[str, Any], K: float, **fields) -> dict[str, Any]:
     """The fields every row has; ``fields`` are the trainer's own, in between."""
     env = make_env(env_cfg, 1, "cpu", 0)
-    xi = env.memory_horizon
+    try:
+        xi = env.memory_horizon
+    except NotImplementedError:  # an env of its own that does not state it: no labels
+        xi = None
     started = getattr(trainer, "started", None)
     return {
         "run_dir": str(trainer.run_dir),
@@ -56,10 +59,10 @@ def _row(trainer, env_cfg, summary: dict[str, Any], K: float, **fields) -> dict[
         **fields,
         "wall_time_s": None if started is None else round(time.time() - started, 1),
         "eval": eval_modes(summary.get("eval")),
-        "chance": float(env.chance),
+        "chance": getattr(env, "chance", None),
         "memory_horizon": xi,
         "context_length": json_number(K),
-        "memory": memory_type(xi, K),
+        "memory": None if xi is None else memory_type(xi, K),
     }
 
 

@@ -124,8 +124,16 @@ def test_a_failed_job_does_not_end_the_sweep(tmp_path, monkeypatch):
         "agents.train", "--config-path", str(CONFIG_DIR), "-m", "seed=1,2", "name=nan", "hydra.launcher.n_jobs=1", "curriculum=null",
         "total_steps=64", "algo.num_envs=8", "algo.num_steps=8", "algo.seq_len=8",
         "eval.episodes=8", "eval.num_envs=8", "eval.video_episodes=0", "progress=false"])
-    with pytest.raises(SystemExit) as exit_:
-        train_mod.main()
+    # the in-process jobs leave their multirun HydraConfig behind (Hydra's singletons): put
+    # the old ones back, or later runs in this process would take themselves for sweep jobs
+    from hydra.core.singleton import Singleton
+
+    singletons = Singleton.get_state()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            train_mod.main()
+    finally:
+        Singleton.set_state(singletons)
     assert exit_.value.code == 1
     (sweep,) = (tmp_path / "runs" / "nan").iterdir()
     assert not (sweep / "seed=1" / "results.json").exists()
