@@ -9,7 +9,7 @@ QUIET  := 2>&1 | (grep -v "^WARNING: Location" || true)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup train test lint bench clean
+.PHONY: setup train test lint bench tensorboard clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ train: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# TensorBoard from the project's venv (it is not on PATH): http://localhost:6006
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir runs
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -15,7 +15,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-import envs
 from agents.config import load_env_config, to_dict
 
 
@@ -37,10 +36,7 @@ def env_config(args: Any, choice: str | None, saved: dict[str, Any] | None = Non
     it, ``saved`` (a checkpoint's env). ``env.<knob>=`` arguments override either.
     """
     if choice is not None:
-        if choice in envs.ENV_IDS or choice in envs.MINIGRID_IDS:
-            cfg: dict[str, Any] = {"id": choice}
-        else:
-            cfg = to_dict(load_env_config(choice))
+        cfg: dict[str, Any] = to_dict(load_env_config(choice))
     elif saved is not None:
         cfg = dict(saved)
     else:

@@ -51,13 +51,62 @@ def make_env(env_cfg: Any, num_envs: int, device: str, seed: int, **kwargs):
     )
 
 
-def load_env_config(name: str) -> DictConfig:
-    """``configs/env/<name>.yaml``, for ``env=<name>`` on the evaluate/record command lines."""
-    path = CONFIG_DIR / "env" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (CONFIG_DIR / "env").glob("*.yaml"))
-        raise ValueError(f"unknown env config {name!r}; known: {', '.join(known)}")
-    return OmegaConf.load(path)
+def env_names() -> list[str]:
+    """The task configs ``configs/env/<name>.yaml``: what ``env=<name>`` accepts."""
+    return sorted(p.stem for p in (CONFIG_DIR / "env").glob("*.yaml"))
+
+
+def _env_ids_by_name() -> dict[str, str]:
+    ids = {}
+    for name in env_names():
+        env_id = str(OmegaConf.load(CONFIG_DIR / "env" / f"{name}.yaml")["id"])
+        if "${" not in env_id:  # MiniGrid's id follows its room knob
+            ids[env_id] = name
+    return ids
+
+
+def env_choice(choice: str) -> tuple[str, dict[str, Any]]:
+    """``env=<choice>`` -> (config name, knob overrides): a config name or an env id.
+
+    A MiniGrid Memory id picks ``minigrid_memory`` with that room. Anything else is a
+    ValueError listing the accepted names and ids.
+    """
+    if choice in env_names():
+        return choice, {}
+    by_id = _env_ids_by_name()
+    if choice in by_id:
+        return by_id[choice], {}
+    if choice in envs.MINIGRID_IDS:
+        return "minigrid_memory", {"room": choice[len("MiniGrid-Memory"):-len("-v0")]}
+    raise ValueError(
+        f"unknown env {choice!r}; accepted names: {', '.join(env_names())}; "
+        f"or ids: {', '.join(dict.fromkeys([*by_id, *envs.MINIGRID_IDS]))}"
+    )
+
+
+def load_env_config(choice: str) -> DictConfig:
+    """The env config ``env=<choice>`` names (configs/env name or env id), ``id`` resolved."""
+    name, knobs = env_choice(choice)
+    cfg = OmegaConf.load(CONFIG_DIR / "env" / f"{name}.yaml")
+    cfg = OmegaConf.merge(cfg, knobs)
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+
+
+def env_knob_names(env_id: str) -> list[str]:
+    """The knobs the config of ``env_id`` holds (its ``id`` aside)."""
+    cfg = load_env_config(env_id)
+    return sorted(k for k in cfg if k != "id")
+
+
+def check_env_knobs(env_cfg: Any) -> None:
+    """A knob the task's own config does not hold (say one left by another task) is an error."""
+    cfg = to_dict(env_cfg)
+    accepted = env_knob_names(str(cfg["id"]))
+    foreign = sorted(k for k in cfg if k != "id" and k not in accepted)
+    if foreign:
+        raise ValueError(
+            f"env {cfg['id']} has no knob(s) {', '.join(foreign)}; accepted: {', '.join(accepted)}"
+        )
 
 
 def policy_spec(cfg: Any, env) -> dict[str, Any]:
@@ -65,12 +114,15 @@ def policy_spec(cfg: Any, env) -> dict[str, Any]:
     core_cfg = to_dict(cfg["core"])
     core = core_cfg.pop("name")
     pol = to_dict(cfg["policy"])
+    encoder_cfg = {k: pol[k] for k in ENCODER_KEYS if k in pol}
+    if getattr(env, "symbol_counts", None):  # an image of ids (MiniGrid): embed, not scale
+        encoder_cfg["symbol_counts"] = list(env.symbol_counts)
     return {
         "observation_space": env.single_observation_space,
         "action_space": env.single_action_space,
         "core": core,
         "core_cfg": core_cfg,
-        "encoder_cfg": {k: pol[k] for k in ENCODER_KEYS if k in pol},
+        "encoder_cfg": encoder_cfg,
         "prev_action_reward": bool(pol.get("prev_action_reward", False)),
         "head_hidden": int(pol.get("head_hidden", 128)),
     }
@@ -95,3 +147,58 @@ def ppo_config(algo_cfg: Any) -> PPOConfig:
     if unknown:
         raise ValueError(f"unknown algo option(s) {unknown}; accepted: {sorted(names)}")
     return PPOConfig(**values)
+
+
+def _default_env(args: list[str]) -> str:
+    """The env config a training command line runs when it names none: its experiment's."""
+    for arg in args:
+        key, _, val = arg.partition("=")
+        if key.lstrip("+") == "experiment" and val and "," not in val:
+            path = CONFIG_DIR / "experiment" / f"{val}.yaml"
+            if path.is_file():
+                for item in OmegaConf.load(path).get("defaults", []):
+                    if isinstance(item, DictConfig) and "override /env" in item:
+                        return str(item["override /env"])
+    defaults = OmegaConf.load(CONFIG_DIR / "config.yaml")["defaults"]
+    return next(str(d["env"]) for d in defaults if isinstance(d, DictConfig) and "env" in d)
+
+
+def env_overrides(args: list[str]) -> list[str]:
+    """Training overrides with every ``env=`` (and ``env.id=``) choice made a config name.
+
+    ``env=<env id>`` becomes ``env=<its config>`` (plus ``env.room=`` for a MiniGrid
+    room), so ids and names both work; an unknown env, or an ``env.<knob>=`` the chosen
+    task does not have, is a ValueError naming what is accepted (Hydra's own message is
+    a multi-line traceback hint, and a knob added with ``+`` would reach the task).
+    """
+    out, chosen, knobs = [], [], []
+    for arg in args:
+        key, eq, val = arg.partition("=")
+        bare = key.lstrip("+")
+        if eq and bare in ("env", "env.id"):
+            names = []
+            for item in val.split(","):
+                name, extra = env_choice(item)
+                if extra and "," in val:
+                    raise ValueError(f"env={val}: sweep MiniGrid rooms with "
+                                     f"env=minigrid_memory env.room=<rooms>")
+                names.append(name)
+                out += [f"env.{k}={v}" for k, v in extra.items()]
+            chosen = names
+            out.append(f"env={','.join(names)}")
+        elif eq and bare.startswith("env.") and not key.startswith("~"):
+            knobs.append((arg, bare[len("env."):].split(".", 1)[0]))
+            out.append(arg)
+        else:
+            out.append(arg)
+    for name in chosen or [_default_env(args)]:
+        cfg = OmegaConf.load(CONFIG_DIR / "env" / f"{name}.yaml")
+        accepted = sorted(k for k in cfg if k != "id")
+        for arg, knob in knobs:
+            if knob not in accepted:
+                raise ValueError(f"{arg}: env {name} has no knob {knob!r}; "
+                                 f"accepted: {', '.join(accepted)}")
+    # A plain `env.<knob>=` for a knob the task has: `+` is not needed, and `+` on a key
+    # that exists is an error in Hydra.
+    return [a[a.index("env."):] if a.lstrip("+").startswith("env.") and a.startswith("+")
+            else a for a in out]

@@ -11,7 +11,9 @@
   channel, summed), then the small CNN.
 * ``Discrete``: one embedding table.
 * ``Box`` with an image shape (``[H, W, C]`` or ``[C, H, W]``, C in 1..4, or
-  ``uint8`` pixels): the small CNN (pixels scaled to [0, 1]).
+  ``uint8`` pixels): the small CNN (pixels scaled to [0, 1]); with
+  ``symbol_counts`` (an image whose channels hold ids, as MiniGrid's: the
+  env's ``symbol_counts``), the symbol-grid encoder instead.
 * any other ``Box`` and ``MultiBinary``: flattened, then an MLP.
 * ``Dict`` / ``Tuple``: every sub-space encoded as above, features concatenated.
 
@@ -227,6 +229,7 @@ def make_encoder(
     mlp_layers: int = 1,
     cnn_channels: int = 32,
     share_embeddings: bool = True,
+    symbol_counts: list[int] | None = None,
 ) -> nn.Module:
     """The encoder for ``space``; ``encoder.output_size`` is its feature width."""
     if isinstance(space, gym.spaces.Dict):
@@ -253,6 +256,15 @@ def make_encoder(
     if isinstance(space, gym.spaces.MultiBinary):
         return VectorEncoder(tuple(np.atleast_1d(space.n)), hidden_size, mlp_layers)
     if isinstance(space, gym.spaces.Box):
+        if symbol_counts is not None and len(space.shape) == 3:
+            counts = np.asarray(symbol_counts, dtype=np.int64)
+            axis = _channel_axis(space.shape)
+            if space.shape[axis] != len(counts):
+                raise ValueError(f"symbol_counts {list(counts)} do not match the channels of "
+                                 f"{space.shape}")
+            shape = (1, 1, len(counts)) if axis == 2 else (len(counts), 1, 1)
+            nvec = np.broadcast_to(counts.reshape(shape), space.shape)
+            return GridEncoder(nvec, 0, embed_dim, cnn_channels, hidden_size)
         if _is_image(space):
             return ImageEncoder(space, cnn_channels, hidden_size)
         return VectorEncoder(space.shape, hidden_size, mlp_layers)

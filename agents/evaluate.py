@@ -1,10 +1,14 @@
-"""Greedy evaluation of a checkpoint, batched.
+"""Evaluation of a checkpoint, batched: greedy and sampled.
 
     python -m agents.evaluate checkpoint=<file or run dir> episodes=N
-        [num_envs=512] [device=cpu] [seed=...] [env=<configs/env name or env id>] [env.<knob>=...]
+        [num_envs=512] [device=cpu] [seed=...] [deterministic=true|false]
+        [env=<configs/env name or env id>] [env.<knob>=...]
 
-Prints one JSON line: success_rate, mean_return, episodes, env, core (and the
-mean episode length and the env knobs). By default the env is the one the
+Prints one JSON line: ``greedy`` and ``sampled`` (each success_rate,
+mean_return, mean_length, episodes) on the same episodes' seeds, the greedy
+figures again at the top level, env, core and the env knobs.
+``deterministic=true`` (or ``false``) runs only the greedy (or sampled) policy.
+Both matter: a greedy policy in a gridworld can loop where sampling escapes. By default the env is the one the
 checkpoint was trained on; ``env=`` and ``env.<knob>=`` change it (e.g. a
 longer delay). An env whose spaces do not fit the policy is a clear error.
 Evaluation episodes are seeded apart from training (seed = training seed + 10**6).
@@ -53,6 +57,22 @@ def evaluate_policy(
     return tally.result()
 
 
+MODES = {"greedy": True, "sampled": False}
+
+
+def evaluate_modes(
+    policy: Policy, make_eval_env, episodes: int, deterministic: bool | None = None
+) -> dict[str, Any]:
+    """``greedy`` and ``sampled`` results (or the one ``deterministic`` picks), each on a
+    fresh env from ``make_eval_env()``; the top level repeats the first mode's figures."""
+    if deterministic is not None and not isinstance(deterministic, bool):
+        raise ValueError(f"deterministic={deterministic!r} must be true, false or unset (both)")
+    modes = [m for m, greedy in MODES.items() if deterministic in (None, greedy)]
+    out: dict[str, Any] = {m: evaluate_policy(policy, make_eval_env(), episodes, MODES[m])
+                           for m in modes}
+    return {**out[modes[0]], **out}
+
+
 def evaluate_checkpoint(
     checkpoint: str,
     episodes: int = 512,
@@ -60,6 +80,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     seed: int | None = None,
     env_cfg: dict[str, Any] | None = None,
+    deterministic: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint file (or run dir) on its own env or on ``env_cfg``."""
     ckpt = load_checkpoint(checkpoint, map_location=device)
@@ -67,9 +88,12 @@ def evaluate_checkpoint(
     env_cfg = env_cfg or ckpt["config"]["env"]
     if seed is None:
         seed = int(ckpt["config"]["seed"]) + EVAL_SEED_OFFSET
-    env = make_env(env_cfg, min(num_envs, episodes), device, seed, check_actions=False)
-    check_env_fits(policy, env, env_cfg["id"], checkpoint)
-    result = evaluate_policy(policy, env, episodes)
+
+    def make_eval_env():
+        return make_env(env_cfg, min(num_envs, episodes), device, seed, check_actions=False)
+
+    check_env_fits(policy, make_eval_env(), env_cfg["id"], checkpoint)
+    result = evaluate_modes(policy, make_eval_env, episodes, deterministic)
     return {
         **result,
         "env": env_cfg["id"],
@@ -92,6 +116,7 @@ def _evaluate(args: Any, choice: str | None) -> dict[str, Any]:
         device=str(args.get("device", "cpu")),
         seed=args.get("seed"),
         env_cfg=env_config(args, choice, ckpt["config"]["env"]),
+        deterministic=args.get("deterministic"),
     )
 
 

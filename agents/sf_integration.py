@@ -209,7 +209,12 @@ def register_sf_envs() -> None:
 
 
 def resolve_env_id(name: str) -> str:
-    """``DelayedMatch``, ``DelayedMatch-v0`` or ``recall/DelayedMatch-v0`` -> the full id."""
+    """``DelayedMatch``, ``DelayedMatch-v0``, ``recall/DelayedMatch-v0`` or the config name
+    ``delayed_match`` -> the full id."""
+    from agents.config import env_names, load_env_config
+
+    if name in env_names() and load_env_config(name)["id"] in envs.ENV_IDS:
+        return str(load_env_config(name)["id"])
     for env_id in envs.ENV_IDS:
         short = env_id.split("/", 1)[1]
         if name in (env_id, short, short.rsplit("-v", 1)[0]):

@@ -41,9 +41,17 @@ from agents.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agents.config import make_env, make_policy, policy_spec, ppo_config, to_dict
+from agents.config import (
+    check_env_knobs,
+    env_overrides,
+    make_env,
+    make_policy,
+    policy_spec,
+    ppo_config,
+    to_dict,
+)
 from agents.curriculum import Curriculum
-from agents.evaluate import EVAL_SEED_OFFSET, evaluate_policy
+from agents.evaluate import EVAL_SEED_OFFSET, MODES, evaluate_modes
 from agents.ppo import PPO
 from agents.record import record_policy
 from agents.results import write_results
@@ -55,6 +63,10 @@ from agents.video import add_video, play_episodes
 RESUMABLE_KEYS = ("total_steps", "device", "threads", "progress", "checkpoint_every",
                   "video_every", "eval")
 GROUPS = ("env", "core", "algo", "experiment")
+
+
+class EnvConfigError(ValueError):
+    """The composed env config holds knobs its task does not have."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -99,6 +111,10 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
         cfg, run_dir = _resume_config(cfg, list(overrides))
         ckpt = load_checkpoint(run_dir, map_location="cpu")
     else:
+        try:
+            check_env_knobs(cfg.env)
+        except ValueError as err:  # e.g. an experiment's knobs on another task (env=...)
+            raise EnvConfigError(str(err)) from None
         run_dir, ckpt = _new_run_dir(cfg), None
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         cfg.run_dir = str(run_dir)
@@ -322,12 +338,16 @@ class Trainer:
         out: dict[str, Any] = {"checkpoint": str(self.save())}
         ev = self.cfg.eval
         if ev.episodes:
-            env = self._eval_env(min(int(ev.num_envs), int(ev.episodes)))
-            result = evaluate_policy(self.policy, env, int(ev.episodes))
+            n = min(int(ev.num_envs), int(ev.episodes))
+            result = evaluate_modes(self.policy, lambda: self._eval_env(n), int(ev.episodes),
+                                    ev.get("deterministic"))
             result = {**result, "env": self.cfg.env.id, "core": self.cfg.core.name,
                       "global_step": self.global_step, "run_dir": str(self.run_dir)}
-            self.writer.add_scalar("eval/success_rate", result["success_rate"], self.global_step)
-            self.writer.add_scalar("eval/mean_return", result["mean_return"], self.global_step)
+            for mode in MODES:
+                if mode in result:
+                    for key in ("success_rate", "mean_return"):
+                        self.writer.add_scalar(f"eval/{mode}_{key}", result[mode][key],
+                                               self.global_step)
             out["eval"] = result
         if ev.video_episodes:
             rec = record_policy(self.policy, self._eval_env(1), self.run_dir / "videos" / "final.mp4",
@@ -345,12 +365,18 @@ def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
+    try:  # env=<id> -> env=<name>, and unknown envs and knobs as one line, before Hydra
+        sys.argv[1:] = env_overrides(sys.argv[1:])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
     @hydra.main(version_base=None, config_path="../configs", config_name="config")
     def _app(cfg: DictConfig) -> None:
         overrides = list(HydraConfig.get().overrides.task)
         try:
             summary = run(cfg, overrides)
-        except NonFiniteLossError as err:
+        except (NonFiniteLossError, EnvConfigError) as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             if in_multirun():
                 raise  # the sweep marks this job failed and runs the rest; sys.exit would end it

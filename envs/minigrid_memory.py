@@ -19,7 +19,17 @@ forgot the cue) = 0.5. In the Random rooms the hallway length varies.
 Observation: MiniGrid's egocentric 7x7 partial view (object, colour, state per
 cell) as ``uint8`` ``[7, 7, 3]``, as ``ImgObsWrapper`` gives it; the mission
 string (always the same) and the direction (the view is already egocentric)
-are dropped.
+are dropped. The views are bit-identical to MiniGrid's ``gen_obs()["image"]``
+but not made by it: MiniGrid builds each view from Python objects (slice,
+rotations, occlusion, encode: about 0.5 ms a copy-step, nearly all of a step).
+A Memory room never changes within an episode apart from the agent (pickup is
+MiniGrid's toggle there, a no-op on keys, balls and walls; drop needs a carried
+object, and nothing can be picked up), so each copy's room is encoded once per
+episode and every step gathers all copies' views at once with numpy
+(:class:`_Views`). Each ``MemoryEnv`` has its ``gen_obs`` replaced by a stub
+so that its ``step`` and ``reset`` skip the slow view; MiniGrid's dynamics,
+rewards, ends and ``render`` are untouched, and ``MiniGridEnv.gen_obs(env)``
+still gives the real observation.
 
 Actions: ``Discrete(3)`` = left, right, forward by default (MiniGrid's 0..2; the
 other four do nothing in these rooms but spend a step);
@@ -44,6 +54,8 @@ import gymnasium as gym
 import minigrid  # noqa: F401  (registers the MiniGrid ids with gymnasium)
 import numpy as np
 import torch
+from minigrid.core.constants import OBJECT_TO_IDX
+from minigrid.core.world_object import Wall
 
 from envs import rng
 from envs.batched import BatchedEnv
@@ -81,8 +93,13 @@ class MiniGridMemory(BatchedEnv):
         seed: int = 0,
         *,
         full_action_space: bool = False,
+        room: str | None = None,
         **kwargs,
     ):
+        if room is not None and env_id != f"MiniGrid-Memory{room}-v0":
+            rooms = [i[len("MiniGrid-Memory"):-len("-v0")] for i in MINIGRID_IDS]
+            raise ValueError(f"room={room!r} does not name {env_id!r}; accepted rooms: "
+                             f"{', '.join(rooms)}")
         if env_id not in MINIGRID_IDS:
             raise ValueError(
                 f"env_id={env_id!r} is not a MiniGrid Memory room; accepted: {', '.join(MINIGRID_IDS)}"
@@ -94,11 +111,25 @@ class MiniGridMemory(BatchedEnv):
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         self._envs = [gym.make(env_id, render_mode="rgb_array").unwrapped for _ in range(num_envs)]
+        for env in self._envs:
+            env.gen_obs = _no_obs  # _Views makes the observations; see the module docstring
+        self._views = _Views(self._envs)
         self._plans: list[tuple[int, dict] | None] = [None] * num_envs  # (episode, distance map)
         super().__init__(num_envs, device, seed, **kwargs)
         n = self.num_envs
         self._t = np.zeros(n, dtype=np.int64)
         self._ret = np.zeros(n, dtype=np.float64)
+
+    @property
+    def symbol_counts(self) -> tuple[int, ...]:
+        """How many values each channel of a cell holds (object, colour, state ids).
+
+        The observation is a uint8 image by type, but its values are ids, not
+        intensities: encoders that read this embed them as symbols.
+        """
+        from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+
+        return len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX)
 
     @property
     def chance(self) -> float:
@@ -142,8 +173,9 @@ class MiniGridMemory(BatchedEnv):
         keys = rng.combine(self._key_cpu[index], torch.from_numpy(self._episode[index]))
         for i, s in zip(index.tolist(), keys.tolist(), strict=True):
             self._plans[i] = None  # a reseeded reset reuses episode numbers: drop the old plan
-            o, _ = self._envs[i].reset(seed=int(s))
-            obs[i] = o["image"]
+            self._envs[i].reset(seed=int(s))
+            self._views.load_room(i)
+        obs[index] = self._views.observe(index)
 
     # ------------------------------------------------------------ gymnasium
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -158,15 +190,14 @@ class MiniGridMemory(BatchedEnv):
     def step(self, actions):
         acts = self._host_actions(actions).tolist()
         n = self.num_envs
-        obs = np.empty((n, *self.single_observation_space.shape), dtype=np.uint8)
         reward = np.zeros(n, dtype=np.float64)
         ints = np.zeros((n, 6), dtype=np.int64)
         for i, (env, a) in enumerate(zip(self._envs, acts, strict=True)):
-            o, r, te, tr, _ = env.step(a)
-            obs[i] = o["image"]
+            _, r, te, tr, _ = env.step(a)
             reward[i] = r
             ints[i, _TERM] = te
             ints[i, _TRUNC] = tr
+        obs = self._views.observe(np.arange(n))
         self._t += 1
         self._ret += reward
         done = (ints[:, _TERM] | ints[:, _TRUNC]).astype(bool)
@@ -240,6 +271,124 @@ class MiniGridMemory(BatchedEnv):
                 f"accepted: 0..{n - 1} ({names})"
             )
         return host
+
+
+def _no_obs() -> None:
+    """Stands in for ``MiniGridEnv.gen_obs`` inside ``step``/``reset`` (see the module docstring)."""
+    return None
+
+
+# MiniGrid's cell encodings (Grid.encode): cells the agent can't see stay all zero ("unseen").
+_EMPTY = np.array([OBJECT_TO_IDX["empty"], 0, 0], dtype=np.uint8)
+_WALL = np.array(Wall().encode(), dtype=np.uint8)  # Grid.slice fills cells off the grid with walls
+
+
+class _Views:
+    """MiniGrid's partial views (``gen_obs()["image"]``) of many copies, computed together.
+
+    ``load_room(i)`` encodes copy i's whole room once per episode (``Grid.encode``
+    of the full grid, 3 bytes a cell) with a fourth byte per cell saying whether
+    sight passes through it (empty, or ``see_behind()``), padded by ``view - 1``
+    cells of wall: what ``Grid.slice`` gives for cells off the grid. A cell's 4
+    bytes are read as one ``uint32``, so a view is one gather. ``observe(index)``
+    builds the views of those copies from their agents' cells and directions:
+
+    - window: MiniGrid slices the ``view x view`` square in front of the agent
+      (``get_view_exts``) and turns it left ``dir + 1`` times, so the agent sits
+      at the bottom centre ``(view // 2, view - 1)`` looking up. Cell ``(vx, vy)``
+      of the view is therefore the world cell ``agent + (view - 1 - vy) * forward
+      + (vx - view // 2) * right`` (``forward`` = MiniGrid's ``DIR_TO_VEC[dir]``,
+      ``right`` = ``(-forward_y, forward_x)``).
+    - occlusion: ``Grid.process_vis`` (MemoryEnv sets ``see_through_walls=False``)
+      marks the agent's cell seen, then goes up the view one row at a time; a row's
+      result depends only on the seen cells handed up from the row below and on
+      which cells of the row let sight through, so a table over those two bit
+      sets (:func:`_row_visibility_table`) does one row of every copy in one
+      lookup.
+    - unseen cells are all zero, as ``Grid.encode`` leaves them; the agent's own
+      cell holds the carried object or empty (``gen_obs_grid``): always empty here,
+      as nothing can be picked up in a Memory room.
+    """
+
+    def __init__(self, envs: list):
+        env = envs[0]
+        self.envs = envs
+        self.view = v = int(env.agent_view_size)
+        self.pad = p = v - 1
+        w, h = int(env.width) + 2 * p, int(env.height) + 2 * p
+        self.cells = np.zeros((len(envs), w, h, 4), dtype=np.uint8)  # 3 code bytes, clear
+        self.cells[..., :3] = _WALL
+        self.words = self.cells.view(np.uint32).reshape(-1)  # one word per cell, same memory
+        self.room_words = w * h
+        forward = np.array(_DIR_VEC)  # [4, 2]
+        right = np.stack([-forward[:, 1], forward[:, 0]], axis=1)
+        ahead = (v - 1 - np.arange(v))[None, :]  # by vy
+        side = (np.arange(v) - v // 2)[:, None]  # by vx
+        dx = forward[:, 0, None, None] * ahead + right[:, 0, None, None] * side  # [4, v, v]
+        dy = forward[:, 1, None, None] * ahead + right[:, 1, None, None] * side
+        self.offsets = (dx + p) * h + (dy + p)  # word offset of view cell [dir, vx, vy]
+        self.row_seen, self.row_up = _row_visibility_table(v)
+
+    def load_room(self, i: int) -> None:
+        """Encode copy ``i``'s room (call after each reset; the room is static within an episode)."""
+        grid, p = self.envs[i].grid, self.pad
+        w, h = grid.width, grid.height
+        room = self.cells[i, p:p + w, p:p + h]
+        room[..., :3] = grid.encode()
+        room[..., 3] = [
+            [c is None or c.see_behind() for c in (grid.get(x, y) for y in range(h))]
+            for x in range(w)
+        ]
+
+    def observe(self, index: np.ndarray) -> np.ndarray:
+        """The views ``[len(index), view, view, 3]`` of copies ``index`` at their current state."""
+        v, m = self.view, len(index)
+        envs = self.envs
+        agents = [envs[i] for i in index.tolist()]
+        xy = np.array([e.agent_pos for e in agents], dtype=np.int64).reshape(m, 2)
+        d = np.array([e.agent_dir for e in agents], dtype=np.int64)
+        base = index * self.room_words + xy[:, 0] * self.cells.shape[2] + xy[:, 1]
+        words = self.words[base[:, None, None] + self.offsets[d]]  # [m, vx, vy]
+        clear = words.view(np.uint8).reshape(m, v, v, 4)[..., 3]
+        clear_bits = np.packbits(clear, axis=1, bitorder="little")[:, 0].astype(np.intp)  # [m, vy]
+        seen_bits = np.empty((m, v), dtype=np.uint8)
+        up = np.full(m, 1 << (v // 2), dtype=np.intp)  # the agent's cell, bottom row
+        for y in reversed(range(v)):
+            row = up | (clear_bits[:, y] << v)
+            seen_bits[:, y] = self.row_seen[row]
+            up = self.row_up[row]
+        seen = np.unpackbits(seen_bits[:, None, :], axis=1, count=v, bitorder="little")
+        words *= seen  # unseen cells -> 0
+        image = np.ascontiguousarray(words.view(np.uint8).reshape(m, v, v, 4)[..., :3])
+        image[:, v // 2, v - 1] = _EMPTY
+        return image
+
+
+def _row_visibility_table(width: int) -> tuple[np.ndarray, np.ndarray]:
+    """One row of ``Grid.process_vis``, tabulated for every input.
+
+    Index ``seen | clear << width``: ``seen`` = the row's cells already marked seen
+    (bit i = cell i), ``clear`` = its cells that let sight through. Returns the
+    row's seen cells after MiniGrid's left-to-right then right-to-left sweeps,
+    and the cells of the row above that those sweeps mark seen.
+    """
+    code = np.arange(1 << (2 * width))
+    bit = np.arange(width)
+    seen = ((code[:, None] >> bit) & 1).astype(bool)  # [codes, width]
+    clear = ((code[:, None] >> (bit + width)) & 1).astype(bool)
+    up = np.zeros_like(seen)
+    for i in range(width - 1):  # left to right: a seen, clear cell shows its right and upper cells
+        through = seen[:, i] & clear[:, i]
+        seen[:, i + 1] |= through
+        up[:, i + 1] |= through
+        up[:, i] |= through
+    for i in reversed(range(1, width)):  # right to left, likewise to the left
+        through = seen[:, i] & clear[:, i]
+        seen[:, i - 1] |= through
+        up[:, i - 1] |= through
+        up[:, i] |= through
+    weights = 1 << bit
+    return (seen @ weights).astype(np.intp), (up @ weights).astype(np.intp)
 
 
 def _passable(env, x: int, y: int) -> bool:

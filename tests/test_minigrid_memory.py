@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from minigrid.minigrid_env import MiniGridEnv
 
 import envs
 from envs.minigrid_memory import MiniGridMemory, episode_seed
@@ -310,3 +311,84 @@ def test_unknown_id_lists_recall_and_minigrid_ids():
         envs.make_vec("MiniGrid-MemoryS8-v0", 4)
     for env_id in IDS:
         assert env_id in str(err.value)
+
+
+def _real_view(env) -> np.ndarray:
+    """MiniGrid's own observation of a copy (the adapter stubs ``gen_obs`` on its instances)."""
+    return MiniGridEnv.gen_obs(env)["image"]
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_fast_views_equal_minigrid_gen_obs_at_every_step(env_id):
+    """The adapter's views are MiniGrid's ``gen_obs()['image']`` at every step of many episodes:
+    half random actions of the full action space (turns at walls, pickup/drop/toggle, done),
+    half the oracle's, so episodes reach the corridor ends and the adapter resets copies."""
+    n = 6
+    vec = envs.make_vec(env_id, n, seed=3, full_action_space=True)
+    obs, _ = vec.reset(seed=3)
+    gen = torch.Generator().manual_seed(0)
+    ends = at_object = facing_wall = 0
+    steps = 90 if "S7" in env_id else 140
+    for t in range(steps):
+        for i, env in enumerate(vec._envs):
+            np.testing.assert_array_equal(obs[i].numpy(), _real_view(env), err_msg=f"copy {i} step {t}")
+            front = env.grid.get(*env.front_pos)
+            facing_wall += front is not None and front.type == "wall"
+            assert env.carrying is None  # nothing is ever picked up: the room stays as encoded
+            if t % 10 == 0:  # the room is as it was at reset (pickup/drop/toggle changed nothing)
+                p, (w, h) = vec._views.pad, (env.width, env.height)
+                np.testing.assert_array_equal(vec._views.cells[i, p:p + w, p:p + h, :3], env.grid.encode())
+        random = torch.randint(0, 7, (n,), generator=gen)
+        use_random = torch.rand(n, generator=gen) < 0.5
+        actions = torch.where(use_random, random, vec.oracle_actions())
+        obs, _, term, trunc, info = vec.step(actions)
+        ends += int(info["done"].sum())
+        at_object += int(term.sum())
+    assert ends >= n and at_object >= n // 2  # across resets, and at the corridor's ends
+    assert facing_wall >= steps  # many steps face a wall
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_fast_views_equal_minigrid_in_every_cell_and_direction(env_id):
+    """Every cell the agent can stand on (corridor ends, next to the objects, start room, off-grid
+    cells in view) in each of the 4 directions, in several layouts of each room."""
+    vec = envs.make_vec(env_id, 3, seed=1)
+    vec.reset(seed=1)
+    states = 0
+    for i, env in enumerate(vec._envs):
+        for x in range(env.width):
+            for y in range(env.height):
+                if env.grid.get(x, y) is not None:
+                    continue
+                for d in range(4):
+                    env.agent_pos, env.agent_dir = (x, y), d
+                    fast = vec._views.observe(np.array([i]))[0]
+                    np.testing.assert_array_equal(fast, _real_view(env), err_msg=f"copy {i} at {(x, y, d)}")
+                    states += 1
+    assert states >= 3 * 4 * 12  # 12 free cells in the smallest room
+
+
+def test_row_visibility_table_is_minigrid_process_vis():
+    """The per-row table reproduces Grid.process_vis on random 7x7 grids of walls and floor."""
+    from minigrid.core.grid import Grid
+    from minigrid.core.world_object import Ball, Wall
+
+    from envs.minigrid_memory import _row_visibility_table
+
+    row_seen, row_up = _row_visibility_table(7)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        grid = Grid(7, 7)
+        kinds = rng.integers(0, 3, (7, 7))  # empty, wall, ball (a ball lets sight through)
+        for x in range(7):
+            for y in range(7):
+                if kinds[x, y]:
+                    grid.set(x, y, Wall() if kinds[x, y] == 1 else Ball("green"))
+        expected = grid.process_vis(agent_pos=(3, 6))
+        clear = kinds != 1
+        up, got = 1 << 3, np.zeros((7, 7), dtype=bool)
+        for y in reversed(range(7)):
+            code = up | int(sum(int(clear[x, y]) << x for x in range(7))) << 7
+            got[:, y] = [(int(row_seen[code]) >> x) & 1 for x in range(7)]
+            up = int(row_up[code])
+        np.testing.assert_array_equal(got, expected)

@@ -124,3 +124,23 @@ def test_sampling_follows_the_policy():
         a, lp, _, _ = policy.act(obs, policy.initial_state(n, "cpu"), torch.ones(n, dtype=torch.bool))
     freq = torch.bincount(a, minlength=3).float() / n
     torch.testing.assert_close(freq, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0), atol=0.015, rtol=0)
+
+
+def test_an_image_of_ids_is_embedded_not_scaled():
+    """MiniGrid's view is a uint8 image of (object, colour, state) ids: the env says so
+    with ``symbol_counts`` and the policy embeds each id instead of dividing by 255."""
+    import envs
+    from agents.config import compose, policy_spec
+    from agents.encoders import GridEncoder, make_encoder
+
+    env = envs.make_vec("MiniGrid-MemoryS7-v0", 2)
+    spec = policy_spec(compose(["env=minigrid_memory"]), env)
+    assert spec["encoder_cfg"]["symbol_counts"] == [11, 6, 3]
+    enc = make_encoder(env.single_observation_space, **spec["encoder_cfg"])
+    assert isinstance(enc, GridEncoder)
+    obs, _ = env.reset()
+    key, ball = obs.clone(), obs.clone()
+    key[:, 0, 0, 0], ball[:, 0, 0, 0] = 5, 6  # a key and a ball differ as much as any two ids
+    assert not torch.allclose(enc(key), enc(ball))
+    with pytest.raises(ValueError, match="do not match the channels"):
+        make_encoder(env.single_observation_space, symbol_counts=[11, 6])

@@ -90,7 +90,7 @@ def test_ctrl_c_saves_then_resume_continues_the_same_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_mod.Trainer, "_log", log_then_interrupt)
-    cfg = _tiny(tmp_path, "total_steps=512", "checkpoint_every=0")
+    cfg = _tiny(tmp_path, "total_steps=512", "checkpoint_every=0", "algo.anneal_lr=true")
     first = train_mod.run(cfg)
     assert first["interrupted"]
     ckpt = load_checkpoint(first["run_dir"])
@@ -183,3 +183,18 @@ def test_curriculum_rejects_knobs_that_change_the_spaces(tmp_path):
     cfg = _tiny(tmp_path, "env.num_choices=4", "curriculum={knob: num_choices, values: [2, 4]}")
     with pytest.raises(ValueError, match="num_choices=4 changes the env.s spaces"):
         train_mod.run(cfg)
+
+
+def test_final_evaluation_reports_greedy_and_sampled(tmp_path):
+    summary = train_mod.run(_tiny(tmp_path))
+    ev = summary["eval"]
+    for mode in ("greedy", "sampled"):
+        assert ev[mode]["episodes"] == 32 and 0.0 <= ev[mode]["success_rate"] <= 1.0
+    assert ev["success_rate"] == ev["greedy"]["success_rate"]
+    tags = set(_scalars(Path(summary["run_dir"])))
+    assert {"eval/greedy_success_rate", "eval/sampled_success_rate",
+            "eval/greedy_mean_return", "eval/sampled_mean_return"} <= tags
+    only = evaluate_checkpoint(summary["run_dir"], episodes=16, num_envs=16, deterministic=False)
+    assert "sampled" in only and "greedy" not in only
+    with pytest.raises(ValueError, match="deterministic='yes'"):
+        evaluate_checkpoint(summary["run_dir"], episodes=16, num_envs=16, deterministic="yes")
