@@ -1,6 +1,6 @@
 """The report of a sweep: which memory works where, and up to which horizon.
 
-    python -m agents.report runs/horizon/20260101-120000 [--out docs/results] [--md docs/results.md]
+    python -m agents.report runs/horizon/20260101-120000 [--out docs/horizon] [--md docs/horizon.md]
 
 Reads every run folder under the given folder (a folder with ``config.yaml``): its
 ``results.json`` row (agents/results.py) and its TensorBoard events. Runs without a
@@ -12,7 +12,7 @@ a cell marked with a dagger is long-term memory, xi > K), and writes to ``--out`
 (default ``<runs>/report``): ``horizon.png`` (success against xi, a line per core, CI
 bands), ``learning_curves.png`` (training success against env steps, mean and CI over
 seeds per core), ``heatmap.png`` (core x task) and ``report.md`` (the tables and the
-figures; ``--md`` puts it elsewhere, e.g. ``docs/results.md``).
+figures; ``--md`` puts it elsewhere, e.g. ``docs/horizon.md``).
 """
 
 from __future__ import annotations
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", type=Path, help="a sweep folder (or any folder of run folders)")
     parser.add_argument("--out", type=Path, default=None, help="default: <runs>/report")
     parser.add_argument("--md", type=Path, default=None,
-                        help="the markdown file (default: <out>/report.md), e.g. docs/results.md")
+                        help="the markdown file (default: <out>/report.md), e.g. docs/horizon.md")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     args = parser.parse_args(argv)
     if not args.runs.is_dir():
