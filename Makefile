@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(PIP) torch==2.13.0 $(QUIET)
 	$(PIP) -e ".[dev]" $(QUIET)
 	$(PY) -c "import torch, gymnasium, envs, memory_modules, agents"
+# agents.report's statistics: rliable imports arch, which breaks on the wrong pandas
+	$(PY) -c "import rliable.library, hydra_plugins.hydra_joblib_launcher"
 	touch $(STAMP)
 
 # The default experiment (configs/experiment/default.yaml): GRU on DelayedMatch on the CPU,

@@ -150,11 +150,12 @@ def ppo_config(algo_cfg: Any) -> PPOConfig:
 
 
 def _default_env(args: list[str]) -> str:
-    """The env config a training command line runs when it names none: its experiment's."""
+    """The env config a training command line runs when it names none: its experiment's
+    (or its sweep's)."""
     for arg in args:
         key, _, val = arg.partition("=")
-        if key.lstrip("+") == "experiment" and val and "," not in val:
-            path = CONFIG_DIR / "experiment" / f"{val}.yaml"
+        if key.lstrip("+") in ("experiment", "sweep") and val and "," not in val:
+            path = CONFIG_DIR / key.lstrip("+") / f"{val}.yaml"
             if path.is_file():
                 for item in OmegaConf.load(path).get("defaults", []):
                     if isinstance(item, DictConfig) and "override /env" in item:

@@ -30,6 +30,7 @@ plain DT uses the usual sliding window of the last K steps.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -198,6 +199,12 @@ class DecisionTransformer(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         return dict(self._spec)
+
+    @property
+    def context_length(self) -> float:
+        """Cherepanov et al.'s context K: the window, or unlimited when the working memory
+        carries information from one window to the next."""
+        return math.inf if self.uses_memory else self.context
 
     @property
     def device(self) -> torch.device:

@@ -7,8 +7,10 @@
 
 Everything of a run goes to ``runs/<name>/<timestamp>/``: ``config.yaml`` (the
 resolved config), ``tb/`` (TensorBoard), ``checkpoints/latest.pt``,
-``videos/``. The rollout loop keeps everything on the env's device; the logged
-scalars cross to the host once per update, in one transfer.
+``videos/``, ``results.json`` (agents/results.py). A multirun (``-m``) puts its
+runs in ``runs/<name>/<timestamp>/<overrides>/`` (agents/sweep.py). The rollout
+loop keeps everything on the env's device; the logged scalars cross to the host
+once per update, in one transfer.
 
 Faults (see ``agents.signals``): SIGINT (Ctrl-C), SIGTERM, SIGHUP and SIGUSR1
 finish the update in progress, write the checkpoint, print how to resume and
@@ -62,9 +64,11 @@ from agents.evaluate import EVAL_SEED_OFFSET, MODES, evaluate_modes
 from agents.lr_schedule import LinearDecay
 from agents.ppo import PPO
 from agents.record import record_policy
+from agents.results import write_results
 from agents.rollout import Rollout
 from agents.run_dir import new_run_dir
 from agents.signals import GracefulStop
+from agents.sweep import in_multirun
 from agents.tree import tree_map
 from agents.video import add_video, play_episodes
 from envs import rng
@@ -164,6 +168,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.ckpt_path = run_dir / CHECKPOINT_DIR / LATEST
+        self.started = time.time()  # the wall time of results.json
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         self.device = torch.device(cfg.device)
@@ -470,6 +475,7 @@ class Trainer:
               + (f"  video: {out['video']}" if "video" in out else ""), file=sys.stderr, flush=True)
         if "eval" in out:
             print(json.dumps(out["eval"]), flush=True)
+        write_results(self, out)
         return out
 
 
@@ -492,8 +498,10 @@ def main() -> None:
         except (NonFiniteLossError, ValueError, FileNotFoundError) as err:
             # Expected failures (bad knob, bad device, damaged checkpoint...): one line.
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if in_multirun():
+                raise  # the sweep marks this job failed and runs the rest; sys.exit would end it
             sys.exit(1)
-        if summary["interrupted"]:
+        if summary["interrupted"] and not in_multirun():
             sys.exit(summary.get("exit_status", 130))
 
     _app()

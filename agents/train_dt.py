@@ -56,8 +56,10 @@ from agents.config import env_knobs, make_env
 from agents.device import check_device
 from agents.dt import DecisionTransformer
 from agents.dt_eval import EVAL_SEED_OFFSET, check_env_fits, core_name, evaluate_dt
+from agents.results import dt_results_row, write_results
 from agents.run_dir import new_run_dir
 from agents.signals import GracefulStop
+from agents.sweep import in_multirun
 
 FINETUNE_CHOICES = ("none", "memory")
 LOSS_STEPS = ("decision", "all")
@@ -175,6 +177,7 @@ class DTTrainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
         self.ckpt_path = run_dir / CHECKPOINT_DIR / LATEST
+        self.started = time.time()  # the wall time of results.json
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         self.device = torch.device(cfg.device)
@@ -398,6 +401,8 @@ class DTTrainer:
         elif int(cfg.eval.episodes):
             summary["eval"] = self.evaluate()
             print(json.dumps(summary["eval"]), flush=True)
+        if not interrupted:
+            write_results(self, summary, dt_results_row)
         self.writer.close()
         return summary
 
@@ -445,8 +450,10 @@ def main() -> None:
             summary = run(cfg)
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if in_multirun():
+                raise  # the sweep marks this job failed and runs the rest; sys.exit would end it
             sys.exit(1)
-        if summary["interrupted"]:
+        if summary["interrupted"] and not in_multirun():
             sys.exit(summary["exit_status"])
 
     _app()

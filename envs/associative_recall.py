@@ -75,6 +75,11 @@ class AssociativeRecall(BatchedEnv):
         """Expected return of a uniform random policy."""
         return 1.0 / self.vocab_size
 
+    @property
+    def memory_horizon(self) -> int:
+        # The first pair (step 0) queried at the last step.
+        return self.last_step + 1
+
     def _spaces(self):
         v = self.vocab_size + 1
         obs = gym.spaces.MultiDiscrete(np.array([3, v, v], dtype=np.int64))

@@ -18,8 +18,10 @@ own shape and its own colour (8 shapes, 8 colours, all distinct in a room).
 
 Levels: num_dancers in {2, 4, 8} x delay in {16, 48}.
 Actions (8): the compass moves N, NE, E, SE, S, SW, W, NW; walls block.
-Chance: 1 / num_dancers. Memory horizon: from the end of the named dance to
-the instruction, delay + 1 to num_dancers * (16 + delay) - 15 steps.
+Chance: 1 / num_dancers. Memory horizon: from the last step of the named dance
+to the earliest step on its dancer (three moves from the centre, the first at
+the instruction): when the first dance is named, xi = num_dancers * (16 + delay)
+- 12 (the last dance named: delay + 4).
 
 Observation, by default (MultiDiscrete, length 122): the egocentric 11 x 11
 view centred on the agent, row by row, with cell ids 0 floor, 1 wall (also
@@ -205,6 +207,11 @@ class Ballet(BatchedEnv):
     @property
     def chance(self) -> float:
         return 1.0 / self.num_dancers
+
+    @property
+    def memory_horizon(self) -> int:
+        # First dance ends at step 15; moves start at watch_steps and the third lands.
+        return (self.watch_steps + 2) - (DANCE_STEPS - 1) + 1
 
     def _spaces(self):
         if self.pixels:

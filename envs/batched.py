@@ -87,6 +87,17 @@ class BatchedEnv(gym.vector.VectorEnv):
     def _transition(self, actions: torch.Tensor):
         raise NotImplementedError
 
+    @property
+    def memory_horizon(self) -> int:
+        """Cherepanov et al.'s (2024) correlation horizon xi = t_recall - t_event + 1.
+
+        t_event is the last step at which the information to recall is observable,
+        t_recall the first step at which the action that needs it can be taken; over the
+        episodes the knobs allow, the largest such xi. A policy that sees its last K
+        observations solves every episode only if K >= xi; xi > K is long-term memory.
+        """
+        raise NotImplementedError
+
     def oracle_actions(self) -> torch.Tensor:
         """The optimal action of every copy in its current state (may read hidden state)."""
         raise NotImplementedError

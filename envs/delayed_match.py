@@ -4,7 +4,8 @@ A sample symbol is shown for ``cue_steps`` steps, then ``delay`` steps of random
 distractor symbols (or blanks), then ``num_choices`` options appear, one equal
 to the sample, in random order; the action picks one. Reward 1 for the match,
 else 0; the episode ends at the choice. Actions before the choice do nothing.
-Chance = 1 / num_choices. Memory horizon = delay + cue_steps steps.
+Chance = 1 / num_choices. Memory horizon: the last cue step (cue_steps - 1) to
+the choice (cue_steps + delay): xi = delay + 2.
 
 Observation (MultiDiscrete, length 2 + num_choices):
 ``[phase, symbol, option_1 .. option_k]`` with phase 0 = cue, 1 = delay,
@@ -66,6 +67,10 @@ class DelayedMatch(BatchedEnv):
     @property
     def chance(self) -> float:
         return 1.0 / self.num_choices
+
+    @property
+    def memory_horizon(self) -> int:
+        return self.delay + 2
 
     def _spaces(self):
         k, s = self.num_choices, self.num_symbols

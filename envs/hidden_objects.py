@@ -17,8 +17,9 @@ them are inside the agent's first view and no two objects touch.
 
 Actions: 0 noop, 1 up, 2 right, 3 down, 4 left.
 Chance: 1 / num_objects for a policy that walks to some box.
-Memory horizon: delay + 1 steps from the last sight of the objects to the cue,
-plus the walk to the box.
+Memory horizon: from the last sight of the objects (step show_steps - 1) to the
+first query step, when an agent already next to the box can step onto it:
+xi = delay + 2; a longer walk adds its length.
 
 Observation (MultiDiscrete, length view*view + 2, or size*size + 2 with
 ``full_view``): the cells of the egocentric window row by row (cell ids: 0
@@ -110,6 +111,10 @@ class HiddenObjects(BatchedEnv):
     @property
     def chance(self) -> float:
         return 1.0 / self.num_objects
+
+    @property
+    def memory_horizon(self) -> int:
+        return self.delay + 2
 
     def _spaces(self):
         cells = self.size**2 if self.full_view else self.view**2

@@ -139,6 +139,18 @@ class MiniGridMemory(BatchedEnv):
     def max_steps(self) -> int:
         return int(self._envs[0].max_steps)
 
+    @property
+    def memory_horizon(self) -> int:
+        """The shortest solution's horizon in the longest hallway the room draws.
+
+        An agent that starts next to the start room (x = 1) sees the cue at step 0 and
+        reaches the matching object's cell at step hallway_end + 1 (hallway_end forward
+        moves, one turn, one move): xi = hallway_end + 2 with hallway_end = width - 3,
+        the fixed rooms' length and the Random rooms' longest. An agent that starts
+        further east, or detours, carries the cue for longer, so this is a lower bound.
+        """
+        return int(self._envs[0].width) - 1
+
     def _spaces(self):
         image = self._envs[0].observation_space["image"]
         obs = gym.spaces.Box(0, 255, image.shape, dtype=np.uint8)

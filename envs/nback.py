@@ -6,7 +6,8 @@ agent answers 1 if the symbol now shown equals the one n steps back, else 0
 probability ``match_prob``. Reward +1/(length - n) for each right answer and
 -1/(length - n) for each wrong one, so the return lies in [-1, 1];
 ``success`` = at least 90% right. Chance: return 0, 50% right.
-Memory horizon = n steps, all episode long.
+Memory horizon: the symbol of step t - n is needed at step t, all episode long
+(xi = n + 1).
 
 Observation (MultiDiscrete): ``[symbol, answer_due]`` with symbol in
 1..num_symbols and answer_due 1 from step n on.
@@ -54,6 +55,10 @@ class NBack(BatchedEnv):
     @property
     def chance(self) -> float:
         return 0.5
+
+    @property
+    def memory_horizon(self) -> int:
+        return self.n + 1
 
     def _spaces(self):
         obs = gym.spaces.MultiDiscrete(np.array([self.num_symbols + 1, 2], dtype=np.int64))

@@ -90,6 +90,11 @@ class CardTask(BatchedEnv):
         """Expected return of a uniform random policy (POPGym's scale: 2p - 1)."""
         return 2.0 / self.single_action_space.n - 1.0
 
+    @property
+    def memory_horizon(self) -> int:
+        # RepeatFirst, CountRecall and Autoencode need the card of step 0 at the last step.
+        return self.episode_steps
+
     def _start_state(self) -> None:
         """Allocate the task's own state (called before the first deal)."""
 
@@ -264,6 +269,10 @@ class RepeatPrevious(CardTask):
 
     def answered(self):
         return self.t >= self.k - 1
+
+    @property
+    def memory_horizon(self) -> int:
+        return self.k
 
     def _observe(self):
         return self.ring.gather(1, (self.t % self.k)[:, None])

@@ -69,6 +69,10 @@ class PassiveTMaze(BatchedEnv):
     def episode_steps(self) -> int:
         return self.length + 1
 
+    @property
+    def memory_horizon(self) -> int:
+        return self.length + 1
+
     def _spaces(self):
         return gym.spaces.MultiDiscrete(np.array([2, 3], dtype=np.int64)), gym.spaces.Discrete(4)
 

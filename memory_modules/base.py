@@ -28,6 +28,16 @@ class MemoryCore(nn.Module):
     input_size: int
     output_size: int
 
+    @property
+    def context_length(self) -> float:
+        """The agent's context K of Cherepanov et al. (2024): how many of the latest steps
+        (the current one included) the output at a step can depend on.
+
+        ``math.inf`` for a recurrent state that carries information without a limit. A
+        result on a task with memory horizon xi > K shows long-term memory.
+        """
+        raise NotImplementedError
+
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         raise NotImplementedError
 

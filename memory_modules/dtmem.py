@@ -52,6 +52,8 @@ attention over those memories, so a caller can reuse either half.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -60,6 +62,8 @@ from memory_modules.base import MemoryCore, State
 
 
 class DTMemCore(MemoryCore):
+    context_length = math.inf
+
     def __init__(
         self, input_size: int, hidden_size: int = 128, mem_slots: int = 8, num_heads: int = 4
     ):

@@ -144,6 +144,11 @@ class GTrXLCore(MemoryCore):
             "table", sinusoid_table(torch.arange(window + 1), hidden_size), persistent=False
         )
 
+    @property
+    def context_length(self) -> int:
+        # Each layer reaches window steps further back through the previous layer's cache.
+        return self.num_layers * self.window + 1
+
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         dtype = self.embed.weight.dtype
         state = {

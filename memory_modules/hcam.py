@@ -283,6 +283,13 @@ class HCAMCore(MemoryCore):
             "chunk_pos", sinusoid_table(torch.arange(chunk_size), hidden_size), persistent=False
         )
 
+    @property
+    def context_length(self) -> int:
+        # What every step can reach: max_chunks completed chunks and itself (the partly
+        # filled chunk adds up to chunk_size - 1 more at some steps), and each layer
+        # reaches as far again back through the previous layer's chunks.
+        return self.num_layers * self.max_chunks * self.chunk_size + 1
+
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         B, M, C, H = batch_size, self.max_chunks, self.chunk_size, self.hidden_size
         dtype = self.embed.weight.dtype

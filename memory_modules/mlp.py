@@ -20,6 +20,10 @@ class MLPCore(MemoryCore):
             width = hidden_size
         self.net = nn.Sequential(*layers)
 
+    @property
+    def context_length(self) -> float:
+        return 1
+
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         # An empty state still carries the batch dimension, so rollouts can index it.
         return {"empty": torch.zeros(batch_size, 0, device=device)}

@@ -32,6 +32,8 @@ depends on the past.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -80,6 +82,8 @@ class _RowMLP(nn.Module):
 
 
 class RMCCore(MemoryCore):
+    context_length = math.inf
+
     def __init__(
         self,
         input_size: int,

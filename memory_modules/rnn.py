@@ -38,6 +38,8 @@ the usual forget-gate bias trick, so memory lasts across long delays from the st
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +59,8 @@ Hidden = tuple[torch.Tensor, ...]  # one [1, N, H] tensor per state key, for one
 
 class _FusedRNNCore(MemoryCore):
     """Shared logic of the LSTM and GRU cores; subclasses name the module and state keys."""
+
+    context_length = math.inf
 
     _rnn_cls: type[nn.RNNBase]
     _state_keys: tuple[str, ...]
