@@ -70,18 +70,34 @@ def _spread(values: list[float]) -> str:
     return f"{mean:.3f} ({min(values):.3f}..{max(values):.3f})"
 
 
+def labels(run_dir: str) -> dict:
+    """The task's level, xi, chance and the core's K, from the run's own config."""
+    from omegaconf import OmegaConf
+
+    from agents.config import env_knobs, make_env, make_policy, policy_spec
+
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    env = make_env(cfg.env, 1, "cpu", 0)
+    knobs = ", ".join(f"{k}={v}" for k, v in env_knobs(cfg.env).items())
+    context = make_policy(policy_spec(cfg, env)).core.context_length
+    return {"task": f"{cfg.env.id.split('/')[-1]} ({knobs})", "xi": env.memory_horizon,
+            "chance": env.chance, "K": "inf" if context == float("inf") else int(context)}
+
+
 def table(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         if "eval" in row:
             groups[(row["experiment"], row["eval"]["core"])].append(row)
-    out = ["| experiment | core | seeds | env steps | wall (min) | greedy success | "
-           "sampled success | greedy return | sampled return |",
-           "|---|---|---:|---:|---:|---|---|---|---|"]
+    out = ["| experiment | core | task (knobs) | xi | K | chance | seeds | env steps | "
+           "wall (min) | greedy success | sampled success | greedy return | sampled return |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
     for (exp, core), rs in sorted(groups.items()):
         ev = [r["eval"] for r in rs]
+        lab = labels(ev[0]["run_dir"])
         out.append(
-            f"| {exp} | {core} | {len(rs)} | {ev[0]['global_step']:,} | "
+            f"| {exp} | {core} | {lab['task']} | {lab['xi']} | {lab['K']} | {lab['chance']:.3g} | "
+            f"{len(rs)} | {ev[0]['global_step']:,} | "
             f"{_spread([r['wall_s'] / 60 for r in rs])} | "
             f"{_spread([e['greedy']['success_rate'] for e in ev])} | "
             f"{_spread([e['sampled']['success_rate'] for e in ev])} | "
@@ -94,18 +110,29 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def read_rows(out: Path) -> list[dict]:
+    """Every run logged in ``out/runs.jsonl`` (earlier invocations included)."""
+    with open(out / "runs.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiments", nargs="+", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--experiments", nargs="+", default=[])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--control", action="store_true", help="also run each with core=mlp")
     parser.add_argument("--control-seeds", nargs="+", type=int, default=None,
                         help="seeds of the mlp control (default: --seeds)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/acceptance"))
     parser.add_argument("--runs-root", type=Path, default=None)
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: print the table of <out>/runs.jsonl")
     parser.add_argument("overrides", nargs="*", help="extra key=value for every run")
     args = parser.parse_args(argv)
+    if args.table_only:
+        print(table(read_rows(args.out)))
+        return 0
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -124,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush()
-    # The table covers every run logged in this folder (earlier invocations included).
-    with open(args.out / "runs.jsonl") as f:
-        text = table([json.loads(line) for line in f if line.strip()])
+    text = table(read_rows(args.out))
     (args.out / "table.md").write_text(text + "\n")
     print(text)
     return 0 if all("eval" in r for r in rows) else 1
