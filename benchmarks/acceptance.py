@@ -88,11 +88,12 @@ def table(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         if "eval" in row:
-            groups[(row["experiment"], row["eval"]["core"])].append(row)
+            # runs of one experiment at another budget (a config changed) get a row of their own
+            groups[(row["experiment"], row["eval"]["core"], row["eval"]["global_step"])].append(row)
     out = ["| experiment | core | task (knobs) | xi | K | chance | seeds | env steps | "
            "wall (min) | greedy success | sampled success | greedy return | sampled return |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
-    for (exp, core), rs in sorted(groups.items()):
+    for (exp, core, _), rs in sorted(groups.items()):
         ev = [r["eval"] for r in rs]
         lab = labels(ev[0]["run_dir"])
         out.append(
