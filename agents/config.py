@@ -92,9 +92,9 @@ def load_env_config(choice: str) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 
-def env_knob_names(env_id: str) -> list[str]:
-    """The knobs the config of ``env_id`` holds (its ``id`` aside)."""
-    cfg = load_env_config(env_id)
+def env_knob_names(choice: str) -> list[str]:
+    """The knobs the task config ``choice`` (a configs/env name or an env id) holds."""
+    cfg = load_env_config(choice)
     return sorted(k for k in cfg if k != "id")
 
 
@@ -193,8 +193,7 @@ def env_overrides(args: list[str]) -> list[str]:
         else:
             out.append(arg)
     for name in chosen or [_default_env(args)]:
-        cfg = OmegaConf.load(CONFIG_DIR / "env" / f"{name}.yaml")
-        accepted = sorted(k for k in cfg if k != "id")
+        accepted = env_knob_names(name)
         for arg, knob in knobs:
             if knob not in accepted:
                 raise ValueError(f"{arg}: env {name} has no knob {knob!r}; "
