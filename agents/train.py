@@ -75,7 +75,7 @@ from envs import rng
 
 # Top-level keys a resumed run may change from the command line (others come from the run).
 RESUMABLE_KEYS = ("total_steps", "device", "threads", "progress", "checkpoint_every",
-                  "video_every", "eval_every", "eval")
+                  "video_every", "eval_every", "eval_every_seconds", "eval")
 GROUPS = ("env", "core", "algo", "experiment")
 # What one rollout hands the next (and a checkpoint keeps): the observation, core state,
 # episode starts and previous action/reward of every env copy.
@@ -179,6 +179,8 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
+        if float(cfg.get("eval_every_seconds") or 0) < 0:
+            raise ValueError(f"eval_every_seconds={cfg.eval_every_seconds} must be >= 0 (0: none)")
         self.algo = ppo_config(cfg.algo)
         self.global_step = 0
         self.update = 0
@@ -337,6 +339,8 @@ class Trainer:
         ep_length = torch.zeros(T, B, device=device)
         ep_success = torch.zeros(T, B, dtype=torch.bool, device=device)
         session_steps, t_start = 0, time.perf_counter()
+        every_s = float(cfg.get("eval_every_seconds") or 0)
+        next_eval = time.perf_counter() + every_s  # training time only: set after each evaluation
 
         # Between two iterations is the one safe point: a stop request waits for it.
         while self.update < self.num_updates and not stop.requested:
@@ -406,8 +410,10 @@ class Trainer:
                 self.save()
             if cfg.video_every and self.update % int(cfg.video_every) == 0:
                 self._video()
-            if cfg.get("eval_every") and self.update % int(cfg.eval_every) == 0:
+            if (cfg.get("eval_every") and self.update % int(cfg.eval_every) == 0) or (
+                    every_s and time.perf_counter() >= next_eval):
                 self._evaluate(int(cfg.eval.get("during_episodes", 128)))
+                next_eval = time.perf_counter() + every_s
 
     def _log(self, n_ep, ret_sum, len_sum, succ_sum, ev, s, sps, lr) -> None:
         w, step = self.writer, self.global_step
@@ -445,6 +451,7 @@ class Trainer:
         """
         ev = self.cfg.eval
         n = min(int(ev.num_envs), episodes)
+        started = time.perf_counter()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(self.cfg.seed) + self.update)
@@ -456,6 +463,8 @@ class Trainer:
                 for key in ("success_rate", "mean_return"):
                     self.writer.add_scalar(f"eval/{mode}_{key}", result[mode][key],
                                            self.global_step)
+        # How long this evaluation held training up (benchmarks/peers.py subtracts it).
+        self.writer.add_scalar("eval/seconds", time.perf_counter() - started, self.global_step)
         return result
 
     def _finish(self) -> dict[str, Any]:

@@ -213,3 +213,15 @@ def test_eval_every_logs_curves_and_leaves_training_unchanged(tmp_path):
     a = load_checkpoint(plain["run_dir"])["model"]
     b = load_checkpoint(evald["run_dir"])["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_every_seconds_evaluates_by_training_time_and_logs_its_cost(tmp_path):
+    # A tiny interval: an evaluation after every update (4 updates), greedy only.
+    run = train_mod.run(_tiny(tmp_path, "total_steps=512", "eval_every_seconds=1e-6",
+                              "eval.during_episodes=8", "eval.deterministic=true", "eval.episodes=0"))
+    scalars = _scalars(Path(run["run_dir"]))
+    assert [e.step for e in scalars["eval/greedy_success_rate"]] == [128, 256, 384, 512]
+    assert "eval/sampled_success_rate" not in scalars
+    assert all(e.value > 0 for e in scalars["eval/seconds"])
+    with pytest.raises(ValueError, match="eval_every_seconds=-1 must be >= 0"):
+        train_mod.run(_tiny(tmp_path / "bad", "eval_every_seconds=-1"))
