@@ -128,6 +128,16 @@ def batched_sps(env_id: str, n: int, device: str, seconds: float, knobs: dict) -
             return {"sps": steps * n / elapsed, "cpu": (time.process_time() - cpu0) / elapsed}
 
 
+def _tolerant(fn, *args) -> dict | str:
+    """``fn(*args)``, or the error as one line (e.g. out of memory at 1 M copies on a GPU)."""
+    try:
+        return fn(*args)
+    except (RuntimeError, MemoryError, ValueError) as err:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+
+
 def single_sps(make, seconds: float) -> dict:
     """One gymnasium env stepped with random actions, reset at each episode end."""
     env = make()
@@ -213,8 +223,9 @@ def render(rows: list[dict], devices: list[str]) -> str:
                 "| gymnax jit+vmap+scan | recall-rl / gymnax |",
                 "|---|---|---:|" + "---:|" * len(devices) + "---:|---:|---:|---:|"]
         for r in batched:
-            ours = r["recall"].get("cpu", {}).get("sps") if "cpu" in devices else None
-            cells = " | ".join(fmt(r["recall"][d]["sps"]) if d in r["recall"] else "-" for d in devices)
+            mine = r["recall"].get("cpu")
+            ours = mine["sps"] if isinstance(mine, dict) else None
+            cells = " | ".join(_peer_cell(r["recall"].get(d)) for d in devices)
             pop, gx = r.get("popgym"), r.get("gymnax")
             out.append(
                 f"| {r['env']} | {r['level']} | {r['num_envs']} | {cells} | {_peer_cell(pop)} "
@@ -272,7 +283,7 @@ def measure(tasks, sizes, devices, seconds, threads, peers=True, install=True, s
                 row["popgym"] = popgym_missing or single_sps(partial(gym.make, pid), seconds)
         else:
             row["num_envs"] = n
-            row["recall"] = {d: batched_sps(env_id, n, d, seconds, knobs) for d in devices}
+            row["recall"] = {d: _tolerant(batched_sps, env_id, n, d, seconds, knobs) for d in devices}
             if pid:
                 row["popgym"] = popgym_missing or (
                     sync_vector_sps(partial(gym.make, pid), n, seconds) if n <= sync_max else None)
@@ -308,16 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the measurements here")
     args = parser.parse_args(argv)
     if args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+        raise SystemExit(f"error: --threads {args.threads} is not accepted; accepted: >= 1")
     if args.seconds <= 0:
-        parser.error(f"--seconds must be > 0, got {args.seconds}")
+        raise SystemExit(f"error: --seconds {args.seconds:g} is not accepted; accepted: > 0")
     bad = [n for n in args.num_envs if n < 1]
     if bad:
-        parser.error(f"--num-envs must be >= 1, got {bad[0]}")
+        raise SystemExit(f"error: --num-envs {bad[0]} is not accepted; accepted: >= 1")
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     for d in devices:
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            parser.error(f"--devices {d}: this torch build sees no CUDA device; accepted: cpu")
+        if d != "cpu" and not (d.startswith("cuda") and torch.cuda.is_available()):
+            raise SystemExit(f"error: --devices {d} is not accepted here; accepted: cpu"
+                             + (", cuda" if torch.cuda.is_available() else " (this torch sees no CUDA device)"))
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 

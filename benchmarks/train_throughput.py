@@ -14,6 +14,7 @@ and ``--device`` is not given.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. algo.update_epochs=2")
     args = parser.parse_args()
     if args.threads:
@@ -94,6 +96,7 @@ def main() -> None:
           f"overrides: {' '.join(args.overrides) or 'none'}\n")
     print("| core | device | num_envs | train steps/s | rollout steps/s |")
     print("| --- | --- | ---: | ---: | ---: |")
+    rows = []
     for device in devices:
         for core in cores:
             for n in sizes:
@@ -101,9 +104,15 @@ def main() -> None:
                     r = measure(core, n, device, args.updates, args.overrides)
                 except Exception as err:  # a core still being written, out of memory...
                     print(f"| {core} | {device} | {n} | error: {type(err).__name__}: {err} | |")
+                    rows.append({"core": core, "device": device, "num_envs": n,
+                                 "error": f"{type(err).__name__}: {str(err)[:200]}"})
                     continue
                 print(f"| {core} | {device} | {n} | {r['sps']:,.0f} | {r['rollout_sps']:,.0f} |",
                       flush=True)
+                rows.append({"core": core, "device": device, "num_envs": n, "sps": r["sps"],
+                             "rollout_sps": r["rollout_sps"]})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"overrides": args.overrides, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
