@@ -448,39 +448,41 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _positive(kind, low=0.0):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > low:
-            raise argparse.ArgumentTypeError(f"{text} must be > {low:g}")
-        return value
-    return parse
-
-
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(RECIPES), choices=list(RECIPES), metavar="TASK",
                    help=f"configs/env names (default all: {', '.join(RECIPES)})")
     p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=list(FRAMEWORKS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--max-minutes", type=_positive(float), default=10.0,
-                   help="wall-clock cap per framework run (> 0)")
+    p.add_argument("--max-minutes", type=float, default=10.0, help="wall-clock cap per framework run")
     p.add_argument("--bar", type=float, default=0.9, help="greedy success (or return) counted as solved")
-    p.add_argument("--eval-every-seconds", type=_positive(float), default=5.0,
-                   help="training seconds between greedy evaluations (> 0)")
-    p.add_argument("--eval-episodes", type=_positive(int), default=256, help="episodes per evaluation")
+    p.add_argument("--eval-every-seconds", type=float, default=5.0,
+                   help="training seconds between greedy evaluations")
+    p.add_argument("--eval-episodes", type=int, default=256, help="episodes per evaluation")
     p.add_argument("--device", default="cpu", help="cpu or cuda (all frameworks)")
-    p.add_argument("--threads", type=_positive(int), default=1, help="torch CPU threads, all frameworks")
-    p.add_argument("--out", default="runs/peers/solve.jsonl", help="JSON lines, one per run (appended)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, all frameworks")
+    p.add_argument("--out", default="runs/peers/solve.jsonl",
+                   help="JSON lines, one per run (appended); the runs' logs go beside it")
     p.add_argument("--table-only", action="store_true", help="print the table of --out and stop")
     p.add_argument("--logdir", help=argparse.SUPPRESS)
     p.add_argument("--_worker", dest="worker", choices=("sf", "sb3"), help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p
+
+
+def check_args(a) -> None:
+    """One line naming the bad value and what is accepted."""
+    for name, value, low in (("--max-minutes", a.max_minutes, 0), ("--eval-every-seconds",
+                             a.eval_every_seconds, 0), ("--eval-episodes", a.eval_episodes, 0),
+                             ("--threads", a.threads, 0)):
+        if not value > low:
+            raise SystemExit(f"error: {name} {value:g} is not accepted; accepted: > {low}")
     if not -1 <= a.bar <= 1:
-        p.error(f"--bar must be in [-1, 1], got {a.bar}")
+        raise SystemExit(f"error: --bar {a.bar:g} is not accepted; accepted: -1 to 1")
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    check_args(a)
     if a.worker:
         spec = task_spec(a.tasks[0])
         if a.worker == "sb3":
@@ -493,7 +495,10 @@ def main(argv=None) -> int:
         return 0
     from agents.device import check_device
 
-    check_device(a.device)
+    try:
+        check_device(a.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = out.parent / f"logs_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     jobs = [(t, fw, s) for t in a.tasks for s in a.seeds for fw in a.frameworks]
