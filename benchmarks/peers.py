@@ -246,11 +246,11 @@ def sf_worker(spec: dict, seed: int, a) -> int:
             if not clock.due():
                 return
             started = time.perf_counter()
-            ac = runner.learners[0].learner.actor_critic
+            learner = runner.learners[0].learner  # its step count is current; the runner's lags
             with torch.no_grad():
-                succ, rets, _ = play_episodes(ac, runner.cfg, a.eval_episodes, a.eval_episodes,
-                                              seed + EVAL_SEED_OFFSET, True, a.device)
-            clock.log(int(runner.env_steps.get(0, 0)), sum(succ) / len(succ), sum(rets) / len(rets),
+                succ, rets, _ = play_episodes(learner.actor_critic, runner.cfg, a.eval_episodes,
+                                              a.eval_episodes, seed + EVAL_SEED_OFFSET, True, a.device)
+            clock.log(int(learner.env_steps), sum(succ) / len(succ), sum(rets) / len(rets),
                       time.perf_counter() - started)
             if clock.solved:
                 runner.cfg.train_for_seconds = 0  # the runner stops after this training step
