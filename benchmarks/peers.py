@@ -120,7 +120,8 @@ def _recall_cmd(spec, a, seed, logdir):
             f"threads={a.threads}", f"runs_root={logdir}", "name=peers", "progress=false",
             "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0",
             f"eval_every_seconds={a.eval_every_seconds}", "eval.deterministic=true",
-            f"eval.during_episodes={a.eval_episodes}", f"eval.num_envs={a.eval_episodes}"]
+            f"eval.during_episodes={a.eval_episodes}", f"eval.num_envs={a.eval_episodes}",
+            *a.recall_overrides]
 
 
 def _worker_cmd(fw, spec, a, seed, logdir):
@@ -336,6 +337,7 @@ def run_one(fw: str, spec: dict, seed: int, a, workdir: Path) -> dict:
            "hidden": spec["hidden"], "metric": spec["metric"], "bar": a.bar,
            "max_minutes": a.max_minutes, "threads": a.threads, "device": a.device,
            "eval_every_s": a.eval_every_seconds, "eval_episodes": a.eval_episodes,
+           **({"recall_overrides": a.recall_overrides} if fw == "recall" and a.recall_overrides else {}),
            "commit": _commit(), "machine": f"{os.cpu_count()} CPUs {platform.machine()}",
            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "load_before": round(os.getloadavg()[0], 2), "log": str(logdir / "stdout.txt")}
@@ -435,7 +437,8 @@ def render(rows: list[dict]) -> str:
     for r in rows:
         def g(k, f="{}", r=r):
             return f.format(r[k]) if r.get(k) is not None else "-"
-        out.append(f"| {NAMES[r['framework']]} | {r['task']} | {r['seed']} | {r['status']} "
+        name = " ".join([NAMES[r["framework"]], *r.get("recall_overrides", [])])
+        out.append(f"| {name} | {r['task']} | {r['seed']} | {r['status']} "
                    f"| {g('solve_s')} | {g('solve_wall_s')} | {g('steps_at_solve', '{:,}')} "
                    f"| {g('sps', '{:,}')} | {g('best', '{:.3f}')} | {g('evals')} "
                    f"| {g('load_before')} / {g('load_after')} | {r['commit']} |")
@@ -461,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=256, help="episodes per evaluation")
     p.add_argument("--device", default="cpu", help="cpu or cuda (all frameworks)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, all frameworks")
+    p.add_argument("--recall-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra agents.train overrides for recall-rl (a probe, not its recipe)")
     p.add_argument("--out", default="runs/peers/solve.jsonl",
                    help="JSON lines, one per run (appended); the runs' logs go beside it")
     p.add_argument("--table-only", action="store_true", help="print the table of --out and stop")

@@ -72,6 +72,12 @@ def test_each_framework_run_stops_at_the_bar(tmp_path, fw):
     assert row["steps_at_solve"] > 0 and row["metric"] == "return"
 
 
+def test_recall_overrides_reach_the_trainer_and_the_row(tmp_path):
+    a = peers.build_parser().parse_args(["--recall-overrides", "algo.num_envs=64"])
+    cmd = peers._recall_cmd(peers.task_spec("repeat_previous"), a, 0, tmp_path)
+    assert cmd[-1] == "algo.num_envs=64" and "experiment=gru_repeat_previous" in cmd
+
+
 def test_main_appends_one_json_line_per_run_and_prints_the_table(tmp_path):
     out = tmp_path / "solve.jsonl"
     argv = ["--tasks", "minigrid_memory", "--frameworks", "sf", "--out", str(out)]
