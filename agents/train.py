@@ -417,7 +417,9 @@ class Trainer:
             w.add_scalar("charts/episode_length", len_sum / n_ep, step)
         w.add_scalar("charts/SPS", sps, step)
         if self.curriculum.active:
-            w.add_scalar(f"curriculum/{self.curriculum.knob}", self.curriculum.value, step)
+            w.add_scalar("curriculum/stage", self.curriculum.stage + 1, step)
+            for knob, value in self.curriculum.knob_values().items():
+                w.add_scalar(f"curriculum/{knob}", value, step)
         w.add_scalar("charts/learning_rate", lr, step)
         w.add_scalar("losses/policy_loss", s["pg_loss"], step)
         w.add_scalar("losses/value_loss", s["v_loss"], step)
