@@ -347,6 +347,8 @@ class Trainer:
                     rollout.store_state(t, state)
                     action, logp, value, state = policy.act(obs, state, starts, prev_a, prev_r)
                     rollout.store_step(t, obs, starts, prev_a, prev_r, action, logp, value)
+                    if algo.mask_ignored_actions:
+                        rollout.store_acting(t, env.actions_matter())
                     obs, reward, terminated, truncated, info = env.step(action)
                     done = terminated | truncated
                     learn_reward = reward
