@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from agents.device import check_device
 from agents.signals import GracefulStop
 from envs.rng import SEED_LIMIT
 
@@ -97,15 +98,15 @@ def _export_slurm_tasks() -> None:
 
 def rank_device(name: str, local_rank: int) -> torch.device:
     """The device of the process with ``local_rank`` on its node in a multi-rank run."""
-    device = torch.device(str(name))
+    if str(name).startswith("cuda:"):
+        raise ValueError(f"device={name} in a run of several ranks would put every rank on one "
+                         "GPU; give device=cuda: each rank takes cuda:<LOCAL_RANK>")
+    device = check_device(name)
     if device.type == "cpu":
         return device
     if device.type != "cuda":
         raise ValueError(f"device={name} in a run of several ranks; accepted: cpu (gloo) or "
                          "cuda (nccl)")
-    if device.index is not None:
-        raise ValueError(f"device={name} in a run of several ranks would put every rank on GPU "
-                         f"{device.index}; give device=cuda: each rank takes cuda:<LOCAL_RANK>")
     visible = torch.cuda.device_count()
     if local_rank >= visible:
         raise ValueError(f"LOCAL_RANK={local_rank} but only {visible} GPU(s) visible on this "
