@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -70,22 +71,22 @@ def _ranks(target, *args, world: int = 2, timeout: float = 240) -> list:
     """``target(rank, *args)`` in ``world`` forked processes forming one process group
     (as torchrun's variables make it); each rank's return value, in rank order."""
     ctx = multiprocessing.get_context("fork")
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"ranks-{os.getpid()}-{time.monotonic_ns()}"
-    out.mkdir()
     port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(target, r, world, port, out, args))
-             for r in range(world)]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    results = [torch.load(out / f"rank{r}.pt", weights_only=False)
-               if (out / f"rank{r}.pt").exists() else {"error": "no result (hung or killed)"}
-               for r in range(world)]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        procs = [ctx.Process(target=_rank_main, args=(target, r, world, port, out, args))
+                 for r in range(world)]
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        results = [torch.load(out / f"rank{r}.pt", weights_only=False)
+                   if (out / f"rank{r}.pt").exists() else {"error": "no result (hung or killed)"}
+                   for r in range(world)]
     for r, res in enumerate(results):
         assert "error" not in res, f"rank {r}:\n{res['error']}"
     return [res["value"] for res in results]
