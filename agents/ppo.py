@@ -72,6 +72,10 @@ class PPO:
         self.policy = policy
         self.cfg = cfg
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+        # The training path, and a statistic's mean over ranks: in a run of several ranks,
+        # agents.distributed puts DistributedDataParallel and an all-reduce here.
+        self.evaluate = policy.evaluate_sequence
+        self.mean_over_ranks = _same
 
     def set_progress(self, fraction_done: float) -> float:
         """Linear learning-rate annealing to 0; returns the rate now in force."""
@@ -88,7 +92,7 @@ class PPO:
     def loss(self, mb: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The PPO loss of one minibatch of sequences, and its diagnostics."""
         cfg = self.cfg
-        newlogp, entropy, newvalue = self.policy.evaluate_sequence(
+        newlogp, entropy, newvalue = self.evaluate(
             mb["obs"], mb["state"], mb["starts"], mb["actions"], mb["prev_actions"], mb["prev_rewards"]
         )
         logratio = newlogp - mb["logprobs"]
@@ -145,7 +149,8 @@ class PPO:
                 stats["grad_norm"] = grad_norm.detach()
                 sums += torch.stack([stats[k].float() for k in STAT_NAMES])
                 count += 1
-            if cfg.target_kl is not None and float(stats["approx_kl"]) > cfg.target_kl:
+            if cfg.target_kl is not None and float(
+                    self.mean_over_ranks(stats["approx_kl"])) > cfg.target_kl:
                 break
         means = sums / count
         return dict(zip(STAT_NAMES, means.unbind(), strict=True))
@@ -157,6 +162,10 @@ def _mean(x: torch.Tensor) -> torch.Tensor:
 
 def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (x * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _select(data: dict, idx: torch.Tensor) -> dict:

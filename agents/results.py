@@ -82,6 +82,7 @@ def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
         seed=int(cfg.seed),
         env_steps=int(trainer.global_step),
         updates=int(trainer.update),
+        world_size=trainer.ranks.world_size,  # data-parallel ranks (agents.distributed)
         budget_steps=int(cfg.total_steps),
         resumed=bool(cfg.get("resume")),
         curriculum=to_dict(cfg.curriculum) if cfg.get("curriculum") else None,
