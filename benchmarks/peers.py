@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("recall", "sf", "sb3")
 NAMES = {"recall": "recall-rl PPO", "sf": "sample-factory APPO", "sb3": "sb3-contrib RecurrentPPO"}
 # configs/env name -> the committed experiment that trains it (None: the env config and
-# the trainer's defaults; no experiment solves these tasks yet, docs/results.md).
+# the trainer's defaults, where no experiment is committed).
 RECIPES = {
     "delayed_match": "gru_delayed_match",
     "nback": "gru_nback",
@@ -69,8 +69,8 @@ RECIPES = {
     "count_recall": "gru_count_recall",
     "autoencode": "gru_autoencode",
     "associative_recall": "hcam_associative_recall",
-    "hidden_objects": None,
-    "ballet": None,
+    "hidden_objects": "gru_hidden_objects",
+    "ballet": "gru_ballet",
     "minigrid_memory": None,
 }
 RETURN_TASKS = ("RepeatFirst", "RepeatPrevious", "CountRecall", "Autoencode")  # POPGym: return bar

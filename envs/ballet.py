@@ -239,6 +239,9 @@ class Ballet(BatchedEnv):
         self.pos = torch.where(mask, CENTRE, self.pos)
 
     # ---------------------------------------------------------------- helpers
+    def actions_matter(self) -> torch.Tensor:
+        return ~self.watching()
+
     def watching(self) -> torch.Tensor:
         return self.t < self.watch_steps
 

@@ -102,6 +102,15 @@ class BatchedEnv(gym.vector.VectorEnv):
         """The optimal action of every copy in its current state (may read hidden state)."""
         raise NotImplementedError
 
+    def actions_matter(self) -> torch.Tensor | None:
+        """Whether the action each copy takes now can change anything (bool ``[N]``).
+
+        False where the task ignores actions (a watch or show phase, the steps before a
+        choice): no action there changes a reward or an observation, so a learner may
+        leave those steps out of its policy loss. None: every action matters.
+        """
+        return None
+
     def render_frame(self, index: int = 0, show_answer: bool = True) -> np.ndarray:
         raise NotImplementedError
 
@@ -136,7 +145,7 @@ class BatchedEnv(gym.vector.VectorEnv):
             raise ValueError("env state does not fit this env (other task, knobs or num_envs): "
                              + "; ".join(problems))
         for k, v in state["tensors"].items():
-            setattr(self, k, v.to(self.device))
+            setattr(self, k, v.to(self.device, copy=True))  # never alias the caller's state
         for k, v in state["arrays"].items():
             setattr(self, k, v.copy())
         self.seed_value = int(state["seed"])

@@ -91,6 +91,9 @@ class DelayedMatch(BatchedEnv):
         """[B, num_choices]: the options of every copy's current episode."""
         return self._table[(self.row * self.num_choices)[:, None] + self._cols]
 
+    def actions_matter(self) -> torch.Tensor:
+        return self.t == self.choice_step
+
     def phase(self) -> torch.Tensor:
         return (self.t >= self.cue_steps).long() + (self.t >= self.choice_step).long()
 

@@ -33,9 +33,9 @@ def test_tasks_are_the_committed_recipes_at_their_levels():
     ar = peers.task_spec("associative_recall")
     assert (ar["core"], ar["hidden"], ar["core_kwargs"]["max_chunks"]) == ("hcam", 64, 4)
     ho = peers.task_spec("hidden_objects")
-    assert ho["experiment"] is None and ho["env_id"] == "recall/HiddenObjects-v0"
+    assert ho["experiment"] == "gru_hidden_objects" and ho["env_id"] == "recall/HiddenObjects-v0"
     mg = peers.task_spec("minigrid_memory")
-    assert mg["env_id"] == "MiniGrid-MemoryS7-v0"
+    assert mg["experiment"] is None and mg["env_id"] == "MiniGrid-MemoryS7-v0"
     assert peers.unsupported("sf", mg).startswith("unsupported") and peers.unsupported("sb3", mg) is None
     with pytest.raises(ValueError, match="unknown task 'pong'; accepted: delayed_match"):
         peers.task_spec("pong")
