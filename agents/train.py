@@ -265,7 +265,7 @@ class Trainer:
             saved = LinearDecay(0, self.algo.learning_rate, _num_updates(OmegaConf.create(
                 ckpt["config"])), self.algo.anneal_lr)
         self.schedule = saved.replan(self.update, self.num_updates)
-        if self.schedule != saved and self.ranks.is_main:
+        if self.schedule != saved and self.ranks.is_main and self.schedule.anneal:
             print(f"lr schedule: total_steps changed; re-planned from lr "
                   f"{self.schedule.start_lr:.4g} at update {self.schedule.start} to 0 at update "
                   f"{self.num_updates}", file=sys.stderr, flush=True)
