@@ -18,7 +18,8 @@ values (``backend="python"``), which is what the single gymnasium env steps.
 Hooks in plain torch still work in batches.
 
 The base class owns seeding, automatic reset, episode statistics, action
-checking and the gymnasium ``VectorEnv`` surface.
+checking, the gymnasium ``VectorEnv`` surface and the optional compiled step
+(``compile=True``, ``envs.compiled``).
 """
 
 from __future__ import annotations
@@ -51,26 +52,34 @@ class BatchedEnv(gym.vector.VectorEnv):
         check_actions: bool = True,
         final_observation: bool | None = None,
         first_copy: int = 0,
+        compile: bool = False,
         backend: str = "torch",
     ):
-        """``backend="python"`` (one copy, a task with ``python_rules``) holds the copy as
+        """``compile=True`` steps through one compiled kernel program (``envs.compiled``).
+        ``backend="python"`` (one copy, a task with ``python_rules``) holds the copy as
         Python values: the single env (``envs.single``) steps it through the hooks
         itself; it is not a ``make_vec`` option."""
         self.check_count("num_envs", num_envs)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         self.check_bool("check_actions", check_actions)
+        self.check_bool("compile", compile)
         if final_observation is not None:
             self.check_bool("final_observation", final_observation)
         if backend == "python":
-            if not self.python_rules or self.num_envs != 1 or self.device.type != "cpu":
-                raise ValueError(f"{self.env_id}: backend='python' is one copy on the cpu "
+            if not self.python_rules or self.num_envs != 1 or self.device.type != "cpu" or compile:
+                raise ValueError(f"{self.env_id}: backend='python' is one copy on the cpu, uncompiled, "
                                  "of a task with python_rules")
             self.xp = PY
         elif backend == "torch":
             self.xp = TorchXP(self.num_envs, self.device)
         else:
             raise ValueError(f"backend={backend!r}; accepted: 'torch' or 'python'")
+        if compile and type(self).step is not BatchedEnv.step:
+            raise ValueError(f"{type(self).__name__} steps its own way; compile=True is not available")
+        self.compile = bool(compile)
+        self._compiled = None  # envs.compiled.CompiledStep, built at the first step
+        self.compile_info: dict[str, Any] = {"compiled": False}
         # Checking action range costs a host sync on CUDA; trainers whose actions come
         # from a categorical sample (in range by construction) switch it off.
         self.check_actions = bool(check_actions)
@@ -108,6 +117,10 @@ class BatchedEnv(gym.vector.VectorEnv):
 
     def _advance(self) -> None:
         """Draw what every copy shows at its current step (after ``_new_episode``)."""
+
+    def _eager_only(self) -> bool:
+        """Whether the state now holds what the compiled step was not built for."""
+        return False
 
     def _observe(self) -> torch.Tensor:
         raise NotImplementedError
@@ -168,6 +181,7 @@ class BatchedEnv(gym.vector.VectorEnv):
         for k, v in state["arrays"].items():
             setattr(self, k, v.copy())
         self.seed_value = int(state["seed"])
+        self._compiled = None  # its inputs may have changed shape or number
 
     # ------------------------------------------------------------- gymnasium
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -180,7 +194,16 @@ class BatchedEnv(gym.vector.VectorEnv):
 
     def step(self, actions):
         actions = self._as_actions(actions)
-        out = self._step_batch(actions)
+        if self._compiled and self._compiled.final_observation != self.final_observation:
+            self._compiled = None  # the flag changed (to_vec_env sets it): another program
+        if self.compile and self._compiled is None:
+            from envs.compiled import CompiledStep
+
+            self._compiled = CompiledStep.build(self)
+        if self._compiled and not self._eager_only():
+            out = self._compiled(self, actions)
+        else:
+            out = self._step_batch(actions)
         obs, reward, terminated, truncated, done, success, ep_return, ep_length, final = out
         info: dict[str, Any] = {
             "done": done,
@@ -196,7 +219,8 @@ class BatchedEnv(gym.vector.VectorEnv):
         """One step of every copy, auto-reset included; what ``step`` returns, flat.
 
         ``(obs, reward, terminated, truncated, done, success, episode_return,
-        episode_length, final_observation or None)``.
+        episode_length, final_observation or None)``; a pure function of the state
+        tensors and the actions, so ``envs.compiled`` can compile it.
         """
         reward, terminated, truncated, success = self._transition(actions)
         self.t = self.t + 1

@@ -163,6 +163,9 @@ class CardTask(BatchedEnv):
         self._begin(self._all)
         self._advance()
 
+    def _eager_only(self) -> bool:
+        return self._forced_cards is not None  # the compiled step deals random decks only
+
     def reset(self, *, seed=None, options=None):
         self._forced_cards = None  # a reset returns to random decks
         self._forced = self.xp.zeros(dtype=torch.bool)
