@@ -26,14 +26,17 @@ is traced for compilation (``inplace = False``), where the inputs must stay inta
 from __future__ import annotations
 
 import operator
+import struct
 
 import numpy as np
 import torch
 
+_F32 = struct.Struct("f")
+
 
 def f32(x: float) -> float:
     """``x`` rounded to the nearest float32, as a Python float (exact in both backends)."""
-    return float(np.float32(x))
+    return _F32.unpack(_F32.pack(x))[0]
 
 
 # Rows up to this wide are built column by column when traced for compilation (narrow
@@ -89,6 +92,12 @@ class TorchXP:
     @staticmethod
     def false(like: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(like, dtype=torch.bool)
+
+    @staticmethod
+    def maybe(mask: torch.Tensor) -> bool:
+        """Whether work for the copies in ``mask`` may be needed: always, for a batch (no
+        host sync); the work must then leave the other copies as they are."""
+        return True
 
     @staticmethod
     def minimum(x: torch.Tensor, high) -> torch.Tensor:
@@ -185,13 +194,11 @@ class TorchXP:
         return (row == x[:, None]).any(1)
 
     @staticmethod
-    def count_upto(counts: torch.Tensor, u: torch.Tensor, start: int, width: int) -> torch.Tensor:
-        """How many of the categories ``start .. start + width - 1`` hold all of items 0..u.
-
-        With ``counts`` the items of each category, laid out category after category,
-        this is the category (counted from ``start``) of item ``u``, or ``width``.
-        """
-        return (counts[:, start:start + width].cumsum(1) <= u[:, None]).sum(1)
+    def category(counts: torch.Tensor, u: torch.Tensor, start: int, width: int) -> torch.Tensor:
+        """The category (0 .. width - 1) of item ``u`` (from 0) when the items of the categories
+        ``start .. start + width - 1`` of each copy's row of ``counts`` are laid out one
+        category after another; the last category for an item past them all."""
+        return (counts[:, start:start + width].cumsum(1) <= u[:, None]).sum(1).clamp(max=width - 1)
 
     def obs(self, *parts: torch.Tensor) -> torch.Tensor:
         """The observation: the per-copy numbers and rows of ``parts``, side by side."""
@@ -247,6 +254,8 @@ class PythonXP:
     @staticmethod
     def false(like):
         return False
+
+    maybe = staticmethod(bool)
 
     minimum = staticmethod(min)
     maximum = staticmethod(max)
@@ -338,13 +347,13 @@ class PythonXP:
         return x in row
 
     @staticmethod
-    def count_upto(counts, u, start, width):
+    def category(counts, u, start, width):
         total = 0
-        for k in range(width):
-            total += counts[start + k]
+        for k in range(start, start + width - 1):
+            total += counts[k]
             if total > u:
-                return k
-        return width
+                return k - start
+        return width - 1
 
     @staticmethod
     def obs(*parts):

@@ -106,18 +106,19 @@ class CardTask(BatchedEnv):
     # ---------------------------------------------------------------- dealing
     def _deal(self) -> list:
         """The category of the card dealt at step t by each deck (one per stream)."""
-        xp, C = self.xp, self.num_categories
-        left = xp.maximum(self.num_cards - self.t, 1)  # cards in the deck before this deal
-        taken = -xp.int(self.t < self.num_deals)
+        xp, C, t, remaining = self.xp, self.num_categories, self.t, self.remaining
+        left = xp.maximum(self.num_cards - t, 1)  # cards in the deck before this deal
+        taken = -xp.int(t < self.num_deals)
         cards = []
         for s in range(self.num_streams):
-            u = rng.randint(self.step_key(s), left)
-            card = xp.minimum(xp.count_upto(self.remaining, u, s * C, C), C - 1)
+            u = rng.randint(rng.combine(self.episode_key, t * 64 + s), left)  # step_key(s)
+            card = xp.category(remaining, u, s * C, C)
             if self._forced_cards is not None:
-                pos = s * self.num_deals + xp.minimum(self.t, self.num_deals - 1)
+                pos = s * self.num_deals + xp.minimum(t, self.num_deals - 1)
                 card = xp.where(self._forced, xp.get(self._forced_cards, pos), card)
-            self.remaining = xp.add_at(self.remaining, s * C + card, taken)
+            remaining = xp.add_at(remaining, s * C + card, taken)
             cards.append(card)
+        self.remaining = remaining
         return cards
 
     def _new_episode(self, mask, key):
@@ -130,7 +131,8 @@ class CardTask(BatchedEnv):
         self._clear(mask)
 
     def _advance(self):
-        self._on_deal(self._deal())
+        if self.xp.maybe(self.t < self.num_deals):  # (Autoencode's play phase deals nothing)
+            self._on_deal(self._deal())
 
     def set_cards(self, cards) -> None:
         """Start a new episode in every copy that deals ``cards`` in this order.

@@ -34,9 +34,13 @@ def check_seed(seed, name: str = "seed") -> int:
     return int(seed)
 
 
-def hash32(x):
-    """A 32-bit integer hash (Wellons' lowbias32) of an int64 tensor or int; values in [0, 2**32)."""
-    x = x & _MASK32
+_OFFSET = 0x632BE5AB
+
+
+def combine(key, value):
+    """A new key from a key and a counter (episode, step, stream...): hash32 of their mix."""
+    # hash32 written out here: the single env calls this every step, in Python
+    x = (key ^ ((value * _GOLDEN + _OFFSET) & _MASK32)) & _MASK32
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _MASK32
     x = x ^ (x >> 15)
@@ -44,9 +48,9 @@ def hash32(x):
     return x ^ (x >> 16)
 
 
-def combine(key, value):
-    """A new key from a key and a counter (episode, step, stream...)."""
-    return hash32(key ^ ((value * _GOLDEN + 0x632BE5AB) & _MASK32))
+def hash32(x):
+    """A 32-bit integer hash (Wellons' lowbias32) of an int64 tensor or int; values in [0, 2**32)."""
+    return combine(x ^ _OFFSET, 0)  # combine(k, 0) hashes k ^ _OFFSET
 
 
 def copy_keys(seed: int, copies):

@@ -82,7 +82,10 @@ class RecallEnv(gym.Env):
                     "episode_length": task.t}
         else:
             task._advance()
-        return self._array(task._observe()), reward, terminated, truncated, info
+        obs = task._observe()
+        if type(obs) is list:
+            obs = np.array(obs, dtype=self._obs_dtype)
+        return obs, reward, terminated, truncated, info
 
     def _checked(self, action) -> int:
         a = np.asarray(action)
