@@ -12,9 +12,10 @@ as much as the whole step of 1024 copies.
 
 The package is cached under ``$RECALL_COMPILE_CACHE`` (default
 ``~/.cache/recall-rl/compiled``), keyed by the task, its knobs, the tensors' shapes
-and dtypes, the device, torch's version and the source of ``envs/``: the first
-build takes tens of seconds (a C++ compiler must be present), later ones load in
-milliseconds. When the build fails (no compiler, an op AOTInductor refuses), the env
+and dtypes, the device, the CPU's capability, torch's version and the source of
+``envs/``: the first build takes tens of seconds (a C++ compiler must be present);
+later ones load in milliseconds, after importing Inductor once per process (a few
+seconds). Written for any device; only the CPU has been tried. When the build fails (no compiler, an op AOTInductor refuses), the env
 warns once and steps eagerly; ``env.compile_info`` says which happened and how long
 it took.
 """

@@ -68,7 +68,7 @@ def test_compiled_step_equals_eager(cache, env_id, knobs):
             actions = eager.oracle_actions()
         step_both(eager, comp, actions)
         done += int(comp.t.eq(0).sum())
-    assert done > n  # episodes ended and restarted inside the program
+    assert done >= n  # every copy ended an episode and restarted inside the program
     for k, v in eager.state_dict()["tensors"].items():
         assert torch.equal(v, comp.state_dict()["tensors"][k]), k
 
