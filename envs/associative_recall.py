@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from envs import rng
+from envs.backends import f32
 from envs.batched import BatchedEnv
 from envs.render import ANSWER, Canvas, palette
 
@@ -36,6 +37,7 @@ PAIRS, DELAY, QUERY = 0, 1, 2
 
 class AssociativeRecall(BatchedEnv):
     env_id = "recall/AssociativeRecall-v0"
+    python_rules = True
 
     def __init__(
         self,
@@ -58,17 +60,22 @@ class AssociativeRecall(BatchedEnv):
         self.query_step = self.num_pairs + self.delay
         self.last_step = self.query_step + self.num_queries - 1
         super().__init__(num_envs, device, seed, **kwargs)
-        n, dev, P = self.num_envs, self.device, self.num_pairs
+        xp, P = self.xp, self.num_pairs
         # Tokens = one row of table A read at the first 2P positions of one row of table
         # B: a composition of two table permutations, so 4096**2 token draws, not 4096.
-        self._perm_a = rng.permutation_table(self.vocab_size, device=dev)
-        self._perm_b = rng.permutation_table(self.vocab_size, device=dev)[:, : 2 * P].contiguous()
-        self._orders = rng.permutation_table(P, device=dev)[:, : self.num_queries].contiguous()
-        self._cols = torch.arange(2 * P, device=dev)
-        self.keys = torch.zeros(n, P, dtype=torch.int64, device=dev)
-        self.values = torch.zeros(n, P, dtype=torch.int64, device=dev)
-        self.order = torch.zeros(n, self.num_queries, dtype=torch.int64, device=dev)
-        self.correct = torch.zeros(n, dtype=torch.int64, device=dev)
+        # Tables flat (one take per draw); table A holds tokens 1..V.
+        perm_a = rng.permutation_table(self.vocab_size)
+        perm_b = rng.permutation_table(self.vocab_size)[:, : 2 * P]
+        orders = rng.permutation_table(P)[:, : self.num_queries]
+        self._rows, self._qrows = perm_b.shape[0], orders.shape[0]
+        self._tokens = xp.const((perm_a + 1).reshape(-1))
+        self._positions = xp.const(perm_b.reshape(-1))
+        self._orders = xp.const(orders.reshape(-1))
+        self._scale = f32(1.0 / self.num_queries)
+        self.keys = xp.zeros(P)
+        self.values = xp.zeros(P)
+        self.order = xp.zeros(self.num_queries)
+        self.correct = xp.zeros()
 
     @property
     def chance(self) -> float:
@@ -86,51 +93,51 @@ class AssociativeRecall(BatchedEnv):
         return obs, gym.spaces.Discrete(self.vocab_size)
 
     def _new_episode(self, mask, key):
-        # Flat takes: row indexing of a table is several times slower on CPU.
-        P, Q, V = self.num_pairs, self.num_queries, self.vocab_size
-        rows, qrows = self._perm_b.shape[0], self._orders.shape[0]
+        xp, P, Q, V = self.xp, self.num_pairs, self.num_queries, self.vocab_size
         ka, kb, kc = rng.combine(key, 1), rng.combine(key, 2), rng.combine(key, 3)
-        positions = self._perm_b.take((kb % rows)[:, None] * (2 * P) + self._cols[: 2 * P])
-        tokens = self._perm_a.take((ka % rows)[:, None] * V + positions) + 1
-        order = self._orders.take((kc % qrows)[:, None] * Q + self._cols[:Q])
-        m = mask[:, None]
-        self.keys = torch.where(m, tokens[:, :P], self.keys)
-        self.values = torch.where(m, tokens[:, P:], self.values)
-        self.order = torch.where(m, order, self.order)
-        self.correct.masked_fill_(mask, 0)
+        positions = xp.slice(self._positions, (kb % self._rows) * (2 * P), 2 * P)
+        tokens = xp.take(self._tokens, xp.row_add(positions, (ka % self._rows) * V))
+        order = xp.slice(self._orders, (kc % self._qrows) * Q, Q)
+        self.keys = xp.row_where(mask, xp.cols(tokens, 0, P), self.keys)
+        self.values = xp.row_where(mask, xp.cols(tokens, P, 2 * P), self.values)
+        self.order = xp.row_where(mask, order, self.order)
+        self.correct = xp.fill(self.correct, mask, 0)
 
-    def actions_matter(self) -> torch.Tensor:
+    def actions_matter(self):
         return self.t >= self.query_step
 
-    def phase(self) -> torch.Tensor:
-        return (self.t >= self.num_pairs).long() + (self.t >= self.query_step).long()
+    def phase(self):
+        xp = self.xp
+        return xp.int(self.t >= self.num_pairs) + xp.int(self.t >= self.query_step)
 
-    def _query_pair(self) -> torch.Tensor:
+    def _query_pair(self):
         """Index of the pair queried now (clamped outside the query phase)."""
-        q = (self.t - self.query_step).clamp(0, self.num_queries - 1)
-        return self.order.gather(1, q[:, None]).squeeze(1)
+        q = self.xp.clip(self.t - self.query_step, 0, self.num_queries - 1)
+        return self.xp.get(self.order, q)
 
-    def target(self) -> torch.Tensor:
+    def target(self):
         """The token (1..V) that answers the current query."""
-        return self.values.gather(1, self._query_pair()[:, None]).squeeze(1)
+        return self.xp.get(self.values, self._query_pair())
 
     def _observe(self):
+        xp = self.xp
         phase = self.phase()
-        shown = self.t.clamp(max=self.num_pairs - 1)[:, None]
-        pair_key = self.keys.gather(1, shown).squeeze(1)
-        pair_value = self.values.gather(1, shown).squeeze(1)
-        query_key = self.keys.gather(1, self._query_pair()[:, None]).squeeze(1)
-        key = torch.where(phase == PAIRS, pair_key, torch.where(phase == QUERY, query_key, 0))
-        value = torch.where(phase == PAIRS, pair_value, 0)
-        return torch.stack([phase, key, value], dim=1)
+        shown = xp.minimum(self.t, self.num_pairs - 1)
+        pair_key = xp.get(self.keys, shown)
+        pair_value = xp.get(self.values, shown)
+        query_key = xp.get(self.keys, self._query_pair())
+        key = xp.where(phase == PAIRS, pair_key, xp.where(phase == QUERY, query_key, 0))
+        value = xp.where(phase == PAIRS, pair_value, 0)
+        return xp.obs(phase, key, value)
 
     def _transition(self, actions):
+        xp = self.xp
         asked = self.t >= self.query_step
         right = asked & (actions + 1 == self.target())
-        self.correct += right.long()
+        self.correct = self.correct + xp.int(right)
         terminated = self.t == self.last_step
         success = self.correct == self.num_queries
-        return right.float() / self.num_queries, terminated, torch.zeros_like(terminated), success
+        return xp.float(right) * self._scale, terminated, xp.false(terminated), success
 
     def oracle_actions(self):
         return self.target() - 1

@@ -159,6 +159,7 @@ def sprite_table() -> torch.Tensor:
 class Ballet(BatchedEnv):
     env_id = "recall/Ballet-v0"
     can_truncate = True
+    python_rules = True
 
     def __init__(
         self,
@@ -183,26 +184,28 @@ class Ballet(BatchedEnv):
         self.watch_steps = self.num_dancers * self.period
         self.time_limit = TIME_LIMIT[self.delay]
         super().__init__(num_envs, device, seed, **kwargs)
-        n, k, dev = self.num_envs, self.num_dancers, self.device
-        walls = room_walls(SIZE, dev)
-        self._walls = walls
+        xp, k = self.xp, self.num_dancers
+        walls = room_walls(SIZE, "cpu")
+        self._walls = xp.const(walls)
         # the room, then a wall column (outside the room, for the view), then a spare
         # column where a vanished dancer goes
         room = torch.where(walls, WALL, FLOOR)
-        self._empty = torch.cat([room, torch.tensor([WALL, FLOOR], device=dev)])[None]
-        self._window = Window(SIZE, SIZE, dev)
-        self._spot_flat = torch.tensor([r * SIZE + c for r, c in SPOTS], device=dev)
-        self._move_flat = torch.tensor([dr * SIZE + dc for dr, dc in COMPASS], device=dev)
-        self._dances = dance_offsets().to(dev).reshape(-1)
-        self._perm8 = rng.permutation_table(8, device=dev)
-        self._perm13 = rng.permutation_table(13, device=dev)[:, :k]
-        self._dist = _distance_table().to(dev).reshape(-1)
-        self._sprites = sprite_table().to(dev) if self.pixels else None
-        zeros = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.pos, self.target, self.occupied = zeros + CENTRE, zeros, zeros
-        self.spot = torch.zeros(n, k, dtype=torch.int64, device=dev)
-        self.look = torch.zeros(n, k, dtype=torch.int64, device=dev)
-        self.dance = torch.zeros(n, k, dtype=torch.int64, device=dev)
+        self._empty = xp.const(torch.cat([room, torch.tensor([WALL, FLOOR])]), dense=True)
+        self._window = Window(SIZE, SIZE, xp)
+        self._spot_flat = xp.const([r * SIZE + c for r, c in SPOTS])
+        self._move_flat = xp.const([dr * SIZE + dc for dr, dc in COMPASS])
+        self._dances = xp.const(dance_offsets().reshape(-1))
+        # permutation tables flat: a copy's draw is one slice
+        self._rows8, self._rows13 = (rng.permutation_table(n).shape[0] for n in (8, 13))
+        self._perm8 = xp.const(rng.permutation_table(8).reshape(-1))
+        self._perm13 = xp.const(rng.permutation_table(13)[:, :k].reshape(-1))
+        # the oracle's distances: tensors only (the single env's oracle runs on a batch of one)
+        self._dist = None if xp.python else _distance_table().to(self.device).reshape(-1)
+        self._sprites = xp.const(sprite_table(), dense=True) if self.pixels else None
+        self.pos, self.target, self.occupied = xp.full(CENTRE), xp.zeros(), xp.zeros()
+        self.spot = xp.zeros(k)
+        self.look = xp.zeros(k)
+        self.dance = xp.zeros(k)
 
     @property
     def chance(self) -> float:
@@ -222,72 +225,71 @@ class Ballet(BatchedEnv):
         return obs, gym.spaces.Discrete(8)
 
     def _new_episode(self, mask, key):
-        k = self.num_dancers
-        rows = self._perm8.shape[0]
-        spot = self._perm8[rng.combine(key, 1) % rows][:, :k]
-        shape = self._perm8[rng.combine(key, 2) % rows][:, :k]
-        colour = self._perm8[rng.combine(key, 3) % rows][:, :k]
-        dance = self._perm13[rng.combine(key, 4) % self._perm13.shape[0]]
+        xp, k = self.xp, self.num_dancers
+        spot = xp.slice(self._perm8, rng.combine(key, 1) % self._rows8 * 8, k)
+        shape = xp.slice(self._perm8, rng.combine(key, 2) % self._rows8 * 8, k)
+        colour = xp.slice(self._perm8, rng.combine(key, 3) % self._rows8 * 8, k)
+        dance = xp.slice(self._perm13, rng.combine(key, 4) % self._rows13 * k, k)
         target = rng.combine(key, 5) % k
-        occupied = (1 << spot).sum(1)
-        m = mask[:, None]
-        self.spot = torch.where(m, spot, self.spot)
-        self.look = torch.where(m, DANCER + shape * NUM_COLOURS + colour, self.look)
-        self.dance = torch.where(m, dance, self.dance)
-        self.target = torch.where(mask, target, self.target)
-        self.occupied = torch.where(mask, occupied, self.occupied)
-        self.pos = torch.where(mask, CENTRE, self.pos)
+        occupied = xp.sum(xp.rowwise(lambda j: 1 << j, spot))
+        look = xp.rowwise(lambda a, b: DANCER + a * NUM_COLOURS + b, shape, colour)
+        self.spot = xp.row_where(mask, spot, self.spot)
+        self.look = xp.row_where(mask, look, self.look)
+        self.dance = xp.row_where(mask, dance, self.dance)
+        self.target = xp.where(mask, target, self.target)
+        self.occupied = xp.where(mask, occupied, self.occupied)
+        self.pos = xp.where(mask, CENTRE, self.pos)
 
     # ---------------------------------------------------------------- helpers
-    def actions_matter(self) -> torch.Tensor:
-        return ~self.watching()
+    def actions_matter(self):
+        return self.t >= self.watch_steps
 
-    def watching(self) -> torch.Tensor:
+    def watching(self):
         return self.t < self.watch_steps
 
-    def target_dance(self) -> torch.Tensor:
-        return self.dance.gather(1, self.target[:, None]).squeeze(1)
+    def target_dance(self):
+        return self.xp.get(self.dance, self.target)
 
-    def instruction(self) -> torch.Tensor:
-        return torch.where(self.watching(), 0, self.target_dance() + 1)
+    def instruction(self):
+        return self.xp.where(self.watching(), 0, self.target_dance() + 1)
 
-    def dancer_cells(self) -> torch.Tensor:
-        """[B, k] flat cell of every dancer now (SIZE * SIZE + 1, the spare column, when vanished)."""
-        home = self._spot_flat[self.spot]
+    def dancer_cells(self):
+        """The flat cell of every dancer now, a row (SIZE * SIZE + 1, the spare column, when vanished)."""
+        xp = self.xp
+        home = xp.take(self._spot_flat, self.spot)
         slot = self.t // self.period
         beat = self.t % self.period
         dancing = self.watching() & (beat < DANCE_STEPS)
-        performer = torch.arange(self.num_dancers, device=self.device) == slot[:, None]
-        step = self.dance.gather(1, slot.clamp(max=self.num_dancers - 1)[:, None]).squeeze(1)
-        offset = self._dances[step * DANCE_STEPS + beat.clamp(max=DANCE_STEPS - 1)]
-        offset = torch.where(dancing, offset, 0)[:, None] * performer
-        return torch.where(offset >= HIDDEN, SIZE * SIZE + 1, home + offset)
+        performer = xp.minimum(slot, self.num_dancers - 1)  # only the performer moves
+        step = xp.get(self.dance, performer)
+        offset = xp.take(self._dances, step * DANCE_STEPS + xp.minimum(beat, DANCE_STEPS - 1))
+        here = xp.get(home, performer)
+        moved = xp.where(offset >= HIDDEN, SIZE * SIZE + 1, here + offset)
+        return xp.put(home, performer, xp.where(dancing, moved, here))
 
-    def grid(self) -> torch.Tensor:
-        """[B, SIZE * SIZE + 2] cell ids of the room (dancers placed), outside (wall), spare."""
-        return self._empty.expand(self.num_envs, -1).scatter(1, self.dancer_cells(), self.look)
+    def grid(self):
+        """Cell ids of the room (dancers placed), outside (wall), spare: SIZE * SIZE + 2 a copy."""
+        return self.xp.with_values(self._empty, self.dancer_cells(), self.look)
 
     def _observe(self):
-        grid = self.grid()
-        cells = self._window.cells(grid, self.pos)
+        xp = self.xp
+        cells = self._window.cells(self.grid(), self.pos)
         token = self.instruction()
         if not self.pixels:
-            cells[:, self._window.centre] = AGENT
-            return torch.cat([cells, token[:, None]], dim=1)
-        cells[:, self._window.centre] = NUM_IDS + token
-        img = self._sprites[cells].reshape(self.num_envs, SIZE, SIZE, CELL, CELL, 3)
-        return img.permute(0, 1, 3, 2, 4, 5).reshape(self.num_envs, SIZE * CELL, SIZE * CELL, 3)
+            return xp.obs(xp.put(cells, self._window.centre, AGENT), token)
+        cells = xp.put(cells, self._window.centre, NUM_IDS + token)
+        return xp.tiles(self._sprites, cells, SIZE, SIZE)
 
     def _transition(self, actions):
-        query = ~self.watching()
-        dest = self.pos + self._move_flat[actions] * query
-        home = self._spot_flat[self.spot]
-        hit = query & (home == dest[:, None]).any(1)
-        target_home = home.gather(1, self.target[:, None]).squeeze(1)
-        correct = hit & (dest == target_home)
-        self.pos = torch.where(self._walls[dest], self.pos, dest)
-        truncated = query & ~hit & (self.t >= self.time_limit - 1)
-        return correct.float(), hit, truncated, correct
+        xp = self.xp
+        query = xp.not_(self.watching())
+        dest = self.pos + xp.take(self._move_flat, actions) * xp.int(query)
+        home = xp.take(self._spot_flat, self.spot)
+        hit = query & xp.contains(home, dest)
+        correct = hit & (dest == xp.get(home, self.target))
+        self.pos = xp.where(xp.take(self._walls, dest), self.pos, dest)
+        truncated = query & xp.not_(hit) & (self.t >= self.time_limit - 1)
+        return xp.float(correct), hit, truncated, correct
 
     def path_actions(self, dancer: torch.Tensor) -> torch.Tensor:
         """King moves along a shortest path to dancer index ``dancer`` (0..k-1), around the others."""

@@ -1,17 +1,25 @@
 """The batched environment core: N copies of a task stepped in one call on one device.
 
-A task subclasses :class:`BatchedEnv` and writes four pure-tensor hooks over the
+A task subclasses :class:`BatchedEnv` and writes its rules as hooks over the
 whole batch (no Python loop over copies):
 
 * ``_spaces()``: the single observation and action spaces;
 * ``_new_episode(mask, key)``: draw a fresh episode for the copies in ``mask``
-  (called on reset and after every step, ``mask`` = copies starting anew, so a
-  task may also draw its per-step randomness here);
+  (called on reset and after every step with ``mask`` = the copies starting anew;
+  copies outside ``mask`` must keep their state);
+* ``_advance()``: draw what every copy shows at its current step (called after
+  ``_new_episode``, on reset and after every step; by default nothing);
 * ``_observe()``: the current observation of every copy;
 * ``_transition(actions)``: apply actions, return ``(reward, terminated, truncated, success)``.
 
+A task whose hooks use only ``self.xp`` (``envs.backends``) and operators sets
+``python_rules = True``: the same hooks then also run on one copy held as Python
+values (``backend="python"``), which is what the single gymnasium env steps.
+Hooks in plain torch still work in batches.
+
 The base class owns seeding, automatic reset, episode statistics, action
-checking and the gymnasium ``VectorEnv`` surface.
+checking, the gymnasium ``VectorEnv`` surface and the optional compiled step
+(``compile=True``, ``envs.compiled``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import numpy as np
 import torch
 
 from envs import rng
+from envs.backends import PY, TorchXP
 
 
 class BatchedEnv(gym.vector.VectorEnv):
@@ -32,6 +41,8 @@ class BatchedEnv(gym.vector.VectorEnv):
     env_id: str = ""
     #: Whether episodes can end by a time limit (then trainers bootstrap from final_observation).
     can_truncate: bool = False
+    #: Whether the hooks are written against ``self.xp`` only (then ``backend="python"`` works).
+    python_rules: bool = False
 
     def __init__(
         self,
@@ -41,13 +52,34 @@ class BatchedEnv(gym.vector.VectorEnv):
         check_actions: bool = True,
         final_observation: bool | None = None,
         first_copy: int = 0,
+        compile: bool = False,
+        backend: str = "torch",
     ):
+        """``compile=True`` steps through one compiled kernel program (``envs.compiled``).
+        ``backend="python"`` (one copy, a task with ``python_rules``) holds the copy as
+        Python values: the single env (``envs.single``) steps it through the hooks
+        itself; it is not a ``make_vec`` option."""
         self.check_count("num_envs", num_envs)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         self.check_bool("check_actions", check_actions)
+        self.check_bool("compile", compile)
         if final_observation is not None:
             self.check_bool("final_observation", final_observation)
+        if backend == "python":
+            if not self.python_rules or self.num_envs != 1 or self.device.type != "cpu" or compile:
+                raise ValueError(f"{self.env_id}: backend='python' is one copy on the cpu, uncompiled, "
+                                 "of a task with python_rules")
+            self.xp = PY
+        elif backend == "torch":
+            self.xp = TorchXP(self.num_envs, self.device)
+        else:
+            raise ValueError(f"backend={backend!r}; accepted: 'torch' or 'python'")
+        if compile and type(self).step is not BatchedEnv.step:
+            raise ValueError(f"{type(self).__name__} steps its own way; compile=True is not available")
+        self.compile = bool(compile)
+        self._compiled = None  # envs.compiled.CompiledStep, built at the first step
+        self.compile_info: dict[str, Any] = {"compiled": False}
         # Checking action range costs a host sync on CUDA; trainers whose actions come
         # from a categorical sample (in range by construction) switch it off.
         self.check_actions = bool(check_actions)
@@ -63,15 +95,17 @@ class BatchedEnv(gym.vector.VectorEnv):
         self.render_mode = "rgb_array"
         self.spec = None
 
-        n, dev = self.num_envs, self.device
+        n, xp = self.num_envs, self.xp
         self.check_range("first_copy", first_copy, 0, rng.COPY_LIMIT - n)
         # Global copy indices: a batch can be one shard of a larger one (copy i plays
         # the same episodes wherever it runs).
-        self.copies = torch.arange(first_copy, first_copy + n, device=dev)
-        self.episode = torch.full((n,), -1, dtype=torch.int64, device=dev)
-        self.t = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.episode_return = torch.zeros(n, dtype=torch.float32, device=dev)
-        self._all = torch.ones(n, dtype=torch.bool, device=dev)
+        self.copies = int(first_copy) if xp.python else torch.arange(
+            first_copy, first_copy + n, device=self.device)
+        self.episode = xp.full(-1)
+        self.t = xp.zeros()
+        self.episode_return = xp.zeros(dtype=torch.float32)
+        self.episode_key = xp.zeros()
+        self._all = xp.full(True, dtype=torch.bool)
         self._set_seed(seed)
 
     # ------------------------------------------------------------------ hooks
@@ -80,6 +114,13 @@ class BatchedEnv(gym.vector.VectorEnv):
 
     def _new_episode(self, mask: torch.Tensor, key: torch.Tensor) -> None:
         raise NotImplementedError
+
+    def _advance(self) -> None:
+        """Draw what every copy shows at its current step (after ``_new_episode``)."""
+
+    def _eager_only(self) -> bool:
+        """Whether the state now holds what the compiled step was not built for."""
+        return False
 
     def _observe(self) -> torch.Tensor:
         raise NotImplementedError
@@ -149,6 +190,7 @@ class BatchedEnv(gym.vector.VectorEnv):
         for k, v in state["arrays"].items():
             setattr(self, k, v.copy())
         self.seed_value = int(state["seed"])
+        self._compiled = None  # its inputs may have changed shape or number
 
     # ------------------------------------------------------------- gymnasium
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -156,24 +198,48 @@ class BatchedEnv(gym.vector.VectorEnv):
         if seed is not None:
             self._set_seed(seed)
         self._begin(self._all)
+        self._advance()
         return self._observe(), {}
 
     def step(self, actions):
         actions = self._as_actions(actions)
-        reward, terminated, truncated, success = self._transition(actions)
-        self.t += 1
-        self.episode_return += reward
-        done = terminated | truncated
+        if self._compiled and self._compiled.final_observation != self.final_observation:
+            self._compiled = None  # the flag changed (to_vec_env sets it): another program
+        if self.compile and self._compiled is None:
+            from envs.compiled import CompiledStep
+
+            self._compiled = CompiledStep.build(self)
+        if self._compiled and not self._eager_only():
+            out = self._compiled(self, actions)
+        else:
+            out = self._step_batch(actions)
+        obs, reward, terminated, truncated, done, success, ep_return, ep_length, final = out
         info: dict[str, Any] = {
             "done": done,
-            "success": success & done,
-            "episode_return": self.episode_return.clone(),
-            "episode_length": self.t.clone(),
+            "success": success,
+            "episode_return": ep_return,
+            "episode_length": ep_length,
         }
         if self.final_observation:
-            info["final_observation"] = self._observe()
+            info["final_observation"] = final
+        return obs, reward, terminated, truncated, info
+
+    def _step_batch(self, actions: torch.Tensor) -> tuple:
+        """One step of every copy, auto-reset included; what ``step`` returns, flat.
+
+        ``(obs, reward, terminated, truncated, done, success, episode_return,
+        episode_length, final_observation or None)``; a pure function of the state
+        tensors and the actions, so ``envs.compiled`` can compile it.
+        """
+        reward, terminated, truncated, success = self._transition(actions)
+        self.t = self.t + 1
+        self.episode_return = self.episode_return + reward
+        done = terminated | truncated
+        final = self._observe() if self.final_observation else None
+        ep_return, ep_length = self.episode_return, self.t
         self._begin(done)
-        return self._observe(), reward, terminated, truncated, info
+        self._advance()
+        return self._observe(), reward, terminated, truncated, done, success & done, ep_return, ep_length, final
 
     def render(self, index: int = 0) -> np.ndarray:
         """An RGB frame of copy ``index``: what it sees, the phase, and the right answer marked."""
@@ -197,29 +263,46 @@ class BatchedEnv(gym.vector.VectorEnv):
             if "__init__" in vars(klass) and issubclass(klass, BatchedEnv):
                 params = inspect.signature(klass.__init__).parameters.values()
                 names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        return sorted(names - {"self"})
+        return sorted(names - {"self", "backend"})  # backend: the single env's own
 
     @classmethod
     def create(cls, *args, **kwargs) -> BatchedEnv:
         """Construct, turning an unknown keyword into an error that lists the accepted ones."""
+        cls._check_kwargs(kwargs)
+        return cls(*args, **kwargs)
+
+    @classmethod
+    def one_copy(cls, copy_index: int = 0, **kwargs) -> BatchedEnv:
+        """Copy ``copy_index`` alone, for the single env: Python values where the task
+        allows (``python_rules``), else a batch of one on the cpu; episodes end without
+        an automatic reset (see ``_step_one``) in the first case."""
+        cls._check_kwargs(kwargs)
+        backend = "python" if cls.python_rules else "torch"
+        return cls(num_envs=1, device="cpu", first_copy=copy_index, final_observation=True,
+                   backend=backend, **kwargs)
+
+    @classmethod
+    def _check_kwargs(cls, kwargs: dict) -> None:
         unknown = sorted(set(kwargs) - set(cls.accepted_kwargs()))
         if unknown:
             raise ValueError(
                 f"{cls.env_id or cls.__name__}: unknown option(s) {unknown}; "
                 f"accepted: {', '.join(cls.accepted_kwargs())}"
             )
-        return cls(*args, **kwargs)
 
     # -------------------------------------------------------------- internals
     def _set_seed(self, seed: int) -> None:
         self.seed_value = rng.check_seed(seed)
         self._copy_key = rng.copy_keys(self.seed_value, self.copies)
-        self.episode.fill_(-1)
+        self.episode = self.xp.fill(self.episode, self._all, -1)
 
     def _begin(self, mask: torch.Tensor) -> None:
-        self.episode += mask.long()
-        self.t.masked_fill_(mask, 0)
-        self.episode_return.masked_fill_(mask, 0.0)
+        """Start the next episode of the copies in ``mask``."""
+        xp = self.xp
+        # new tensors, not in place: the step hands out the finished episodes' t and return
+        self.episode = self.episode + xp.int(mask)
+        self.t = xp.where(mask, 0, self.t)
+        self.episode_return = xp.where(mask, 0.0, self.episode_return)
         self.episode_key = rng.combine(self._copy_key, self.episode)
         self._new_episode(mask, self.episode_key)
 

@@ -27,6 +27,7 @@ CUE, DELAY, CHOICE = 0, 1, 2
 
 class DelayedMatch(BatchedEnv):
     env_id = "recall/DelayedMatch-v0"
+    python_rules = True
 
     def __init__(
         self,
@@ -53,16 +54,15 @@ class DelayedMatch(BatchedEnv):
         self.distractors = bool(distractors)
         self.choice_step = cue_steps + delay
         super().__init__(num_envs, device, seed, **kwargs)
-        n, dev = self.num_envs, self.device
+        xp = self.xp
         # Episode e's options are row ``row`` of a table of random orderings (flattened, so
         # the per-step work is one gather of [B] or [B, k] indices).
-        table = rng.permutation_table(num_symbols, device=dev)[:, :num_choices] + 1
+        table = rng.permutation_table(num_symbols)[:, :num_choices] + 1
         self._rows = table.shape[0]
-        self._table = table.reshape(-1).contiguous()
-        self._cols = torch.arange(num_choices, device=dev)
-        self.row = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.answer = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.sample = torch.zeros(n, dtype=torch.int64, device=dev)
+        self._table = xp.const(table.reshape(-1))
+        self.row = xp.zeros()
+        self.answer = xp.zeros()
+        self.sample = xp.zeros()
 
     @property
     def chance(self) -> float:
@@ -78,45 +78,45 @@ class DelayedMatch(BatchedEnv):
         return obs, gym.spaces.Discrete(k)
 
     def _new_episode(self, mask, key):
+        xp = self.xp
         # The key's two 16-bit halves pick the ordering and the answer's position.
         # (multiply-shift on 16-bit values, as rng.randint does on 32-bit keys).
         row = ((key >> 16) * self._rows) >> 16
         answer = ((key & 0xFFFF) * self.num_choices) >> 16
-        self.row = torch.where(mask, row, self.row)
-        self.answer = torch.where(mask, answer, self.answer)
-        self.sample = self._table[self.row * self.num_choices + self.answer]
+        self.row = xp.where(mask, row, self.row)
+        self.answer = xp.where(mask, answer, self.answer)
+        self.sample = xp.take(self._table, self.row * self.num_choices + self.answer)
 
     @property
-    def options(self) -> torch.Tensor:
-        """[B, num_choices]: the options of every copy's current episode."""
-        return self._table[(self.row * self.num_choices)[:, None] + self._cols]
+    def options(self):
+        """The options of every copy's current episode (a row of num_choices)."""
+        return self.xp.slice(self._table, self.row * self.num_choices, self.num_choices)
 
-    def actions_matter(self) -> torch.Tensor:
+    def actions_matter(self):
         return self.t == self.choice_step
 
-    def phase(self) -> torch.Tensor:
-        return (self.t >= self.cue_steps).long() + (self.t >= self.choice_step).long()
+    def phase(self):
+        xp = self.xp
+        return xp.int(self.t >= self.cue_steps) + xp.int(self.t >= self.choice_step)
 
     def _observe(self):
+        xp = self.xp
         phase = self.phase()
-        obs = torch.empty(self.num_envs, 2 + self.num_choices, dtype=torch.int64, device=self.device)
-        obs[:, 0] = phase
         if self.distractors:
             noise = rng.randint(self.step_key(), self.num_symbols) + 1
-            shown = torch.where(phase == DELAY, noise, 0)
+            shown = xp.where(phase == DELAY, noise, 0)
         else:
-            shown = torch.zeros_like(phase)
-        obs[:, 1] = torch.where(phase == CUE, self.sample, shown)
-        torch.mul(self.options, (phase == CHOICE)[:, None], out=obs[:, 2:])
-        return obs
+            shown = phase * 0
+        symbol = xp.where(phase == CUE, self.sample, shown)
+        return xp.obs(phase, symbol, xp.row_where(phase == CHOICE, self.options, 0))
 
     def _transition(self, actions):
         at_choice = self.t == self.choice_step
         correct = at_choice & (actions == self.answer)
-        return correct.float(), at_choice, torch.zeros_like(at_choice), correct
+        return self.xp.float(correct), at_choice, self.xp.false(at_choice), correct
 
     def oracle_actions(self):
-        return self.answer.clone()
+        return self.xp.copy(self.answer)
 
     def render_frame(self, index=0, show_answer=True):
         obs = self._observe()[index].tolist()

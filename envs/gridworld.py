@@ -23,7 +23,7 @@ def room_walls(size: int, device) -> torch.Tensor:
 
 
 class Window:
-    """Egocentric ``view`` x ``view`` windows of a ``size`` x ``size`` room, batched.
+    """Egocentric ``view`` x ``view`` windows of a ``size`` x ``size`` room, on a task's ``xp``.
 
     The window of every agent cell is precomputed, so reading the windows of a
     batch is one index and one gather. The grid read must carry one extra
@@ -31,23 +31,23 @@ class Window:
     agent sits at the centre cell (index ``view * view // 2``).
     """
 
-    def __init__(self, size: int, view: int, device):
-        self.size, self.view = size, view
+    def __init__(self, size: int, view: int, xp):
+        self.size, self.view, self.xp = size, view, xp
         half = view // 2
-        off = torch.arange(-half, half + 1, device=device)
+        off = torch.arange(-half, half + 1)
         dr = off[:, None].expand(view, view).reshape(-1)
         dc = off[None, :].expand(view, view).reshape(-1)
-        cell = torch.arange(size * size, device=device)
+        cell = torch.arange(size * size)
         rows = (cell // size)[:, None] + dr
         cols = (cell % size)[:, None] + dc
         inside = (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
         #: [size * size, view * view] flat cells seen from each agent cell (size * size = outside)
-        self.table = torch.where(inside, rows * size + cols, size * size)
+        self.table = xp.const(torch.where(inside, rows * size + cols, size * size), dense=True)
         self.centre = view * view // 2
 
-    def cells(self, grid: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """The window around flat cell ``pos`` of every copy, read from ``grid`` [B, size*size + 1]."""
-        return grid.gather(1, self.table[pos])
+    def cells(self, grid, pos):
+        """The window around flat cell ``pos`` of every copy, read from its grid (size*size + 1)."""
+        return self.xp.gather(grid, self.xp.row(self.table, pos))
 
 
 def draw_grid(canvas: Canvas, x0: int, y0: int, cell: int, colors, highlight=(), outline=None):

@@ -50,6 +50,7 @@ SPOT_OFFSETS = [(dr, dc) for dr in (-2, 0, 2) for dc in (-2, 0, 2) if (dr, dc) !
 class HiddenObjects(BatchedEnv):
     env_id = "recall/HiddenObjects-v0"
     can_truncate = True
+    python_rules = True
 
     def __init__(
         self,
@@ -86,27 +87,29 @@ class HiddenObjects(BatchedEnv):
         self.query_start = show_steps + delay
         self.query_end = self.query_start + query_steps
         super().__init__(num_envs, device, seed, **kwargs)
-        n, dev, s = self.num_envs, self.device, size
-        self._walls = room_walls(s, dev)
+        xp, s = self.xp, size
+        walls = room_walls(s, "cpu")
         # one extra last column: what lies outside the room (read by the egocentric window)
-        self._empty_layout = torch.cat(
-            [torch.where(self._walls, -1, 0), torch.full((1,), -1, device=dev)]
-        ).to(torch.int64)[None]
-        self._window = Window(s, view, dev)
-        self._spot_perms = rng.permutation_table(8, device=dev)[:, :num_objects]
-        self._kind_perms = rng.permutation_table(num_kinds, device=dev)[:, :num_objects] + 1
-        self._spot_flat = torch.tensor([dr * s + dc for dr, dc in SPOT_OFFSETS], device=dev)
-        self._move_flat = torch.tensor([0, -s, 1, s, -1], device=dev)
+        empty = torch.cat([torch.where(walls, -1, 0), torch.full((1,), -1)]).to(torch.int64)
+        self._empty_layout = xp.const(empty, dense=True)
+        self._window = Window(s, view, xp)
+        # permutation tables flat: a copy's draw is one slice
+        self._perm_rows = rng.permutation_table(8).shape[0]
+        self._spot_perms = xp.const(rng.permutation_table(8)[:, :num_objects].reshape(-1))
+        self._kind_perms = xp.const((rng.permutation_table(num_kinds)[:, :num_objects] + 1).reshape(-1))
+        self._kind_rows = rng.permutation_table(num_kinds).shape[0]
+        self._spot_flat = xp.const([dr * s + dc for dr, dc in SPOT_OFFSETS])
+        self._move_flat = xp.const([0, -s, 1, s, -1])
         # layout: -1 wall, 0 floor, k > 0 the object of kind k (boxed after the show phase)
         # cell id of a layout value v (row 0: show phase, row 1: later), read at [row, v + 1]
         lut = [[WALL, FLOOR] + [BOX + k for k in range(1, num_kinds + 1)],
                [WALL, FLOOR] + [BOX] * num_kinds]
-        self._cell_ids = torch.tensor(lut, dtype=torch.int64, device=dev).reshape(-1)
-        self.layout = self._empty_layout.expand(n, -1).clone()
-        zeros = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.pos, self.start, self.target_pos, self.target_kind = zeros, zeros, zeros, zeros
-        self.obj_pos = torch.zeros(n, num_objects, dtype=torch.int64, device=dev)
-        self.obj_kind = torch.ones(n, num_objects, dtype=torch.int64, device=dev)
+        self._cell_ids = xp.const(torch.tensor(lut).reshape(-1), dense=True)
+        self.layout = xp.with_values(self._empty_layout, xp.zeros(0), xp.zeros(0))  # a copy each
+        self.pos, self.start = xp.zeros(), xp.zeros()
+        self.target_pos, self.target_kind = xp.zeros(), xp.zeros()
+        self.obj_pos = xp.zeros(num_objects)
+        self.obj_kind = xp.full(1, num_objects)
 
     @property
     def chance(self) -> float:
@@ -122,53 +125,52 @@ class HiddenObjects(BatchedEnv):
         return gym.spaces.MultiDiscrete(np.array(nvec, dtype=np.int64)), gym.spaces.Discrete(5)
 
     def _new_episode(self, mask, key):
-        s, inner = self.size, self.size - 6
+        xp, s, inner, k = self.xp, self.size, self.size - 6, self.num_objects
         start = (3 + rng.combine(key, 1) % inner) * s + 3 + rng.combine(key, 2) % inner
-        spots = self._spot_perms[rng.combine(key, 3) % self._spot_perms.shape[0]]
-        obj_pos = start[:, None] + self._spot_flat[spots]
-        obj_kind = self._kind_perms[rng.combine(key, 4) % self._kind_perms.shape[0]]
-        target = (rng.combine(key, 5) % self.num_objects)[:, None]
-        layout = self._empty_layout.expand(self.num_envs, -1).scatter(1, obj_pos, obj_kind)
-        m = mask[:, None]
-        self.layout = torch.where(m, layout, self.layout)
-        self.obj_pos = torch.where(m, obj_pos, self.obj_pos)
-        self.obj_kind = torch.where(m, obj_kind, self.obj_kind)
-        self.start = torch.where(mask, start, self.start)
-        self.pos = torch.where(mask, start, self.pos)
-        self.target_pos = torch.where(mask, obj_pos.gather(1, target).squeeze(1), self.target_pos)
-        self.target_kind = torch.where(mask, obj_kind.gather(1, target).squeeze(1), self.target_kind)
+        spots = xp.slice(self._spot_perms, rng.combine(key, 3) % self._perm_rows * k, k)
+        obj_pos = xp.row_add(xp.take(self._spot_flat, spots), start)
+        obj_kind = xp.slice(self._kind_perms, rng.combine(key, 4) % self._kind_rows * k, k)
+        target = rng.combine(key, 5) % k
+        layout = xp.with_values(self._empty_layout, obj_pos, obj_kind)
+        self.layout = xp.row_where(mask, layout, self.layout)
+        self.obj_pos = xp.row_where(mask, obj_pos, self.obj_pos)
+        self.obj_kind = xp.row_where(mask, obj_kind, self.obj_kind)
+        self.start = xp.where(mask, start, self.start)
+        self.pos = xp.where(mask, start, self.pos)
+        self.target_pos = xp.where(mask, xp.get(obj_pos, target), self.target_pos)
+        self.target_kind = xp.where(mask, xp.get(obj_kind, target), self.target_kind)
 
-    def actions_matter(self) -> torch.Tensor:
-        return self.phase() != SHOW
+    def actions_matter(self):
+        return self.t >= self.show_steps
 
-    def phase(self) -> torch.Tensor:
-        return (self.t >= self.show_steps).long() + (self.t >= self.query_start).long()
+    def phase(self):
+        xp = self.xp
+        return xp.int(self.t >= self.show_steps) + xp.int(self.t >= self.query_start)
 
     def _observe(self):
+        xp = self.xp
         phase = self.phase()
         if self.full_view:
-            v = self.layout[:, :-1]
+            v = xp.cols(self.layout, 0, self.size**2)
         else:
             v = self._window.cells(self.layout, self.pos)
-        row = (phase != SHOW).long() * (self.num_kinds + 2) + 1
-        cells = self._cell_ids[v + row[:, None]]
-        if self.full_view:
-            cells = cells.scatter(1, self.pos[:, None], AGENT)
-        else:
-            cells[:, self._window.centre] = AGENT
-        cue = torch.where(phase == QUERY, self.target_kind, 0)
-        return torch.cat([cells, phase[:, None], cue[:, None]], dim=1)
+        offset = xp.int(phase != SHOW) * (self.num_kinds + 2) + 1
+        cells = xp.take(self._cell_ids, xp.row_add(v, offset))
+        cells = xp.put(cells, self.pos if self.full_view else self._window.centre, AGENT)
+        cue = xp.where(phase == QUERY, self.target_kind, 0)
+        return xp.obs(cells, phase, cue)
 
     def _transition(self, actions):
+        xp = self.xp
         phase = self.phase()
         query = phase == QUERY
-        dest = self.pos + self._move_flat[actions] * (phase != SHOW)
-        v = self.layout.gather(1, dest[:, None]).squeeze(1)
+        dest = self.pos + xp.take(self._move_flat, actions) * xp.int(phase != SHOW)
+        v = xp.get(self.layout, dest)
         hit = query & (v > 0)
         correct = hit & (dest == self.target_pos)
-        self.pos = torch.where((v == 0) | hit, dest, self.pos)
-        truncated = query & ~hit & (self.t >= self.query_end - 1)
-        return correct.float(), hit, truncated, correct
+        self.pos = xp.where((v == 0) | hit, dest, self.pos)
+        truncated = query & xp.not_(hit) & (self.t >= self.query_end - 1)
+        return xp.float(correct), hit, truncated, correct
 
     def path_actions(self, goal: torch.Tensor) -> torch.Tensor:
         """Actions along a shortest path to the object spot ``goal`` (flat cell) of every copy.

@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from envs import rng
+from envs.backends import f32
 from envs.batched import BatchedEnv
 from envs.render import ANSWER, Canvas, palette
 
 
 class NBack(BatchedEnv):
     env_id = "recall/NBack-v0"
+    python_rules = True
 
     def __init__(
         self,
@@ -46,11 +48,13 @@ class NBack(BatchedEnv):
         self.n, self.length, self.num_symbols = n, length, num_symbols
         self.match_prob = float(match_prob)
         super().__init__(num_envs, device, seed, **kwargs)
+        xp = self.xp
         # Ring buffer of the last n symbols: history[:, t % n] is the symbol shown at t - n.
-        self.history = torch.zeros(self.num_envs, n, dtype=torch.int64, device=self.device)
-        self.symbol = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
-        self.correct = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self.history = xp.zeros(n)
+        self.symbol = xp.zeros()
+        self.correct = xp.zeros()
         self._match_threshold = int(round(self.match_prob * 2**32))
+        self._scale = f32(1.0 / (length - n))
 
     @property
     def chance(self) -> float:
@@ -64,43 +68,41 @@ class NBack(BatchedEnv):
         obs = gym.spaces.MultiDiscrete(np.array([self.num_symbols + 1, 2], dtype=np.int64))
         return obs, gym.spaces.Discrete(2)
 
-    def _slot(self) -> torch.Tensor:
-        return (self.t % self.n)[:, None]
-
-    def _draw_symbol(self) -> None:
-        """Draw the symbol shown at step t for every copy (called when t changes)."""
+    def _advance(self) -> None:
+        """Draw the symbol shown at step t for every copy (t has changed)."""
+        xp = self.xp
         key = self.step_key()
         fresh = rng.randint(key, self.num_symbols) + 1
-        back = self.history.gather(1, self._slot()).squeeze(1)
+        back = xp.get(self.history, self.t % self.n)
         # A non-match is a uniform symbol other than the one n back.
         other = (back + rng.randint(rng.combine(key, 1), self.num_symbols - 1)) % self.num_symbols + 1
         match = rng.combine(key, 2) < self._match_threshold
-        after = torch.where(match, back, other)
-        self.symbol = torch.where(self.t >= self.n, after, fresh)
+        after = xp.where(match, back, other)
+        self.symbol = xp.where(self.t >= self.n, after, fresh)
 
     def _new_episode(self, mask, key):
-        self.history.masked_fill_(mask[:, None], 0)
-        self.correct.masked_fill_(mask, 0)
-        self._draw_symbol()  # every copy's t changed: show each its next symbol
+        self.history = self.xp.fill(self.history, mask, 0)
+        self.correct = self.xp.fill(self.correct, mask, 0)
 
-    def target(self) -> torch.Tensor:
+    def target(self):
         """1 where the current symbol equals the one n steps back."""
-        back = self.history.gather(1, self._slot()).squeeze(1)
-        return (self.symbol == back).long()
+        back = self.xp.get(self.history, self.t % self.n)
+        return self.xp.int(self.symbol == back)
 
     def _observe(self):
-        return torch.stack([self.symbol, (self.t >= self.n).long()], dim=1)
+        return self.xp.obs(self.symbol, self.xp.int(self.t >= self.n))
 
     def _transition(self, actions):
+        xp = self.xp
         due = self.t >= self.n
         right = due & (actions == self.target())
-        wrong = due & ~right
-        self.correct += right.long()
-        reward = (right.float() - wrong.float()) / (self.length - self.n)
-        self.history.scatter_(1, self._slot(), self.symbol[:, None])
+        wrong = due & xp.not_(right)
+        self.correct = self.correct + xp.int(right)
+        reward = (xp.float(right) - xp.float(wrong)) * self._scale
+        self.history = xp.put(self.history, self.t % self.n, self.symbol)
         terminated = self.t == self.length - 1
         success = self.correct * 10 >= 9 * (self.length - self.n)
-        return reward, terminated, torch.zeros_like(terminated), success
+        return reward, terminated, xp.false(terminated), success
 
     def oracle_actions(self):
         return self.target()

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from envs import rng
+from envs.backends import f32
 from envs.batched import BatchedEnv
 from envs.render import ANSWER, Canvas
 
@@ -63,26 +64,27 @@ class CardTask(BatchedEnv):
     A subclass sets ``num_decks``, ``num_categories`` (per dealt card), ``num_answers``,
     ``episode_steps`` and ``num_deals`` (how many cards a deck deals in an episode;
     ``num_streams`` independent decks), and writes ``_on_deal(cards)`` (state update
-    when the card of step t is dealt), ``target()`` and ``answered()``.
+    when the cards of step t are dealt, one per deck), ``target()`` and ``answered()``;
+    ``_clear(mask)`` resets its own state at the start of an episode.
     """
 
     num_streams = 1
+    python_rules = True
 
     def __init__(self, num_envs, device, seed, difficulty, **kwargs):
         self.level = _check_difficulty(difficulty)
         self.difficulty = difficulty
         self.num_cards = 52 * self.num_decks
         self.per_category = self.num_cards // self.num_categories
-        self.scale = 1.0 / self.num_answers
+        self.scale = f32(1.0 / self.num_answers)
         super().__init__(num_envs, device, seed, **kwargs)
-        n, dev, S, C = self.num_envs, self.device, self.num_streams, self.num_categories
-        # Cards of each category still in each deck: [n, streams, categories].
-        self.remaining = torch.full((n, S, C), self.per_category, dtype=torch.int64, device=dev)
-        self.wrong = torch.zeros(n, dtype=torch.int64, device=dev)
-        self._forced_cards: torch.Tensor | None = None  # [n, streams, num_deals]
-        self._forced = torch.zeros(n, dtype=torch.bool, device=dev)
-        self._pending = torch.zeros(n, dtype=torch.bool, device=dev)
-        self._categories = torch.arange(C, device=dev)
+        xp, S, C = self.xp, self.num_streams, self.num_categories
+        # Cards of each category still in each deck: deck s holds columns s*C .. s*C + C - 1.
+        self.remaining = xp.full(self.per_category, S * C)
+        self.wrong = xp.zeros()
+        self._forced_cards = None  # [n, streams * num_deals] (set_cards)
+        self._forced = xp.zeros(dtype=torch.bool)
+        self._pending = xp.zeros(dtype=torch.bool)
         self._start_state()
 
     @property
@@ -98,32 +100,39 @@ class CardTask(BatchedEnv):
     def _start_state(self) -> None:
         """Allocate the task's own state (called before the first deal)."""
 
+    def _clear(self, mask) -> None:
+        """Reset the task's own state for the copies in ``mask`` (a new episode)."""
+
     # ---------------------------------------------------------------- dealing
-    def _deal(self) -> torch.Tensor:
-        """The category of the card dealt at step t, per deck: [n, streams]."""
-        left = (self.num_cards - self.t).clamp(min=1)[:, None]  # cards in the deck before this deal
-        draws = []
+    def _deal(self) -> list:
+        """The category of the card dealt at step t by each deck (one per stream)."""
+        xp, C, t, remaining = self.xp, self.num_categories, self.t, self.remaining
+        left = xp.maximum(self.num_cards - t, 1)  # cards in the deck before this deal
+        taken = -xp.int(t < self.num_deals)
+        cards = []
         for s in range(self.num_streams):
-            u = rng.randint(self.step_key(s), left[:, 0])
-            below = self.remaining[:, s].cumsum(1) <= u[:, None]
-            draws.append(below.sum(1).clamp(max=self.num_categories - 1))
-        cards = torch.stack(draws, dim=1)
-        if self._forced_cards is not None:
-            pos = self.t.clamp(max=self.num_deals - 1)[:, None, None].expand(-1, self.num_streams, 1)
-            forced = self._forced_cards.gather(2, pos).squeeze(2)
-            cards = torch.where(self._forced[:, None], forced, cards)
-        dealing = (self.t < self.num_deals)[:, None, None]
-        taken = (cards[:, :, None] == self._categories) & dealing
-        self.remaining -= taken.long()
+            u = rng.randint(rng.combine(self.episode_key, t * 64 + s), left)  # step_key(s)
+            card = xp.category(remaining, u, s * C, C)
+            if self._forced_cards is not None:
+                pos = s * self.num_deals + xp.minimum(t, self.num_deals - 1)
+                card = xp.where(self._forced, xp.get(self._forced_cards, pos), card)
+            remaining = xp.add_at(remaining, s * C + card, taken)
+            cards.append(card)
+        self.remaining = remaining
         return cards
 
     def _new_episode(self, mask, key):
-        self.remaining = torch.where(mask[:, None, None], self.per_category, self.remaining)
-        self.wrong.masked_fill_(mask, 0)
+        xp = self.xp
+        self.remaining = xp.fill(self.remaining, mask, self.per_category)
+        self.wrong = xp.fill(self.wrong, mask, 0)
         if self._forced_cards is not None:
-            self._forced = (self._forced & ~mask) | (self._pending & mask)
-            self._pending = self._pending & ~mask
-        self._on_deal(self._deal(), mask)
+            self._forced = (self._forced & xp.not_(mask)) | (self._pending & mask)
+            self._pending = self._pending & xp.not_(mask)
+        self._clear(mask)
+
+    def _advance(self):
+        if self.xp.maybe(self.t < self.num_deals):  # (Autoencode's play phase deals nothing)
+            self._on_deal(self._deal())
 
     def set_cards(self, cards) -> None:
         """Start a new episode in every copy that deals ``cards`` in this order.
@@ -133,7 +142,10 @@ class CardTask(BatchedEnv):
         category in POPGym's numbering (suits: spades, diamonds, clubs, hearts = 0..3;
         colours 0..1; ranks ace..king = 0..12). Each deck must hold at most
         ``52 * num_decks / categories`` cards of a category. Later episodes are random.
+        A batched env only (the single env plays random decks).
         """
+        if self.xp.python:
+            raise TypeError(f"{self.env_id}: set_cards is for batched envs")
         cards = torch.as_tensor(cards, device=self.device).long()
         if cards.dim() == 2:
             cards = cards[:, None, :]
@@ -148,37 +160,42 @@ class CardTask(BatchedEnv):
             raise ValueError(
                 f"{self.env_id}: a deck holds at most {self.per_category} cards of each category"
             )
-        self._forced_cards = cards
+        self._forced_cards = cards.reshape(self.num_envs, -1)
         self._pending = torch.ones_like(self._pending)
         self._begin(self._all)
+        self._advance()
+
+    def _eager_only(self) -> bool:
+        return self._forced_cards is not None  # the compiled step deals random decks only
 
     def reset(self, *, seed=None, options=None):
         self._forced_cards = None  # a reset returns to random decks
-        self._forced.zero_()
-        self._pending.zero_()
+        self._forced = self.xp.zeros(dtype=torch.bool)
+        self._pending = self.xp.zeros(dtype=torch.bool)
         return super().reset(seed=seed, options=options)
 
     # ---------------------------------------------------------------- answers
     def _transition(self, actions):
-        answered = self.answered()
-        right = actions == self.target()
-        self.wrong += (answered & ~right).long()
-        reward = torch.where(right, self.scale, -self.scale) * answered.float()
+        xp = self.xp
+        answered = xp.int(self.answered())
+        right = xp.int(actions == self.target())
+        self.wrong = self.wrong + answered * (1 - right)
+        reward = xp.float(answered * (2 * right - 1)) * self.scale  # +-scale, 0 if not scored
         terminated = self.t == self.episode_steps - 1
-        return reward, terminated, torch.zeros_like(terminated), self.wrong == 0
+        return reward, terminated, xp.false(terminated), self.wrong == 0
 
     def oracle_actions(self):
-        return self.target().clone()
+        return self.xp.copy(self.target())
 
-    def _on_deal(self, cards: torch.Tensor, mask: torch.Tensor) -> None:
+    def _on_deal(self, cards: list) -> None:
         raise NotImplementedError
 
-    def target(self) -> torch.Tensor:
+    def target(self):
         raise NotImplementedError
 
-    def answered(self) -> torch.Tensor:
+    def answered(self):
         """Whether this step's action is scored."""
-        return torch.ones_like(self.t, dtype=torch.bool)
+        return self.t >= 0
 
     # ---------------------------------------------------------------- drawing
     def _frame(self, title: str, cards: list[int], answer: int | None, note: str, show_answer: bool):
@@ -220,19 +237,18 @@ class RepeatFirst(CardTask):
         return gym.spaces.MultiDiscrete(np.array([4], dtype=np.int64)), gym.spaces.Discrete(4)
 
     def _start_state(self):
-        n = self.num_envs
-        self.first = torch.zeros(n, dtype=torch.int64, device=self.device)
-        self.card = torch.zeros(n, dtype=torch.int64, device=self.device)
+        self.first = self.xp.zeros()
+        self.card = self.xp.zeros()
 
-    def _on_deal(self, cards, mask):
-        self.card = cards[:, 0]
-        self.first = torch.where(self.t == 0, self.card, self.first)
+    def _on_deal(self, cards):
+        self.card = cards[0]
+        self.first = self.xp.where(self.t == 0, self.card, self.first)
 
     def target(self):
         return self.first
 
     def _observe(self):
-        return self.card[:, None].clone()
+        return self.xp.obs(self.card)
 
     def render_frame(self, index=0, show_answer=True):
         t = int(self.t[index])
@@ -258,14 +274,14 @@ class RepeatPrevious(CardTask):
 
     def _start_state(self):
         # Ring of the last k cards: the card of step t sits in slot t % k.
-        self.ring = torch.zeros(self.num_envs, self.k, dtype=torch.int64, device=self.device)
+        self.ring = self.xp.zeros(self.k)
 
-    def _on_deal(self, cards, mask):
-        self.ring.scatter_(1, (self.t % self.k)[:, None], cards[:, :1])
+    def _on_deal(self, cards):
+        self.ring = self.xp.put(self.ring, self.t % self.k, cards[0])
 
     def target(self):
         # The card of step t - k + 1 lives in slot (t + 1) % k until step t + 1 overwrites it.
-        return self.ring.gather(1, ((self.t + 1) % self.k)[:, None]).squeeze(1)
+        return self.xp.get(self.ring, (self.t + 1) % self.k)
 
     def answered(self):
         return self.t >= self.k - 1
@@ -275,7 +291,7 @@ class RepeatPrevious(CardTask):
         return self.k
 
     def _observe(self):
-        return self.ring.gather(1, (self.t % self.k)[:, None])
+        return self.xp.obs(self.xp.get(self.ring, self.t % self.k))
 
     def render_frame(self, index=0, show_answer=True):
         t = int(self.t[index])
@@ -304,21 +320,24 @@ class CountRecall(CardTask):
         return obs, gym.spaces.Discrete(52 * self.num_decks // c + 1)
 
     def _start_state(self):
-        n, dev = self.num_envs, self.device
-        self.counts = torch.zeros(n, self.num_categories, dtype=torch.int64, device=dev)
-        self.value = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.query = torch.zeros(n, dtype=torch.int64, device=dev)
+        xp = self.xp
+        self.counts = xp.zeros(self.num_categories)
+        self.value = xp.zeros()
+        self.query = xp.zeros()
 
-    def _on_deal(self, cards, mask):
-        self.counts.masked_fill_(mask[:, None], 0)
-        self.value, self.query = cards[:, 0], cards[:, 1]
-        self.counts.scatter_add_(1, self.value[:, None], torch.ones_like(self.value[:, None]))
+    def _clear(self, mask):
+        self.counts = self.xp.fill(self.counts, mask, 0)
+
+    def _on_deal(self, cards):
+        xp = self.xp
+        self.value, self.query = cards
+        self.counts = xp.put(self.counts, self.value, xp.get(self.counts, self.value) + 1)
 
     def target(self):
-        return self.counts.gather(1, self.query[:, None]).squeeze(1)
+        return self.xp.get(self.counts, self.query)
 
     def _observe(self):
-        return torch.stack([self.value, self.query], dim=1)
+        return self.xp.obs(self.value, self.query)
 
     def render_frame(self, index=0, show_answer=True):
         t = int(self.t[index])
@@ -351,28 +370,29 @@ class Autoencode(CardTask):
         return obs, gym.spaces.Discrete(4)
 
     def _start_state(self):
-        self.cards = torch.zeros(self.num_envs, self.num_deals, dtype=torch.int64,
-                                 device=self.device)
+        self.cards = self.xp.zeros(self.num_deals)
 
-    def _on_deal(self, cards, mask):
-        pos = self.t.clamp(max=self.num_deals - 1)[:, None]
-        keep = self.cards.gather(1, pos)
-        self.cards.scatter_(1, pos, torch.where(self.t[:, None] < self.num_deals, cards[:, :1], keep))
+    def _on_deal(self, cards):
+        xp = self.xp
+        pos = xp.minimum(self.t, self.num_deals - 1)
+        keep = xp.get(self.cards, pos)
+        self.cards = xp.put(self.cards, pos, xp.where(self.t < self.num_deals, cards[0], keep))
 
     def answered(self):
         return self.t >= self.num_deals - 1
 
     def target(self):
         # Play step j (t = N - 1 + j) recites card N - 1 - j = 2N - 2 - t.
-        pos = (2 * self.num_deals - 2 - self.t).clamp(0, self.num_deals - 1)
-        return self.cards.gather(1, pos[:, None]).squeeze(1)
+        pos = self.xp.clip(2 * self.num_deals - 2 - self.t, 0, self.num_deals - 1)
+        return self.xp.get(self.cards, pos)
 
     def _observe(self):
+        xp = self.xp
         watch = self.t < self.num_deals - 1
         last_shown = self.t == self.num_deals - 1
-        pos = self.t.clamp(max=self.num_deals - 1)[:, None]
-        suit = self.cards.gather(1, pos).squeeze(1) * (watch | last_shown)
-        return torch.stack([watch.long(), suit], dim=1)
+        pos = xp.minimum(self.t, self.num_deals - 1)
+        suit = xp.get(self.cards, pos) * xp.int(watch | last_shown)
+        return xp.obs(xp.int(watch), suit)
 
     def render_frame(self, index=0, show_answer=True):
         t, N = int(self.t[index]), self.num_deals

@@ -3,8 +3,9 @@
 Copy i of a batch draws its episodes from keys derived from (seed, i) alone, so
 its episodes do not depend on the number of copies, the device or the thread
 count, and a single env seeded s plays exactly copy 0 of a batch seeded s.
-Integer ops only (kept below 2**32 so products fit int64 on every device), no
-generator state, no host sync.
+Integer operators only (kept below 2**32 so products fit int64 on every device),
+no generator state, no host sync: every function here takes int64 tensors or
+Python ints alike (``envs.backends``), with the same results.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ def check_seed(seed, name: str = "seed") -> int:
     return int(seed)
 
 
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (Wellons' lowbias32) of an int64 tensor; values in [0, 2**32)."""
-    x = x & _MASK32
+_OFFSET = 0x632BE5AB
+
+
+def combine(key, value):
+    """A new key from a key and a counter (episode, step, stream...): hash32 of their mix."""
+    # hash32 written out here: the single env calls this every step, in Python
+    x = (key ^ ((value * _GOLDEN + _OFFSET) & _MASK32)) & _MASK32
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _MASK32
     x = x ^ (x >> 15)
@@ -43,19 +48,18 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def combine(key: torch.Tensor, value: torch.Tensor | int) -> torch.Tensor:
-    """A new key from a key and a counter (episode, step, stream...)."""
-    return hash32(key ^ ((value * _GOLDEN + 0x632BE5AB) & _MASK32))
+def hash32(x):
+    """A 32-bit integer hash (Wellons' lowbias32) of an int64 tensor or int; values in [0, 2**32)."""
+    return combine(x ^ _OFFSET, 0)  # combine(k, 0) hashes k ^ _OFFSET
 
 
-def copy_keys(seed: int, copies: torch.Tensor) -> torch.Tensor:
-    """One key per copy, a function of (seed, copy index) only."""
-    seed_key = hash32(torch.tensor(seed & _MASK32, dtype=torch.int64, device=copies.device)
-                      ^ ((seed >> 32) & _MASK32))
-    return combine(seed_key.expand_as(copies), copies)
+def copy_keys(seed: int, copies):
+    """One key per copy (a tensor of copy indices, or one index), a function of (seed, copy) only."""
+    seed_key = hash32((seed & _MASK32) ^ ((seed >> 32) & _MASK32))
+    return combine(seed_key, copies)
 
 
-def randint(key: torch.Tensor, high: int | torch.Tensor) -> torch.Tensor:
+def randint(key, high):
     """Integers in [0, high) from hashed keys, ``high`` <= 2**31.
 
     Multiply-shift (Lemire) instead of a modulo: int64 division is the slowest

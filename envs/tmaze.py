@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.backends import f32
 from envs.batched import BatchedEnv
 from envs.render import ANSWER, Canvas
 
@@ -39,6 +40,7 @@ RIGHT, UP, LEFT, DOWN = 0, 1, 2, 3
 
 class PassiveTMaze(BatchedEnv):
     env_id = "recall/PassiveTMaze-v0"
+    python_rules = True
 
     def __init__(
         self,
@@ -51,14 +53,14 @@ class PassiveTMaze(BatchedEnv):
     ):
         self.check_range("length", length, 1, 5000)
         self.length = int(length)
-        self.penalty = 1.0 / self.length
+        self.penalty = f32(1.0 / self.length)
         super().__init__(num_envs, device, seed, **kwargs)
-        n, dev = self.num_envs, self.device
-        self.x = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.y = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.goal = torch.ones(n, dtype=torch.int64, device=dev)  # +1 up, -1 down
-        self._dx = torch.tensor([1, 0, -1, 0], dtype=torch.int64, device=dev)
-        self._dy = torch.tensor([0, 1, 0, -1], dtype=torch.int64, device=dev)
+        xp = self.xp
+        self.x = xp.zeros()
+        self.y = xp.zeros()
+        self.goal = xp.full(1)  # +1 up, -1 down
+        self._dx = xp.const([1, 0, -1, 0])
+        self._dy = xp.const([0, 1, 0, -1])
 
     @property
     def chance(self) -> float:
@@ -77,30 +79,33 @@ class PassiveTMaze(BatchedEnv):
         return gym.spaces.MultiDiscrete(np.array([2, 3], dtype=np.int64)), gym.spaces.Discrete(4)
 
     def _new_episode(self, mask, key):
+        xp = self.xp
         goal = (key & 1) * 2 - 1
-        self.goal = torch.where(mask, goal, self.goal)
-        self.x.masked_fill_(mask, 0)
-        self.y.masked_fill_(mask, 0)
+        self.goal = xp.where(mask, goal, self.goal)
+        self.x = xp.fill(self.x, mask, 0)
+        self.y = xp.fill(self.y, mask, 0)
 
     def _observe(self):
-        at_junction = (self.x == self.length).long()
-        signal = torch.where(self.t == 0, self.goal + 1, torch.ones_like(self.x))
-        signal = torch.where(at_junction.bool(), self.y + 1, signal)
-        return torch.stack([at_junction, signal], dim=1)
+        xp = self.xp
+        at_junction = self.x == self.length
+        signal = xp.where(self.t == 0, self.goal + 1, 1)
+        signal = xp.where(at_junction, self.y + 1, signal)
+        return xp.obs(xp.int(at_junction), signal)
 
     def _transition(self, actions):
-        nx = self.x + self._dx[actions]
-        ny = self.y + self._dy[actions]
+        xp = self.xp
+        nx = self.x + xp.take(self._dx, actions)
+        ny = self.y + xp.take(self._dy, actions)
         on_corridor = (ny == 0) & (nx >= 0) & (nx <= self.length)
-        on_arm = (nx == self.length) & (ny.abs() == 1)
+        on_arm = (nx == self.length) & (abs(ny) == 1)
         valid = on_corridor | on_arm
-        self.x = torch.where(valid, nx, self.x)
-        self.y = torch.where(valid, ny, self.y)
+        self.x = xp.where(valid, nx, self.x)
+        self.y = xp.where(valid, ny, self.y)
         done = self.t == self.length  # this step is the (length + 1)-th
         success = done & (self.y == self.goal)
         behind = self.x < self.t + 1
-        reward = torch.where(done, success.float(), -self.penalty * behind.float())
-        return reward, done, torch.zeros_like(done), success
+        reward = xp.where(done, xp.float(success), xp.float(behind) * -self.penalty)
+        return reward, done, xp.false(done), success
 
     def oracle_actions(self):
         turn = torch.where(self.goal == 1, UP, DOWN)

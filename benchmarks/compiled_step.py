@@ -1,0 +1,91 @@
+"""Batched steps per second, eager beside compiled (``make_vec(..., compile=True)``).
+
+    python benchmarks/compiled_step.py [--envs recall/DelayedMatch-v0 ...]
+        [--num-envs 1024 16384] [--seconds 1] [--repeats 5] [--fresh]
+
+Each task at its suite level (the class defaults), ``check_actions=False`` (the
+trainer's setting), uniform random actions drawn before the timing, torch on one
+thread, CPU. For each num_envs: steps/s of the eager step and of the compiled
+one (best of ``--repeats`` runs of ``--seconds``; wall-clock, and per CPU-second
+of this thread in brackets), and how long the compiled program took to get:
+built (``--fresh`` builds into an empty cache folder, so this is the compile
+time) or loaded from the cache (``envs.compiled``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+
+import torch
+
+import envs
+from envs import compiled
+
+try:
+    from benchmarks.single_env import commit, fmt
+except ImportError:  # run as a script from benchmarks/
+    from single_env import commit, fmt
+
+BANK = 64
+
+
+def steps_per_second(env, n: int, seconds: float, repeats: int) -> tuple[float, float]:
+    bank = torch.randint(0, env.single_action_space.n, (BANK, n))
+    for i in range(10):
+        env.step(bank[i])
+    best_wall = best_cpu = 0.0
+    for _ in range(repeats):
+        steps, w0, c0 = 0, time.perf_counter(), time.thread_time()
+        while time.perf_counter() - w0 < seconds:
+            for i in range(BANK):
+                env.step(bank[i])
+            steps += BANK
+        wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
+        best_wall, best_cpu = max(best_wall, steps * n / wall), max(best_cpu, steps * n / max(cpu, 1e-9))
+    return best_wall, best_cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="*", default=["recall/DelayedMatch-v0"])
+    parser.add_argument("--num-envs", nargs="*", type=int, default=[1024, 16384])
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--fresh", action="store_true", help="build every program anew (compile time)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.fresh:
+        os.environ[compiled.CACHE_ENV] = tempfile.mkdtemp(prefix="recall-compiled-")
+
+    rows = []
+    for env_id in args.envs:
+        for n in args.num_envs:
+            eager = envs.make_vec(env_id, n, check_actions=False)
+            eager.reset(seed=0)
+            comp = envs.make_vec(env_id, n, check_actions=False, compile=True)
+            comp.reset(seed=0)
+            comp.step(torch.zeros(n, dtype=torch.int64))  # build or load
+            info = comp.compile_info
+            rows.append((env_id, n, steps_per_second(eager, n, args.seconds, args.repeats),
+                         steps_per_second(comp, n, args.seconds, args.repeats), info))
+
+    load = os.getloadavg()
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, load average {load[0]:.1f} {load[1]:.1f} "
+          f"{load[2]:.1f}; torch {torch.__version__} on 1 thread; commit {commit()}")
+    print("steps/s wall-clock (per CPU-second of the thread in brackets)\n")
+    print("| task | num_envs | eager | compiled | compiled / eager | program |")
+    print("|---|---:|---:|---:|---:|---|")
+    for env_id, n, e, c, info in rows:
+        how = (f"{info['source']} in {info['seconds']:.1f} s" if info["compiled"]
+               else f"not compiled: {info['error']}")
+        print(f"| {env_id} | {n} | {fmt(e[0])} ({fmt(e[1])}) | {fmt(c[0])} ({fmt(c[1])}) "
+              f"| {c[0] / e[0]:.1f}x | {how} |")
+
+
+if __name__ == "__main__":
+    main()
