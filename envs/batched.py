@@ -102,8 +102,20 @@ class BatchedEnv(gym.vector.VectorEnv):
         """The optimal action of every copy in its current state (may read hidden state)."""
         raise NotImplementedError
 
-    def render_frame(self, index: int = 0, show_answer: bool = True) -> np.ndarray:
+    def render_frame(self, index: int = 0, show_answer: bool = True, action: int | None = None
+                     ) -> np.ndarray:
+        """Copy ``index`` now; ``action``, when given, is the agent's action at this step,
+        drawn apart from the right answer (see ``envs.render``)."""
         raise NotImplementedError
+
+    #: Names of the actions, for videos (empty: the number is the name).
+    action_names: tuple[str, ...] = ()
+
+    def action_matters(self) -> torch.Tensor:
+        """[N] bool: whether each copy's action at the current step can change anything
+        (videos mark the others "no effect"). Tasks with steps that ignore the action
+        override this."""
+        return self._all
 
     # ----------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -166,11 +178,17 @@ class BatchedEnv(gym.vector.VectorEnv):
         self._begin(done)
         return self._observe(), reward, terminated, truncated, info
 
-    def render(self, index: int = 0) -> np.ndarray:
-        """An RGB frame of copy ``index``: what it sees, the phase, and the right answer marked."""
+    def render(self, index: int = 0, action: int | None = None) -> np.ndarray:
+        """An RGB frame of copy ``index``: what it sees, the phase, and the right answer marked;
+        with ``action``, the agent's action at this step too (green right, red wrong)."""
         if not 0 <= index < self.num_envs:
             raise IndexError(f"index must be in [0, {self.num_envs - 1}], got {index}")
-        return self.render_frame(index)
+        if action is None:
+            return self.render_frame(index)
+        n = int(self.single_action_space.n)
+        if not 0 <= int(action) < n:
+            raise ValueError(f"{self.env_id}: action {action} is out of range; accepted: 0..{n - 1}")
+        return self.render_frame(index, action=int(action))
 
     def close_extras(self, **kwargs):
         pass
