@@ -11,8 +11,9 @@ handle; the file comes from the user's own run, so it is trusted), and plays
 ``--episodes`` episodes on a batch of ``--copies`` copies seeded apart from
 training. Prints one JSON line: episodes, success rate, mean return, mean
 length, and the video path. Actions are the argmax of the policy unless
-``--sample``. ``--video`` writes copy 0's first ``--video_episodes`` episodes
-(MP4 through imageio-ffmpeg; ``.gif`` also works).
+``--sample``. ``--video`` writes copy 0's first ``--video_episodes`` episodes,
+a frame per step with the action drawn on the state it was taken in (MP4 through
+imageio-ffmpeg; ``.gif`` also works).
 """
 
 from __future__ import annotations
@@ -99,17 +100,16 @@ def evaluate(
     successes, returns, lengths = [], [], []
     frames: list[np.ndarray] = []
     recorded = 0
-    if video:
-        frames.append(batch.render(0))
     while len(successes) < episodes:
         out = ac(prepare_and_normalize_obs(ac, as_dict(obs)), rnn)
         actions = argmax_actions(ac.action_distribution()) if deterministic else out["actions"]
-        obs, _, _, _, info = batch.step(actions.reshape(-1).long())
+        actions = actions.reshape(-1).long()
+        if video and recorded < video_episodes:  # the state acted in, the action marked on it
+            frames.append(batch.render(0, action=int(actions[0])))
+        obs, _, _, _, info = batch.step(actions)
         done = info["done"]
         rnn = out["new_rnn_states"] * (~done).float()[:, None]
-        if video and recorded < video_episodes:
-            frames.append(batch.render(0))
-            recorded += int(done[0])
+        recorded += int(done[0])
         for i in done.nonzero().flatten().tolist():
             successes.append(bool(info["success"][i]))
             returns.append(float(info["episode_return"][i]))
