@@ -9,7 +9,7 @@ QUIET  := 2>&1 | (grep -v "^WARNING: Location" || true)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup train test lint bench tensorboard clean
+.PHONY: setup train test lint bench gpu-check tensorboard clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,13 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/env_throughput.py
+
+# On a machine with an NVIDIA GPU: a CUDA venv (benchmarks/.peers/cuda), the CUDA tests,
+# env and training throughput on cuda up to 1 M copies, a short training, and a markdown
+# report (runs/gpu_check/report.md). Without a GPU: one line saying so. GPU_CHECK_ARGS:
+# e.g. --python /path/to/python (one that has CUDA torch and the project) or --wheels DIR.
+gpu-check:
+	@python3 benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

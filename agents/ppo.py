@@ -42,6 +42,11 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     target_kl: float | None = None  # stops the epochs early; costs one host sync per epoch
+    # Leave steps whose action the task ignored (env.actions_matter() False: a watch
+    # phase, the steps before a choice) out of the policy loss, the entropy bonus and
+    # the advantage normalisation. Their policy gradient is zero in expectation, pure
+    # noise; on Ballet they are 64 of about 70 steps. The value loss keeps every step.
+    mask_ignored_actions: bool = False
 
     @property
     def steps_per_update(self) -> int:
@@ -67,6 +72,10 @@ class PPO:
         self.policy = policy
         self.cfg = cfg
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+        # The training path, and a statistic's mean over ranks: in a run of several ranks,
+        # agents.distributed puts DistributedDataParallel and an all-reduce here.
+        self.evaluate = policy.evaluate_sequence
+        self.mean_over_ranks = _same
 
     def set_progress(self, fraction_done: float) -> float:
         """Linear learning-rate annealing to 0; returns the rate now in force."""
@@ -83,21 +92,27 @@ class PPO:
     def loss(self, mb: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The PPO loss of one minibatch of sequences, and its diagnostics."""
         cfg = self.cfg
-        newlogp, entropy, newvalue = self.policy.evaluate_sequence(
+        newlogp, entropy, newvalue = self.evaluate(
             mb["obs"], mb["state"], mb["starts"], mb["actions"], mb["prev_actions"], mb["prev_rewards"]
         )
         logratio = newlogp - mb["logprobs"]
         ratio = logratio.exp()
+        # mean over the steps whose action mattered (every step unless masking)
+        weight = mb["acting"].float() if cfg.mask_ignored_actions else None
+        mean = _mean if weight is None else lambda x: _weighted_mean(x, weight)
         with torch.no_grad():
-            approx_kl = ((ratio - 1) - logratio).mean()
-            clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+            approx_kl = mean((ratio - 1) - logratio)
+            clipfrac = mean(((ratio - 1.0).abs() > cfg.clip_coef).float())
 
         adv = mb["advantages"]
-        if cfg.norm_adv:
+        if cfg.norm_adv and weight is None:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        pg_loss = torch.max(
+        elif cfg.norm_adv:
+            centred = adv - mean(adv)
+            adv = centred / (mean(centred**2).sqrt() + 1e-8)
+        pg_loss = mean(torch.max(
             -adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
-        ).mean()
+        ))
 
         returns, old_values = mb["returns"], mb["values"]
         if cfg.clip_vloss:
@@ -105,7 +120,7 @@ class PPO:
             v_loss = 0.5 * torch.max((newvalue - returns) ** 2, (clipped - returns) ** 2).mean()
         else:
             v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
-        ent = entropy.mean()
+        ent = mean(entropy)
         loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
         stats = dict(pg_loss=pg_loss, v_loss=v_loss, entropy=ent, approx_kl=approx_kl,
                      clipfrac=clipfrac, loss=loss)
@@ -134,10 +149,23 @@ class PPO:
                 stats["grad_norm"] = grad_norm.detach()
                 sums += torch.stack([stats[k].float() for k in STAT_NAMES])
                 count += 1
-            if cfg.target_kl is not None and float(stats["approx_kl"]) > cfg.target_kl:
+            if cfg.target_kl is not None and float(
+                    self.mean_over_ranks(stats["approx_kl"])) > cfg.target_kl:
                 break
         means = sums / count
         return dict(zip(STAT_NAMES, means.unbind(), strict=True))
+
+
+def _mean(x: torch.Tensor) -> torch.Tensor:
+    return x.mean()
+
+
+def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (x * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _select(data: dict, idx: torch.Tensor) -> dict:

@@ -77,12 +77,16 @@ def success_curve(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     success on the task, so it counts as 0 (the stage is logged at the same step).
     """
     cur = row.get("curriculum") or {}
-    knob = cur.get("knob")
-    tags = [SUCCESS_TAG] + ([f"curriculum/{knob}"] if knob else [])
-    scalars = read_scalars(Path(row["path"]) / "tb", tags)
+    if cur.get("knob"):
+        tag, final = f"curriculum/{cur['knob']}", row["env_knobs"][cur["knob"]]
+    elif cur.get("stages"):  # a curriculum over several knobs: its stage number
+        tag, final = "curriculum/stage", len(cur["stages"])
+    else:
+        tag = final = None
+    scalars = read_scalars(Path(row["path"]) / "tb", [SUCCESS_TAG] + ([tag] if tag else []))
     points = scalars[SUCCESS_TAG]
-    if knob:
-        final, stage = row["env_knobs"][knob], scalars[f"curriculum/{knob}"]
+    if tag:
+        stage = scalars[tag]
         points = {s: (v if stage.get(s, final) == final else 0.0) for s, v in points.items()}
     steps = np.array(sorted(points), dtype=np.float64)
     return steps, np.array([points[int(s)] for s in steps], dtype=np.float64)
@@ -133,6 +137,8 @@ def _reached(row: dict[str, Any]) -> str:
     cur = row.get("curriculum")
     if not cur or row.get("curriculum_value") is None:
         return ""
+    if not cur.get("knob"):
+        return f"stage {row['curriculum_value']} of {len(cur['stages'])}"
     return f"{cur['knob']}={row['curriculum_value']} of {row['env_knobs'][cur['knob']]}"
 
 

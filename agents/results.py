@@ -82,10 +82,12 @@ def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
         seed=int(cfg.seed),
         env_steps=int(trainer.global_step),
         updates=int(trainer.update),
+        world_size=trainer.ranks.world_size,  # data-parallel ranks (agents.distributed)
         budget_steps=int(cfg.total_steps),
         resumed=bool(cfg.get("resume")),
         curriculum=to_dict(cfg.curriculum) if cfg.get("curriculum") else None,
-        # the knob's value in the stage training ended in (the env's own value: reached)
+        # the knob's value in the stage training ended in (the env's own value: reached);
+        # under a curriculum of several knobs, the stage number (1-based)
         curriculum_value=trainer.curriculum.value if trainer.curriculum.active else None,
     )
 

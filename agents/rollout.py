@@ -4,7 +4,8 @@ Step t of env b holds what the agent saw and did: ``obs[t]``, ``starts[t]``
 (obs[t] is the first of an episode), the previous action and reward (inputs of
 policies that read them), ``actions[t]``, ``logprobs[t]``, ``values[t]``, and
 what followed: ``rewards[t]`` and ``dones[t]`` (the episode ended with this
-step). A truncated episode's reward already carries ``gamma * V(final obs)``,
+step). ``acting[t]`` is False where the task ignored the action (the env's
+``actions_matter()``); PPO may leave those steps out of its policy loss. A truncated episode's reward already carries ``gamma * V(final obs)``,
 so GAE may treat every end alike.
 
 The rollout is cut along time into chunks of ``seq_len`` steps; ``states[c]``
@@ -47,6 +48,7 @@ class Rollout:
         self.prev_actions = zeros(torch.int64)
         self.prev_rewards = zeros(torch.float32)
         self.actions = zeros(torch.int64)
+        self.acting = torch.ones(T, B, dtype=torch.bool, device=self.device)
         self.logprobs = zeros(torch.float32)
         self.values = zeros(torch.float32)
         self.rewards = zeros(torch.float32)
@@ -73,6 +75,11 @@ class Rollout:
         self.actions[t] = action
         self.logprobs[t] = logprob
         self.values[t] = value
+
+    def store_acting(self, t: int, acting: torch.Tensor | None) -> None:
+        """Whether step t's actions mattered (``env.actions_matter()`` before the step)."""
+        if acting is not None:
+            self.acting[t] = acting
 
     def store_outcome(self, t: int, reward: torch.Tensor, done: torch.Tensor) -> None:
         self.rewards[t] = reward
@@ -106,7 +113,7 @@ class Rollout:
         out = {
             name: chunk(getattr(self, name))
             for name in (
-                "starts", "prev_actions", "prev_rewards", "actions", "logprobs",
+                "starts", "prev_actions", "prev_rewards", "actions", "acting", "logprobs",
                 "values", "advantages", "returns",
             )
         }

@@ -11,9 +11,8 @@ handle; the file comes from the user's own run, so it is trusted), and plays
 ``--episodes`` episodes on a batch of ``--copies`` copies seeded apart from
 training. Prints one JSON line: episodes, success rate, mean return, mean
 length, and the video path. Actions are the argmax of the policy unless
-``--sample``. ``--video`` writes copy 0's first ``--video_episodes`` episodes,
-a frame per step with the action drawn on the state it was taken in (MP4 through
-imageio-ffmpeg; ``.gif`` also works).
+``--sample``. ``--video`` writes copy 0's first ``--video_episodes`` episodes
+(MP4 through imageio-ffmpeg; ``.gif`` also works).
 """
 
 from __future__ import annotations
@@ -67,6 +66,52 @@ def load_policy(train_dir: str, experiment: str, kind: str = "latest", device: s
 
 
 @torch.no_grad()
+def play_episodes(ac, cfg, episodes: int, copies: int, seed: int, deterministic: bool = True,
+                  device: str = "cpu", on_step=None) -> tuple[list[bool], list[float], list[int]]:
+    """(success, return, length) of the first ``episodes`` episodes that end, played by the
+    actor-critic ``ac`` of an sf_train run (``cfg``) on ``copies`` fresh copies seeded ``seed``.
+
+    ``on_step(batch, done)`` is called after the reset (``done`` None) and after every
+    step (the video uses it). The model's
+    train/eval mode is put back afterwards, so a trainer may call this between updates.
+    """
+    from sample_factory.algo.utils.action_distributions import argmax_actions
+    from sample_factory.algo.utils.rl_utils import prepare_and_normalize_obs
+    from sample_factory.model.model_utils import get_rnn_size
+
+    batch = envs.make_vec(cfg.env, copies, device=device, seed=seed, **parse_env_kwargs(cfg.env_kwargs))
+    encode = _one_hot(batch.single_observation_space, batch.device)
+
+    def as_dict(o):
+        enc = encode(o)
+        return dict(enc) if isinstance(enc, dict) else {"obs": enc}
+
+    was_training = ac.training
+    ac.eval()  # no running-statistics updates from evaluation episodes
+    obs, _ = batch.reset(seed=seed)
+    if on_step is not None:
+        on_step(batch, None)
+    rnn = torch.zeros(copies, get_rnn_size(cfg), device=device)
+    successes, returns, lengths = [], [], []
+    try:
+        while len(successes) < episodes:
+            out = ac(prepare_and_normalize_obs(ac, as_dict(obs)), rnn)
+            actions = argmax_actions(ac.action_distribution()) if deterministic else out["actions"]
+            obs, _, _, _, info = batch.step(actions.reshape(-1).long())
+            done = info["done"]
+            rnn = out["new_rnn_states"] * (~done).float()[:, None]
+            if on_step is not None:
+                on_step(batch, done)
+            for i in done.nonzero().flatten().tolist():
+                successes.append(bool(info["success"][i]))
+                returns.append(float(info["episode_return"][i]))
+                lengths.append(int(info["episode_length"][i]))
+    finally:
+        ac.train(was_training)
+    return successes[:episodes], returns[:episodes], lengths[:episodes]
+
+
+@torch.no_grad()
 def evaluate(
     train_dir: str,
     experiment: str,
@@ -80,43 +125,25 @@ def evaluate(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes with the trained policy; returns the summary dict."""
-    from sample_factory.algo.utils.action_distributions import argmax_actions
-    from sample_factory.algo.utils.rl_utils import prepare_and_normalize_obs
-    from sample_factory.model.model_utils import get_rnn_size
-
     for name, value, low in (("episodes", episodes, 1), ("copies", copies, 1), ("video_episodes", video_episodes, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     cfg, ac = load_policy(train_dir, experiment, kind, device)
-    batch = envs.make_vec(cfg.env, copies, device=device, seed=seed, **parse_env_kwargs(cfg.env_kwargs))
-    encode = _one_hot(batch.single_observation_space, batch.device)
-
-    def as_dict(o):
-        enc = encode(o)
-        return dict(enc) if isinstance(enc, dict) else {"obs": enc}
-
-    obs, _ = batch.reset(seed=seed)
-    rnn = torch.zeros(copies, get_rnn_size(cfg), device=device)
-    successes, returns, lengths = [], [], []
     frames: list[np.ndarray] = []
-    recorded = 0
-    while len(successes) < episodes:
-        out = ac(prepare_and_normalize_obs(ac, as_dict(obs)), rnn)
-        actions = argmax_actions(ac.action_distribution()) if deterministic else out["actions"]
-        actions = actions.reshape(-1).long()
-        if video and recorded < video_episodes:  # the state acted in, the action marked on it
-            frames.append(batch.render(0, action=int(actions[0])))
-        obs, _, _, _, info = batch.step(actions)
-        done = info["done"]
-        rnn = out["new_rnn_states"] * (~done).float()[:, None]
-        recorded += int(done[0])
-        for i in done.nonzero().flatten().tolist():
-            successes.append(bool(info["success"][i]))
-            returns.append(float(info["episode_return"][i]))
-            lengths.append(int(info["episode_length"][i]))
-    successes, returns, lengths = successes[:episodes], returns[:episodes], lengths[:episodes]
+    recorded, fps = [0], [4]
+
+    def record(batch, done):
+        if done is None:  # after the reset
+            fps[0] = batch.metadata.get("render_fps", 4)
+            frames.append(batch.render(0))
+        elif recorded[0] < video_episodes:
+            frames.append(batch.render(0))
+            recorded[0] += int(done[0])
+
+    successes, returns, lengths = play_episodes(
+        ac, cfg, episodes, copies, seed, deterministic, device, on_step=record if video else None)
     if video:
-        _write_video(video, frames, fps=batch.metadata.get("render_fps", 4))
+        _write_video(video, frames, fps=fps[0])
     return {
         "env": cfg.env,
         "core": cfg.recall_core,

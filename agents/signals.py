@@ -9,6 +9,11 @@ SIGHUP, 138 SIGUSR1 on Linux), the status a shell reports for a process killed
 by that signal, so a scheduler's requeue logic reads it as such. A second
 signal exits at once with the same convention, writing nothing: the last
 checkpoint on disk (renamed into place atomically) stays the good one.
+
+In a run of several ranks (agents/distributed.py) a signal at any rank stops all
+of them after the same update (``adopt``), and a repeat of the first signal within
+``repeat_grace`` seconds is not a second one: under torchrun each process gets the
+scheduler's signal and torchrun's forwarded copy of it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
@@ -34,9 +40,11 @@ class GracefulStop:
     signals keep their usual effect.
     """
 
-    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, repeat_grace: float = 0.0):
         self.signals = signals
+        self.repeat_grace = repeat_grace
         self.signum: int | None = None
+        self._since = 0.0
         self._old: dict[int, object] = {}
 
     @property
@@ -53,14 +61,21 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
+        if signum == self.signum and time.monotonic() - self._since < self.repeat_grace:
+            return
         if self.signum is not None:
             # os.write and os._exit: nothing here may wait on a lock the interrupted code holds.
             os.write(2, f"\n{name} again: exiting now without saving; the last checkpoint "
                         f"is kept\n".encode())
             os._exit(exit_status(signum))
-        self.signum = signum
+        self.signum, self._since = signum, time.monotonic()
         os.write(2, f"\n{name}: stopping after the current update and saving a checkpoint "
                     f"(send it again to exit at once)\n".encode())
+
+    def adopt(self, signum: int) -> None:
+        """Stop as if ``signum`` had come here (another rank of the run got it)."""
+        if self.signum is None:
+            self.signum, self._since = signum, time.monotonic()
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():

@@ -20,6 +20,11 @@ copy, core state and last observations, every RNG, the lr schedule), so a run
 stopped (or killed) and resumed ends bit-identical to one that was not, on CPU.
 A non-finite loss stops the run with a message and leaves the last good
 checkpoint as it was. A run that fails to start leaves no run folder behind.
+
+Several GPUs or nodes: ``torchrun --nproc_per_node=N -m agents.train ...`` trains
+one run data-parallel (``agents.distributed``): each rank steps its own
+``algo.num_envs`` copies, ``total_steps`` and the logged steps count all ranks'
+steps, and rank 0 alone writes the run's files.
 """
 
 from __future__ import annotations
@@ -60,6 +65,14 @@ from agents.config import (
 )
 from agents.curriculum import Curriculum
 from agents.device import check_device
+from agents.distributed import (
+    REPEAT_GRACE_S,
+    NullWriter,
+    Ranks,
+    check_launch,
+    check_world_size,
+    process_group,
+)
 from agents.evaluate import EVAL_SEED_OFFSET, MODES, evaluate_modes
 from agents.lr_schedule import LinearDecay
 from agents.ppo import PPO
@@ -75,7 +88,7 @@ from envs import rng
 
 # Top-level keys a resumed run may change from the command line (others come from the run).
 RESUMABLE_KEYS = ("total_steps", "device", "threads", "progress", "checkpoint_every",
-                  "video_every", "eval_every", "eval")
+                  "video_every", "eval_every", "eval_every_seconds", "eval")
 GROUPS = ("env", "core", "algo", "experiment")
 # What one rollout hands the next (and a checkpoint keeps): the observation, core state,
 # episode starts and previous action/reward of every env copy.
@@ -121,8 +134,9 @@ def _resume_checkpoint(run_dir: Path) -> dict | None:
     return load_checkpoint(run_dir, map_location="cpu")
 
 
-def _num_updates(cfg: DictConfig) -> int:
-    return max(1, math.ceil(int(cfg.total_steps) / ppo_config(cfg.algo).steps_per_update))
+def _num_updates(cfg: DictConfig, world_size: int = 1) -> int:
+    steps = ppo_config(cfg.algo).steps_per_update * world_size
+    return max(1, math.ceil(int(cfg.total_steps) / steps))
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -133,45 +147,65 @@ def _save_config(cfg: DictConfig, run_dir: Path) -> None:
 
 # ------------------------------------------------------------------------------- training
 def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train (or resume) one run; returns a summary (run_dir, global_step, eval, ...)."""
+    """Train (or resume) one run; returns a summary (run_dir, global_step, eval, ...).
+
+    Under torchrun every process calls this, and joins the run's process group first.
+    """
     if cfg.get("resume"):
         cfg, run_dir = _resume_config(cfg, list(overrides))
         check_device(cfg.device)
-        ckpt = _resume_checkpoint(run_dir)
-        if ckpt is not None and ckpt.get("finished", True) and ckpt["update"] >= _num_updates(cfg):
-            # Nothing to add: no evaluation again, no video overwritten.
-            print(f"run {run_dir} is complete ({ckpt['global_step']} steps, total_steps="
-                  f"{cfg.total_steps}); nothing to do. Resume with a larger total_steps= to "
-                  "train it further.", file=sys.stderr, flush=True)
-            return {"run_dir": str(run_dir), "global_step": int(ckpt["global_step"]),
-                    "checkpoint": ckpt["_source"], "interrupted": False, "complete": True}
-        saved = OmegaConf.load(run_dir / "config.yaml")
-        saved.resume = cfg.resume
-        if OmegaConf.to_yaml(cfg) != OmegaConf.to_yaml(saved):
-            _save_config(cfg, run_dir)  # e.g. a new total_steps: a later resume starts from it
-        return Trainer(cfg, run_dir, ckpt).train()
+        with process_group(cfg.device) as ranks:
+            return _resume(cfg, run_dir, ranks)
     check_device(cfg.device)
     try:
         check_env_knobs(cfg.env)
     except ValueError as err:  # e.g. an experiment's knobs on another task (env=...)
         raise EnvConfigError(str(err)) from None
-    with new_run_dir(cfg) as run_dir:
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        cfg.run_dir = str(run_dir)
-        OmegaConf.save(cfg, run_dir / "config.yaml")
-        trainer = Trainer(cfg, run_dir, None)
-    return trainer.train()
+    with process_group(cfg.device) as ranks:
+        if not ranks.is_main:  # rank 0 makes the folder and resolves the config
+            run_dir, resolved = ranks.broadcast(None)
+            return Trainer(OmegaConf.create(resolved), Path(run_dir), None, ranks).train()
+        with new_run_dir(cfg) as run_dir:
+            cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+            cfg.run_dir = str(run_dir)
+            OmegaConf.save(cfg, run_dir / "config.yaml")
+            ranks.broadcast((str(run_dir), OmegaConf.to_container(cfg)))
+            trainer = Trainer(cfg, run_dir, None, ranks)
+        return trainer.train()
+
+
+def _resume(cfg: DictConfig, run_dir: Path, ranks: Ranks) -> dict[str, Any]:
+    ckpt = _resume_checkpoint(run_dir)
+    if ckpt is not None:
+        check_world_size(int(ckpt.get("world_size", 1)), ranks.world_size, run_dir)
+    if (ckpt is not None and ckpt.get("finished", True)
+            and ckpt["update"] >= _num_updates(cfg, ranks.world_size)):
+        # Nothing to add: no evaluation again, no video overwritten.
+        if ranks.is_main:
+            print(f"run {run_dir} is complete ({ckpt['global_step']} steps, total_steps="
+                  f"{cfg.total_steps}); nothing to do. Resume with a larger total_steps= to "
+                  "train it further.", file=sys.stderr, flush=True)
+        return {"run_dir": str(run_dir), "global_step": int(ckpt["global_step"]),
+                "checkpoint": ckpt["_source"], "interrupted": False, "complete": True}
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    saved.resume = cfg.resume
+    if OmegaConf.to_yaml(cfg) != OmegaConf.to_yaml(saved) and ranks.is_main:
+        _save_config(cfg, run_dir)  # e.g. a new total_steps: a later resume starts from it
+    return Trainer(cfg, run_dir, ckpt, ranks).train()
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path, ckpt: dict | None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, ckpt: dict | None,
+                 ranks: Ranks | None = None):
         self.cfg = cfg
+        # This process's rank in a run of several (agents.distributed); one rank by default.
+        self.ranks = ranks or Ranks(torch.device(cfg.device))
         self.run_dir = run_dir
         self.ckpt_path = run_dir / CHECKPOINT_DIR / LATEST
         self.started = time.time()  # the wall time of results.json
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
-        self.device = torch.device(cfg.device)
+        self.device = self.ranks.device
         seed = rng.check_seed(cfg.seed)
         # The final evaluation's env is seeded seed + EVAL_SEED_OFFSET: refuse now, not at the end.
         rng.check_seed(seed + EVAL_SEED_OFFSET, f"seed + {EVAL_SEED_OFFSET} (evaluation)")
@@ -179,7 +213,10 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
+        if float(cfg.get("eval_every_seconds") or 0) < 0:
+            raise ValueError(f"eval_every_seconds={cfg.eval_every_seconds} must be >= 0 (0: none)")
         self.algo = ppo_config(cfg.algo)
+        self.steps_per_update = self.algo.steps_per_update * self.ranks.world_size  # all ranks'
         self.global_step = 0
         self.update = 0
         self.finished = False  # the loop ran to the end (the final evaluation may follow)
@@ -195,7 +232,12 @@ class Trainer:
         self.policy = make_policy(self.spec).to(self.device)
         self.policy.env_id = cfg.env.id
         self.ppo = PPO(self.policy, self.algo)
-        self.num_updates = _num_updates(cfg)
+        if self.ranks.parallel:  # same initial weights everywhere, then draws of its own
+            rank_seed = self.ranks.seed(seed)
+            random.seed(rank_seed)
+            np.random.seed(rank_seed)
+            torch.manual_seed(rank_seed)
+        self.num_updates = _num_updates(cfg, self.ranks.world_size)
         self.schedule = LinearDecay(0, self.algo.learning_rate, self.num_updates, self.algo.anneal_lr)
         self.carry: dict[str, Any] | None = None  # keys CARRY
         self._keep_previous = True
@@ -206,9 +248,11 @@ class Trainer:
         # logged at the checkpoint's own step came before it and stay); a run restarted
         # from the beginning (killed before its first checkpoint) drops them all.
         purge = self.global_step + 1 if ckpt is not None else (0 if cfg.get("resume") else None)
-        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
+        self.writer = (SummaryWriter(str(run_dir / "tb"), purge_step=purge) if self.ranks.is_main
+                       else NullWriter())
         if ckpt is None:
             self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
+        self.ranks.wrap(self.ppo)  # last: DDP starts from the weights all ranks now hold
 
     # ------------------------------------------------------------------ checkpoints
     def _restore(self, ckpt: dict) -> None:
@@ -221,21 +265,30 @@ class Trainer:
             saved = LinearDecay(0, self.algo.learning_rate, _num_updates(OmegaConf.create(
                 ckpt["config"])), self.algo.anneal_lr)
         self.schedule = saved.replan(self.update, self.num_updates)
-        if self.schedule != saved:
+        if self.schedule != saved and self.ranks.is_main:
             print(f"lr schedule: total_steps changed; re-planned from lr "
                   f"{self.schedule.start_lr:.4g} at update {self.schedule.start} to 0 at update "
                   f"{self.num_updates}", file=sys.stderr, flush=True)
-        if "env_state" in ckpt:
-            self.env.load_state_dict(ckpt["env_state"])
-            self.carry = tree_map(lambda x: x.to(self.device), ckpt["carry"])
+        own = ckpt if self.ranks.rank == 0 else ckpt["other_ranks"][self.ranks.rank - 1]
+        if "env_state" in own:
+            self.env.load_state_dict(own["env_state"])
+            self.carry = tree_map(lambda x: x.to(self.device), own["carry"])
         else:
             print("resume: the checkpoint holds no env state (an older format): continuing on "
                   "fresh episodes", file=sys.stderr, flush=True)
         # A damaged latest.pt must not push the good previous one out at the next save.
         self._keep_previous = Path(ckpt["_source"]).name == LATEST
-        set_rng_state(ckpt["rng"])  # last: nothing between here and the first update draws
+        set_rng_state(own["rng"])  # last: nothing between here and the first update draws
 
     def save(self) -> Path:
+        """Write the checkpoint (rank 0, with every rank's env copies, carry and RNG)."""
+        own = {"rng": rng_state(), "env_state": self.env.state_dict(), "carry": self.carry}
+        ranks = self.ranks.gather(own)
+        path = self._write(ranks) if self.ranks.is_main else self.ckpt_path
+        self.ranks.barrier()  # no rank goes on (or exits) before the file is in place
+        return path
+
+    def _write(self, ranks: list[dict]) -> Path:
         payload = {
             "kind": "ppo",
             "model": self.policy.state_dict(),
@@ -246,12 +299,12 @@ class Trainer:
             "global_step": self.global_step,
             "update": self.update,
             "curriculum_stage": self.curriculum.stage,
-            "rng": rng_state(),
             "finished": self.finished,
             "lr_schedule": self.schedule.state_dict(),
-            "env_state": self.env.state_dict(),
-            "carry": self.carry,
+            **ranks[0],
         }
+        if self.ranks.parallel:
+            payload.update(world_size=self.ranks.world_size, other_ranks=ranks[1:])
         # A checkpoint's TensorBoard events reach the disk first: a run killed after the
         # save resumes after them and never logs them again.
         self.writer.flush()
@@ -265,8 +318,9 @@ class Trainer:
         # A new curriculum stage starts fresh episodes on a seed of its own (a resumed run
         # then loads the env state it had).
         seed = (int(self.cfg.seed) + 7919 * self.update) % rng.SEED_LIMIT
+        # Rank r plays its own shard of the copies: those of a batch of world_size * num_envs.
         return make_env(self.curriculum.env_cfg(), self.algo.num_envs, str(self.device), seed,
-                        check_actions=False)
+                        check_actions=False, first_copy=self.ranks.first_copy(self.algo.num_envs))
 
     def _fresh_episodes(self) -> dict[str, Any]:
         """Reset every env copy: first observations, initial core state, all starts."""
@@ -282,14 +336,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def train(self) -> dict[str, Any]:
-        cfg, algo = self.cfg, self.algo
+        cfg = self.cfg
         bar = tqdm(
-            total=self.num_updates * algo.steps_per_update, initial=self.global_step,
-            unit="step", unit_scale=True, dynamic_ncols=True, disable=not cfg.progress,
+            total=self.num_updates * self.steps_per_update, initial=self.global_step,
+            unit="step", unit_scale=True, dynamic_ncols=True,
+            disable=not cfg.progress or not self.ranks.is_main,
             desc=f"{cfg.core.name} on {cfg.env.id}",
         )
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "interrupted": False}
-        with GracefulStop() as stop:
+        with GracefulStop(repeat_grace=REPEAT_GRACE_S if self.ranks.parallel else 0.0) as stop:
             try:
                 self._loop(bar, stop)
             except KeyboardInterrupt:
@@ -301,7 +356,8 @@ class Trainer:
             finally:
                 bar.close()
                 self.writer.flush()
-            if stop.requested and not summary["interrupted"]:
+            # (asked of every rank again: one may have been signalled in the last update)
+            if not summary["interrupted"] and self.ranks.stop_requested(stop):
                 # Still under the handlers: a second signal during this save exits at once,
                 # and the atomic rename leaves the last checkpoint whole.
                 summary.update(interrupted=True, signal=stop.name, exit_status=stop.exit_status)
@@ -320,9 +376,10 @@ class Trainer:
                   file=sys.stderr, flush=True)
             return
         path = self.save()
-        print(f"{name}: stopped after update {self.update}/{self.num_updates} (step "
-              f"{self.global_step}); checkpoint saved to {path}. Continue with:\n"
-              f"    python -m agents.train resume={self.run_dir}", file=sys.stderr, flush=True)
+        if self.ranks.is_main:
+            print(f"{name}: stopped after update {self.update}/{self.num_updates} (step "
+                  f"{self.global_step}); checkpoint saved to {path}. Continue with:\n"
+                  f"    {self.ranks.launch()} resume={self.run_dir}", file=sys.stderr, flush=True)
 
     def _loop(self, bar, stop: GracefulStop) -> None:
         cfg, algo, policy, device = self.cfg, self.algo, self.policy, self.device
@@ -337,9 +394,11 @@ class Trainer:
         ep_length = torch.zeros(T, B, device=device)
         ep_success = torch.zeros(T, B, dtype=torch.bool, device=device)
         session_steps, t_start = 0, time.perf_counter()
+        every_s = float(cfg.get("eval_every_seconds") or 0)
+        next_eval = time.perf_counter() + every_s  # training time only: set after each evaluation
 
         # Between two iterations is the one safe point: a stop request waits for it.
-        while self.update < self.num_updates and not stop.requested:
+        while self.update < self.num_updates and not self.ranks.stop_requested(stop):
             lr = self.ppo.set_lr(self.schedule(self.update))
             policy.train()
             with torch.no_grad():
@@ -347,6 +406,8 @@ class Trainer:
                     rollout.store_state(t, state)
                     action, logp, value, state = policy.act(obs, state, starts, prev_a, prev_r)
                     rollout.store_step(t, obs, starts, prev_a, prev_r, action, logp, value)
+                    if algo.mask_ignored_actions:
+                        rollout.store_acting(t, env.actions_matter())
                     obs, reward, terminated, truncated, info = env.step(action)
                     done = terminated | truncated
                     learn_reward = reward
@@ -366,21 +427,21 @@ class Trainer:
             stats = self.ppo.update(rollout)
 
             self.update += 1
-            self.global_step += algo.steps_per_update
-            session_steps += algo.steps_per_update
+            self.global_step += self.steps_per_update
+            session_steps += self.steps_per_update
             # Every logged number of this update crosses to the host in this one transfer.
             dones = rollout.dones.float()
             returns, values = rollout.returns, rollout.values
             var_y = returns.var()
             explained_var = 1 - (returns - values).var() / var_y
-            host = torch.stack([
+            host = self.ranks.reduce_log(torch.stack([
                 dones.sum(),
                 (ep_return * dones).sum(),
                 (ep_length * dones).sum(),
                 (ep_success.float() * dones).sum(),
                 explained_var,
                 *stats.values(),
-            ]).tolist()
+            ]), sums=4).tolist()  # episode counts and sums over all ranks; the rest averaged
             n_ep, ret_sum, len_sum, succ_sum, ev = host[:5]
             s = dict(zip(stats.keys(), host[5:], strict=True))
             if not math.isfinite(s["loss"]):
@@ -391,7 +452,7 @@ class Trainer:
                 )
             sps = session_steps / (time.perf_counter() - t_start)
             self._log(n_ep, ret_sum, len_sum, succ_sum, ev, s, sps, lr)
-            bar.update(algo.steps_per_update)
+            bar.update(self.steps_per_update)
             if n_ep:
                 bar.set_postfix(sps=f"{sps:,.0f}", success=f"{succ_sum / n_ep:.3f}",
                                 refresh=False)
@@ -400,14 +461,19 @@ class Trainer:
                 env = self.env = self._make_train_env()
                 self.carry = self._fresh_episodes()
                 obs, state, starts, prev_a, prev_r = (self.carry[k] for k in CARRY)
-                print(f"curriculum: {self.curriculum.describe()} from step {self.global_step}",
-                      file=sys.stderr, flush=True)
+                if self.ranks.is_main:
+                    print(f"curriculum: {self.curriculum.describe()} from step "
+                          f"{self.global_step}", file=sys.stderr, flush=True)
             if cfg.checkpoint_every and self.update % int(cfg.checkpoint_every) == 0:
                 self.save()
+            if not self.ranks.is_main:
+                continue  # videos and evaluations: rank 0's (the weights are the same)
             if cfg.video_every and self.update % int(cfg.video_every) == 0:
                 self._video()
-            if cfg.get("eval_every") and self.update % int(cfg.eval_every) == 0:
+            if (cfg.get("eval_every") and self.update % int(cfg.eval_every) == 0) or (
+                    every_s and time.perf_counter() >= next_eval):
                 self._evaluate(int(cfg.eval.get("during_episodes", 128)))
+                next_eval = time.perf_counter() + every_s
 
     def _log(self, n_ep, ret_sum, len_sum, succ_sum, ev, s, sps, lr) -> None:
         w, step = self.writer, self.global_step
@@ -417,7 +483,9 @@ class Trainer:
             w.add_scalar("charts/episode_length", len_sum / n_ep, step)
         w.add_scalar("charts/SPS", sps, step)
         if self.curriculum.active:
-            w.add_scalar(f"curriculum/{self.curriculum.knob}", self.curriculum.value, step)
+            w.add_scalar("curriculum/stage", self.curriculum.stage + 1, step)
+            for knob, value in self.curriculum.knob_values().items():
+                w.add_scalar(f"curriculum/{knob}", value, step)
         w.add_scalar("charts/learning_rate", lr, step)
         w.add_scalar("losses/policy_loss", s["pg_loss"], step)
         w.add_scalar("losses/value_loss", s["v_loss"], step)
@@ -445,6 +513,7 @@ class Trainer:
         """
         ev = self.cfg.eval
         n = min(int(ev.num_envs), episodes)
+        started = time.perf_counter()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(self.cfg.seed) + self.update)
@@ -456,11 +525,15 @@ class Trainer:
                 for key in ("success_rate", "mean_return"):
                     self.writer.add_scalar(f"eval/{mode}_{key}", result[mode][key],
                                            self.global_step)
+        # How long this evaluation held training up (benchmarks/peers.py subtracts it).
+        self.writer.add_scalar("eval/seconds", time.perf_counter() - started, self.global_step)
         return result
 
     def _finish(self) -> dict[str, Any]:
         """Final checkpoint, greedy evaluation (its JSON line printed), final video."""
         out: dict[str, Any] = {"checkpoint": str(self.save())}
+        if not self.ranks.is_main:
+            return out
         ev = self.cfg.eval
         if ev.episodes:
             out["eval"] = {**self._evaluate(int(ev.episodes)), "env": self.cfg.env.id,
@@ -485,6 +558,7 @@ def main() -> None:
 
     try:  # env=<id> -> env=<name>, and unknown envs and knobs as one line, before Hydra
         sys.argv[1:] = env_overrides(sys.argv[1:])
+        check_launch(sys.argv[1:])
         check_hydra_args(sys.argv[1:], "config", ("core", "algo", "experiment"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

@@ -136,7 +136,8 @@ def play_steps(policy: Policy, env, episodes: int, deterministic: bool = True
                 read = policy.core.last_read()
             a, t = int(action[0]), len(steps)
             picture = env.render(0, action=a)
-            matters = bool(env.action_matters()[0])
+            matter = env.actions_matter()  # None: every action matters
+            matters = matter is None or bool(matter[0])
             obs, reward, terminated, truncated, info = env.step(action)
             done = terminated | truncated
             if dt:

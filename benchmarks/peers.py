@@ -1,286 +1,525 @@
-"""recall-rl's PPO vs sample-factory's APPO vs sb3-contrib's RecurrentPPO, side by side.
+"""Time to solve: recall-rl's PPO vs sample-factory's APPO vs sb3-contrib's RecurrentPPO.
 
-    python -m benchmarks.peers --budget-seconds 300
-    python -m benchmarks.peers --tasks delayed_match --frameworks recall sf --budget-seconds 60
+    python -m benchmarks.peers --tasks delayed_match repeat_previous --seeds 0 --max-minutes 10
+    python -m benchmarks.peers --table-only --out runs/peers/solve.jsonl
 
-Same tasks (DelayedMatch with delay 32; NBack with n = 2), the same recurrent
-core size (hidden 128: recall-rl's GRU core, sample-factory with the same GRU
-core through ``agents.sf_integration``, sb3-contrib's LSTM, its only choice),
-the same machine and torch thread count, one framework at a time, each in its
-own process with a wall-clock budget (``--budget-seconds``, startup included).
+For every task of the suite at its easy level (the env and knobs of the
+committed experiment that trains it, else ``configs/env/<task>.yaml``) and
+every framework, one process per (framework, task, seed), one at a time, on
+the same device with the same torch thread count: wall-clock from launching
+the process until a **greedy** evaluation on ``--eval-episodes`` fresh
+episodes first reaches the bar: success >= 0.9, or mean return >= 0.9 on
+POPGym's tasks (RepeatFirst, RepeatPrevious, CountRecall, Autoencode, whose
+returns lie in [-1, 1]). The run stops there, or at ``--max-minutes``.
 
-Every framework logs its own training success rate to TensorBoard
-(recall-rl ``charts/success_rate``, sample-factory
-``policy_stats/avg_success``, SB3 ``rollout/success_rate``); this script reads
-those event files afterwards, so nothing is timed inside the frameworks:
+Every framework evaluates itself after each ``--eval-every-seconds`` of
+training, greedy actions, the same episode seeds each time (training seed +
+10**6), and logs ``eval/greedy_success_rate``, ``eval/greedy_mean_return``
+and ``eval/seconds`` (how long that evaluation held training up) to
+TensorBoard; this script reads them. "Time to bar" is the wall-clock at that
+evaluation less the time spent in evaluations (start-up included: imports,
+building the model); "wall" includes the evaluations.
 
-* steps/s: env steps between the first and the last logged point, over the
-  wall-clock between them (training throughput, startup excluded);
-* seconds to success: wall-clock from launching the process to the first
-  logged success rate >= ``--target`` (0.95), or "not reached";
-* final success: the last success rate logged within the budget (training episodes, each
-  framework's own running average: SB3 and sample-factory over the last 100
-  episodes, recall-rl over the episodes of the last update).
+The frameworks, same core size (the recall-rl recipe's core width):
 
-With ``--stop-at-target`` a framework stops as soon as it reaches the target,
-which saves time but makes "final success" the success at that point.
+* recall-rl: ``python -m agents.train experiment=<the task's experiment>``
+  as committed (curriculum, lr, rollout, budget); ``eval_every_seconds`` added;
+* sample-factory 2.1.1 APPO with the same recall-rl core inside it
+  (``agents.sf_integration``), serial synchronous mode, batched sampling of 64
+  copies (its fastest set-up on this CPU), rollout = recurrence = the recipe's
+  sequence length (whole episodes), its own defaults otherwise
+  (``agents.sf_train``: 4 epochs, lr 1e-3);
+* sb3-contrib RecurrentPPO with an LSTM (its only core) of the same width, 16
+  copies through ``envs.sb3.to_vec_env``, n_steps 128, batch 512, 4 epochs,
+  lr 3e-4 (its defaults apart from the batch).
 
-Settings per framework are the ones a user would pick for this machine:
-recall-rl's acceptance experiments (``configs/experiment/gru_delayed_match.yaml``,
-with its success-gated delay curriculum 4, 8, 16, 32, and ``gru_nback.yaml``;
-success before the curriculum reaches delay 32 counts as 0), sample-factory in serial synchronous mode
-with batched sampling of 64 copies (its fastest CPU set-up here; the
-single-env sampler is far slower) and rollout = recurrence = 64 so that one
-BPTT sequence spans a delay-32 episode, SB3 with 16 envs in one process
-(``to_vec_env``). Numbers are printed as a markdown table; none are stored.
+Both peers get the recipe's discount and entropy bonus (task knowledge, not
+recall-rl tuning). recall-rl's curriculum (DelayedMatch, T-maze) is part of
+its recipe; the peers train on the final task from the start. Each finished
+run appends one JSON line to ``--out`` (so a stopped sweep keeps what it
+measured); the table is printed at the end and by ``--table-only``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
-import shutil
 import signal
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("recall", "sf", "sb3")
-NAMES = {"recall": "recall-rl PPO (GRU 128)", "sf": "sample-factory APPO (GRU 128)",
-         "sb3": "sb3-contrib RecurrentPPO (LSTM 128)"}
-# task -> (recall-rl experiment, env id, knobs)
-TASKS = {
-    "delayed_match": ("gru_delayed_match", "recall/DelayedMatch-v0", {"delay": 32}),
-    "nback": ("gru_nback", "recall/NBack-v0", {"n": 2}),
+NAMES = {"recall": "recall-rl PPO", "sf": "sample-factory APPO", "sb3": "sb3-contrib RecurrentPPO"}
+# configs/env name -> the committed experiment that trains it (None: the env config and
+# the trainer's defaults, where no experiment is committed).
+RECIPES = {
+    "delayed_match": "gru_delayed_match",
+    "nback": "gru_nback",
+    "tmaze": "gru_tmaze",
+    "repeat_first": "gru_repeat_first",
+    "repeat_previous": "gru_repeat_previous",
+    "count_recall": "gru_count_recall",
+    "autoencode": "gru_autoencode",
+    "associative_recall": "hcam_associative_recall",
+    "hidden_objects": "gru_hidden_objects",
+    "ballet": "gru_ballet",
+    "minigrid_memory": None,
 }
-TAGS = {"recall": "charts/success_rate", "sf": "policy_stats/avg_success", "sb3": "rollout/success_rate"}
+RETURN_TASKS = ("RepeatFirst", "RepeatPrevious", "CountRecall", "Autoencode")  # POPGym: return bar
+EVAL_TAGS = {"success": "eval/greedy_success_rate", "return": "eval/greedy_mean_return"}
+EVAL_SEED_OFFSET = 1_000_000
+SF_COPIES = 64
+SB3_COPIES = 16
 
 
-# ------------------------------------------------------------------------- launchers
-def _recall_cmd(task, budget, device, logdir, threads, target, stop):
-    experiment, _, knobs = TASKS[task]
-    return [
-        sys.executable, "-m", "agents.train", f"experiment={experiment}", "core.hidden_size=128",
-        *[f"env.{k}={v}" for k, v in knobs.items()],
-        f"device={device}", f"threads={threads}", "total_steps=1000000000", "progress=false",
-        f"runs_root={logdir}", "name=peers", "eval.episodes=0", "eval.video_episodes=0",
-        "checkpoint_every=1000000",
-    ]
+# --------------------------------------------------------------------------------- tasks
+def task_spec(name: str) -> dict:
+    """Env, knobs, core and horizon settings of a task's recall-rl recipe."""
+    from omegaconf import OmegaConf
+
+    from agents.config import compose, env_knobs, load_env_config
+
+    if name not in RECIPES:
+        raise ValueError(f"unknown task {name!r}; accepted: {', '.join(RECIPES)}")
+    experiment = RECIPES[name]
+    cfg = compose([f"experiment={experiment}"] if experiment else [f"env={name}"])
+    env = OmegaConf.to_container(cfg.env, resolve=True) if experiment else dict(load_env_config(name))
+    core = OmegaConf.to_container(cfg.core, resolve=True)
+    short = str(env["id"]).split("/", 1)[-1].rsplit("-v", 1)[0]
+    return {
+        "task": name, "experiment": experiment, "env": env, "env_id": str(env["id"]),
+        "knobs": env_knobs(env), "core": core["name"], "hidden": int(core.get("hidden_size", 128)),
+        "core_kwargs": {k: v for k, v in core.items() if k != "name"},
+        "gamma": float(cfg.algo.gamma), "ent_coef": float(cfg.algo.ent_coef),
+        "seq_len": int(cfg.algo.seq_len), "metric": "return" if short in RETURN_TASKS else "success",
+    }
 
 
-def _sf_cmd(task, budget, device, logdir, threads, target, stop):
-    _, env_id, knobs = TASKS[task]
-    return [
-        sys.executable, "-m", "agents.sf_train", f"env={env_id}", "core=gru", "core.hidden_size=128",
-        *[f"env.{k}={v}" for k, v in knobs.items()], f"threads={threads}",
-        "--batched_sampling=True", "--num_envs_per_worker=1", "--recall_copies=64", "--rollout=64",
-        f"--train_for_seconds={max(1, int(budget) - 20)}", "--train_for_env_steps=1000000000",
-        "--experiment=peers", f"--train_dir={logdir}", "--experiment_summaries_interval=2",
-        "--flush_summaries_interval=5", "--save_every_sec=100000",
-        f"--device={'gpu' if device.startswith('cuda') else 'cpu'}",
-    ]
+def unsupported(fw: str, spec: dict) -> str | None:
+    """Why ``fw`` cannot run this task here, or None."""
+    import envs
+
+    if fw == "sf" and spec["env_id"] not in envs.ENV_IDS:
+        return "unsupported: agents.sf_integration serves the batched recall ids only, not MiniGrid"
+    return None
 
 
-def _sb3_cmd(task, budget, device, logdir, threads, target, stop):
-    return [
-        sys.executable, "-m", "benchmarks.peers", "--_sb3-worker", task, "--budget-seconds", str(budget),
-        "--device", device, "--threads", str(threads), "--target", str(target), "--logdir", logdir,
-        *(["--stop-at-target"] if stop else []),
-    ]
+# ------------------------------------------------------------------------------ launchers
+def _recall_cmd(spec, a, seed, logdir):
+    pick = [f"experiment={spec['experiment']}"] if spec["experiment"] else [
+        f"env={spec['task']}", "total_steps=1000000000000"]
+    return [sys.executable, "-m", "agents.train", *pick, f"seed={seed}", f"device={a.device}",
+            f"threads={a.threads}", f"runs_root={logdir}", "name=peers", "progress=false",
+            "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0",
+            f"eval_every_seconds={a.eval_every_seconds}", "eval.deterministic=true",
+            f"eval.during_episodes={a.eval_episodes}", f"eval.num_envs={a.eval_episodes}",
+            *a.recall_overrides]
 
 
-LAUNCH = {"recall": _recall_cmd, "sf": _sf_cmd, "sb3": _sb3_cmd}
+def _worker_cmd(fw, spec, a, seed, logdir):
+    return [sys.executable, "-m", "benchmarks.peers", "--_worker", fw, "--tasks", spec["task"],
+            "--seeds", str(seed), "--logdir", str(logdir), "--device", a.device,
+            "--threads", str(a.threads), "--max-minutes", str(a.max_minutes),
+            "--eval-episodes", str(a.eval_episodes), "--eval-every-seconds", str(a.eval_every_seconds),
+            "--bar", str(a.bar)]
 
 
-def sb3_worker(task: str, budget: float, device: str, threads: int, logdir: str, target: float, stop: bool):
-    """RecurrentPPO on a batched env through envs.sb3.to_vec_env, stopped by wall clock."""
-    t0 = time.time()
+# -------------------------------------------------------------------------------- workers
+class EvalClock:
+    """Greedy evaluations of a peer every ``every`` seconds of training, logged as recall-rl does."""
+
+    def __init__(self, logdir: str, spec: dict, every: float, bar: float):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(os.path.join(logdir, "eval_tb"))
+        self.spec, self.every, self.bar = spec, every, bar
+        self.next = time.perf_counter() + every
+        self.solved = False
+
+    def due(self) -> bool:
+        return time.perf_counter() >= self.next
+
+    def log(self, steps: int, success: float, mean_return: float, seconds: float) -> None:
+        w = self.writer
+        w.add_scalar("eval/greedy_success_rate", success, steps)
+        w.add_scalar("eval/greedy_mean_return", mean_return, steps)
+        w.add_scalar("eval/seconds", seconds, steps)
+        w.flush()
+        value = success if self.spec["metric"] == "success" else mean_return
+        self.solved = self.solved or value >= self.bar
+        self.next = time.perf_counter() + self.every
+
+
+def sb3_greedy(model, spec: dict, episodes: int, seed: int, device: str) -> tuple[float, float]:
+    """(success rate, mean return) of one greedy episode on each of ``episodes`` copies."""
     import numpy as np
+
+    from agents.config import make_env
+    from envs.sb3 import to_vec_env
+
+    venv = to_vec_env(make_env(spec["env"], episodes, device, seed))
+    obs = venv.reset()
+    state, starts = None, np.ones(episodes, dtype=bool)
+    success = np.full(episodes, np.nan)
+    ret = np.zeros(episodes)
+    while np.isnan(success).any():
+        action, state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        obs, _, dones, infos = venv.step(action)
+        for i in np.flatnonzero(dones & np.isnan(success)):
+            success[i] = float(infos[i]["is_success"])
+            ret[i] = infos[i]["episode"]["r"]
+        starts = dones
+    venv.close()
+    return float(success.mean()), float(ret.mean())
+
+
+def sb3_worker(spec: dict, seed: int, a) -> None:
+    """RecurrentPPO (sb3-contrib) on the batched task, evaluated greedily by training time."""
+    t0 = time.time()
     import torch
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    import envs
+    from agents.config import make_env
     from envs.sb3 import to_vec_env
 
-    torch.set_num_threads(threads)
-    _, env_id, knobs = TASKS[task]
+    torch.set_num_threads(a.threads)
+    clock = EvalClock(a.logdir, spec, a.eval_every_seconds, a.bar)
+    budget = a.max_minutes * 60
 
-    class Budget(BaseCallback):
+    class Stop(BaseCallback):
         def _on_step(self) -> bool:
-            return time.time() - t0 < budget
+            return time.time() - t0 < budget and not clock.solved
 
         def _on_rollout_end(self) -> None:
-            buf = self.model.ep_success_buffer
-            if stop and len(buf) >= 20 and float(np.mean(buf)) >= target:
-                self.model._stop = True
+            if clock.due():
+                started = time.perf_counter()
+                s, r = sb3_greedy(self.model, spec, a.eval_episodes, seed + EVAL_SEED_OFFSET, a.device)
+                clock.log(self.model.num_timesteps, s, r, time.perf_counter() - started)
 
-    class Stopper(Budget):
-        def _on_step(self) -> bool:
-            return super()._on_step() and not getattr(self.model, "_stop", False)
-
-    venv = to_vec_env(envs.make_vec(env_id, 16, device="cpu", seed=0, **knobs))
+    venv = to_vec_env(make_env(spec["env"], SB3_COPIES, a.device, seed))
     model = RecurrentPPO(
         "MlpLstmPolicy", venv, n_steps=128, batch_size=512, n_epochs=4, learning_rate=3e-4,
-        ent_coef=0.01, policy_kwargs=dict(lstm_hidden_size=128), tensorboard_log=logdir,
-        device=device, seed=0, verbose=0,
+        gamma=spec["gamma"], ent_coef=spec["ent_coef"],
+        policy_kwargs=dict(lstm_hidden_size=spec["hidden"]), tensorboard_log=a.logdir,
+        device=a.device, seed=seed, verbose=0,
     )
-    model.learn(10**12, callback=Stopper(), tb_log_name="sb3", log_interval=1)
+    model.learn(10**12, callback=Stop(), tb_log_name="sb3", log_interval=1)
 
 
-# ---------------------------------------------------------------------------- reading
-def read_curve(logdir: str, tag: str) -> list[tuple[float, int, float]]:
-    """(wall_time, step, value) of ``tag`` in every TensorBoard event file under ``logdir``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def sf_worker(spec: dict, seed: int, a) -> int:
+    """sample-factory's APPO with the recipe's recall-rl core, evaluated greedily by training time."""
+    import torch
+    from sample_factory.algo.runners.runner import AlgoObserver
+    from sample_factory.algo.utils.misc import ExperimentStatus
+    from sample_factory.train import make_runner
 
-    points = []
-    folders = {
-        root for root, _, files in os.walk(logdir) if any(f.startswith("events.out.tfevents.") for f in files)
-    }  # os.walk, not glob: sample-factory writes under a hidden ".summary" folder
-    for folder in sorted(folders):
-        acc = EventAccumulator(folder, size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags().get("scalars", []):
-            points += [(e.wall_time, int(e.step), float(e.value)) for e in acc.Scalars(tag)]
-    return sorted(points)
+    from agents.sf_enjoy import play_episodes
+    from agents.sf_integration import register_all
+    from agents.sf_train import parse_cfg
+
+    register_all()
+    torch.set_num_threads(a.threads)
+    words = [f"env={spec['env_id']}", f"core={spec['core']}",
+             *(f"env.{k}={json.dumps(v)}" for k, v in spec["knobs"].items()),
+             *(f"core.{k}={json.dumps(v)}" for k, v in spec["core_kwargs"].items()),
+             f"threads={a.threads}"]
+    flags = ["--batched_sampling=True", "--num_envs_per_worker=1", f"--recall_copies={SF_COPIES}",
+             f"--rollout={spec['seq_len']}", f"--gamma={spec['gamma']}",
+             f"--exploration_loss_coeff={spec['ent_coef']}", f"--seed={seed}",
+             f"--train_for_seconds={int(a.max_minutes * 60)}", "--train_for_env_steps=1000000000000",
+             "--experiment=peers", f"--train_dir={a.logdir}", "--save_every_sec=1000000",
+             "--experiment_summaries_interval=10",
+             f"--device={'gpu' if a.device.startswith('cuda') else 'cpu'}"]
+    cfg = parse_cfg(words + flags)
+    clock = EvalClock(a.logdir, spec, a.eval_every_seconds, a.bar)
+
+    class Evaluate(AlgoObserver):
+        def on_training_step(self, runner, training_iteration_since_resume: int) -> None:
+            if not clock.due():
+                return
+            started = time.perf_counter()
+            learner = runner.learners[0].learner  # its step count is current; the runner's lags
+            with torch.no_grad():
+                succ, rets, _ = play_episodes(learner.actor_critic, runner.cfg, a.eval_episodes,
+                                              a.eval_episodes, seed + EVAL_SEED_OFFSET, True, a.device)
+            clock.log(int(learner.env_steps), sum(succ) / len(succ), sum(rets) / len(rets),
+                      time.perf_counter() - started)
+            if clock.solved:
+                runner.cfg.train_for_seconds = 0  # the runner stops after this training step
+
+    cfg, runner = make_runner(cfg)
+    runner.register_observer(Evaluate())
+    status = runner.init()
+    if status == ExperimentStatus.SUCCESS:
+        status = runner.run()
+    return int(status)
 
 
-def success_curve(fw: str, task: str, logdir: str) -> list[tuple[float, int, float]]:
-    """The success curve of a run on the benchmark's task itself.
+# -------------------------------------------------------------------------------- reading
+class Curves:
+    """Scalars of every TensorBoard event folder under a run's log dir, re-read on demand."""
 
-    recall-rl's DelayedMatch experiment trains through a delay curriculum (4, 8, 16, 32);
-    success logged while an easier delay is in force is not success on the task, so it
-    counts as 0 here (the curriculum's stage is logged at the same step as the success).
+    def __init__(self, logdir: str):
+        self.logdir = logdir
+        self.acc: dict[str, object] = {}
+
+    def points(self, tag: str) -> list[tuple[float, int, float]]:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        for root, _, files in os.walk(self.logdir):  # os.walk: sf writes under a hidden folder
+            if root not in self.acc and any(f.startswith("events.out.tfevents.") for f in files):
+                self.acc[root] = EventAccumulator(root, size_guidance={"scalars": 0})
+        out = []
+        for acc in self.acc.values():
+            acc.Reload()
+            if tag in acc.Tags().get("scalars", []):
+                out += [(e.wall_time, int(e.step), float(e.value)) for e in acc.Scalars(tag)]
+        return sorted(out)
+
+    def evals(self, metric: str) -> list[tuple[float, int, float, float]]:
+        """(wall time, env steps, greedy metric, evaluation seconds) of each evaluation."""
+        values = self.points(EVAL_TAGS[metric])
+        seconds = {s: v for _, s, v in self.points("eval/seconds")}
+        return [(w, s, v, seconds.get(s, 0.0)) for w, s, v in values]
+
+
+def time_to_bar(evals, launched: float, bar: float) -> dict:
+    """From a run's evaluations: when the bar was first met, in training time and wall time.
+
+    Training time = wall time since launch less every evaluation up to that one
+    (each evaluation's wall time is taken as it ends).
     """
-    points = read_curve(logdir, TAGS[fw])
-    knobs = TASKS[task][2]
-    for knob, final in knobs.items():
-        stage = {step: value for _, step, value in read_curve(logdir, f"curriculum/{knob}")}
-        if stage:
-            points = [(w, s, v if stage.get(s, final) == final else 0.0) for w, s, v in points]
-    return points
+    spent, out = 0.0, {"solved": False, "evals": len(evals)}
+    for wall, steps, value, secs in evals:
+        spent += secs
+        train_s = wall - launched - spent
+        out.update(train_s=round(train_s, 1), steps=steps, last=value,
+                   best=max(value, out.get("best", -math.inf)))
+        if value >= bar and not out["solved"]:
+            out.update(solved=True, solve_s=round(train_s, 1), solve_wall_s=round(wall - launched, 1),
+                       steps_at_solve=steps)
+    if evals and out["train_s"] > 0:
+        out["sps"] = round(out["steps"] / out["train_s"])
+    return out
 
 
-def summarize(points, launched: float, target: float, budget: float | None = None) -> dict:
-    """Steps/s, seconds to ``target`` and final success from one curve, cut at the budget.
-
-    A trainer may run on for a few seconds after Ctrl-C; points logged after
-    ``launched + budget`` are ignored so every framework is judged on the same time.
-    """
-    if budget is not None:
-        points = [p for p in points if p[0] - launched <= budget]
-    if len(points) < 2:
-        return {"sps": None, "to_target": None, "final": points[-1][2] if points else None, "steps": 0}
-    (w0, s0, _), (w1, s1, v1) = points[0], points[-1]
-    reached = next((w for w, _, v in points if v >= target), None)
-    return {
-        "sps": (s1 - s0) / (w1 - w0) if w1 > w0 else None,
-        "to_target": None if reached is None else reached - launched,
-        "final": v1,
-        "steps": s1,
-    }
-
-
+# -------------------------------------------------------------------------------- running
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_one(fw, task, args, workdir) -> dict:
-    logdir = os.path.join(workdir, f"{fw}_{task}")
-    os.makedirs(logdir, exist_ok=True)
-    cmd = LAUNCH[fw](task, args.budget_seconds, args.device, logdir, args.threads, args.target, args.stop_at_target)
+def _commit() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("+changes" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def run_one(fw: str, spec: dict, seed: int, a, workdir: Path) -> dict:
+    """Launch one framework on one task and seed; stop at the bar or the cap; its JSON row."""
+    logdir = workdir / f"{fw}_{spec['task']}_s{seed}"
+    logdir.mkdir(parents=True, exist_ok=True)
+    row = {"framework": fw, "task": spec["task"], "seed": seed, "env": spec["env_id"],
+           "knobs": spec["knobs"], "core": spec["core"] if fw != "sb3" else "lstm",
+           "hidden": spec["hidden"], "metric": spec["metric"], "bar": a.bar,
+           "max_minutes": a.max_minutes, "threads": a.threads, "device": a.device,
+           "eval_every_s": a.eval_every_seconds, "eval_episodes": a.eval_episodes,
+           **({"recall_overrides": a.recall_overrides} if fw == "recall" and a.recall_overrides else {}),
+           "commit": _commit(), "machine": f"{os.cpu_count()} CPUs {platform.machine()}",
+           "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "load_before": round(os.getloadavg()[0], 2), "log": str(logdir / "stdout.txt")}
+    why = unsupported(fw, spec)
+    if why:
+        return {**row, "status": why, "solved": False}
+    cmd = _recall_cmd(spec, a, seed, logdir) if fw == "recall" else _worker_cmd(fw, spec, a, seed, logdir)
+    curves, cap = Curves(str(logdir)), a.max_minutes * 60
     launched = time.time()
-    with open(os.path.join(logdir, "stdout.txt"), "w") as out:
-        # SIGINT back to its default in the child: a shell's background job (`peers ... &`)
-        # ignores it, Python then installs no KeyboardInterrupt handler, and the trainers
-        # could not stop cleanly on the Ctrl-C below.
+    with open(logdir / "stdout.txt", "w") as out:
+        # SIGINT back to its default in the child: a background job (`peers ... &`) ignores it,
+        # and the trainers stop cleanly on the Ctrl-C sent below only with Python's handler.
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_default_sigint)
-        poll_target = args.stop_at_target and fw != "sb3"
-        # recall-rl and sample-factory get Ctrl-C at the budget (both stop cleanly on it;
-        # sample-factory flushes its summaries every 5 s). The SB3 worker stops itself at
-        # the budget counted from its own start, so it gets a short grace period.
-        limit = args.budget_seconds + (30 if fw == "sb3" else 0)
+                                preexec_fn=_default_sigint, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
+        last_note = 0.0
         while proc.poll() is None:
-            time.sleep(1)
+            time.sleep(2)
             elapsed = time.time() - launched
-            if elapsed > limit:
+            res = time_to_bar(curves.evals(spec["metric"]), launched, a.bar)
+            if elapsed - last_note >= 30:
+                last_note = elapsed
+                print(f"[peers]   {elapsed / 60:4.1f} min: {res.get('evals', 0)} evaluations, "
+                      f"{spec['metric']} {res.get('last', float('nan')):.3f} at {res.get('steps', 0):,} steps",
+                      file=sys.stderr, flush=True)
+            if res["solved"] or elapsed > cap + 30:
                 break
-            if poll_target:
-                pts = success_curve(fw, task, logdir)
-                if pts and pts[-1][2] >= args.target:
-                    break
-        if proc.poll() is None:  # out of budget: Ctrl-C (both trainers save and flush on it)
+        if proc.poll() is None:  # solved or over the cap: Ctrl-C (both trainers save and flush)
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    res = summarize(success_curve(fw, task, logdir), launched, args.target, args.budget_seconds + 5)
-    res["returncode"] = proc.returncode
-    res["log"] = os.path.join(logdir, "stdout.txt")
-    return res
+    res = time_to_bar([e for e in curves.evals(spec["metric"]) if e[0] - launched <= cap + 5],
+                      launched, a.bar)
+    row.update(res, returncode=proc.returncode, wall_s=round(time.time() - launched, 1),
+               load_after=round(os.getloadavg()[0], 2))
+    if res["solved"]:
+        row["status"] = "solved"
+    elif res["evals"] == 0:
+        tail = (logdir / "stdout.txt").read_text(errors="replace").strip().splitlines()[-1:]
+        row["status"] = f"failed: no evaluation logged (exit {proc.returncode}): {' '.join(tail)[:300]}"
+    else:
+        row["status"] = f"not solved in {a.max_minutes:g} min"
+    return row
 
 
-def _fmt(res) -> list[str]:
-    sps = "n/a" if res["sps"] is None else f"{res['sps']:,.0f}"
-    tt = "not reached" if res["to_target"] is None else f"{res['to_target']:.0f}"
-    fin = "n/a" if res["final"] is None else f"{res['final']:.3f}"
-    return [sps, tt, fin, f"{res['steps']:,}"]
+# --------------------------------------------------------------------------------- tables
+def _median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def render(rows: list[dict]) -> str:
+    """Markdown: per task, each framework's time to the bar and the best peer's ratio to recall-rl."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    out = ["| task (level) | bar | " + " | ".join(NAMES[f] for f in FRAMEWORKS)
+           + " | best peer / recall-rl | 3x target |", "|---|---|" + "---:|" * (len(FRAMEWORKS) + 2)]
+    for task in tasks:
+        mine = [r for r in rows if r["task"] == task]
+        cells, medians, caps = [], {}, {}
+        for fw in FRAMEWORKS:
+            runs = [r for r in mine if r["framework"] == fw]
+            if not runs:
+                cells.append("-")
+                continue
+            solved = [r["solve_s"] for r in runs if r.get("solved")]
+            caps[fw] = max(r["max_minutes"] for r in runs) * 60
+            core = f"{runs[0]['core']} {runs[0]['hidden']}"
+            if all(r["status"].startswith(("unsupported", "failed")) for r in runs):
+                cells.append(runs[0]["status"].split(":")[0])
+                continue
+            if len(solved) == len(runs):
+                medians[fw] = _median(solved)
+                cells.append(f"{medians[fw]:.0f} s ({core}, {len(solved)}/{len(runs)})")
+            else:
+                cells.append(f"not in {caps[fw] / 60:g} min ({core}, {len(solved)}/{len(runs)} solved)")
+        peers = {f: m for f, m in medians.items() if f != "recall"}
+        ours = medians.get("recall")
+        if ours is None:
+            ratio, ok = "-", "no (recall-rl not solved)"
+        elif peers:
+            r = min(peers.values()) / ours
+            ratio, ok = f"{r:.1f}x", "yes" if r >= 3 else "no"
+        else:
+            tried = [caps[f] for f in caps if f != "recall"]
+            r = min(tried) / ours if tried else None
+            ratio = f"> {r:.1f}x" if r else "-"
+            ok = ("yes" if r >= 3 else "not shown (cap too short)") if r else "-"
+        first = mine[0]
+        level = ", ".join(f"{k}={v}" for k, v in first["knobs"].items())
+        cells_txt = " | ".join(cells)
+        out.append(f"| {first['env']} ({level}) | {first['metric']} >= {first['bar']} | {cells_txt} "
+                   f"| {ratio} | {ok} |")
+    out += ["", "| framework | task | seed | status | time to bar (s) | wall (s) | env steps at bar "
+            "| steps/s | best greedy | evals | load before/after | commit |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        def g(k, f="{}", r=r):
+            return f.format(r[k]) if r.get(k) is not None else "-"
+        name = " ".join([NAMES[r["framework"]], *r.get("recall_overrides", [])])
+        out.append(f"| {name} | {r['task']} | {r['seed']} | {r['status']} "
+                   f"| {g('solve_s')} | {g('solve_wall_s')} | {g('steps_at_solve', '{:,}')} "
+                   f"| {g('sps', '{:,}')} | {g('best', '{:.3f}')} | {g('evals')} "
+                   f"| {g('load_before')} / {g('load_after')} | {r['commit']} |")
+    return "\n".join(out)
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        raise SystemExit(f"--out {path}: no such file (run the benchmark first)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", nargs="+", default=list(RECIPES), choices=list(RECIPES), metavar="TASK",
+                   help=f"configs/env names (default all: {', '.join(RECIPES)})")
+    p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=list(FRAMEWORKS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--max-minutes", type=float, default=10.0, help="wall-clock cap per framework run")
+    p.add_argument("--bar", type=float, default=0.9, help="greedy success (or return) counted as solved")
+    p.add_argument("--eval-every-seconds", type=float, default=5.0,
+                   help="training seconds between greedy evaluations")
+    p.add_argument("--eval-episodes", type=int, default=256, help="episodes per evaluation")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (all frameworks)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, all frameworks")
+    p.add_argument("--recall-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra agents.train overrides for recall-rl (a probe, not its recipe)")
+    p.add_argument("--out", default="runs/peers/solve.jsonl",
+                   help="JSON lines, one per run (appended); the runs' logs go beside it")
+    p.add_argument("--table-only", action="store_true", help="print the table of --out and stop")
+    p.add_argument("--logdir", help=argparse.SUPPRESS)
+    p.add_argument("--_worker", dest="worker", choices=("sf", "sb3"), help=argparse.SUPPRESS)
+    return p
+
+
+def check_args(a) -> None:
+    """One line naming the bad value and what is accepted."""
+    for name, value, low in (("--max-minutes", a.max_minutes, 0), ("--eval-every-seconds",
+                             a.eval_every_seconds, 0), ("--eval-episodes", a.eval_episodes, 0),
+                             ("--threads", a.threads, 0)):
+        if not value > low:
+            raise SystemExit(f"error: {name} {value:g} is not accepted; accepted: > {low}")
+    if not -1 <= a.bar <= 1:
+        raise SystemExit(f"error: --bar {a.bar:g} is not accepted; accepted: -1 to 1")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--budget-seconds", type=float, default=300.0, help="wall clock per framework and task")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=list(FRAMEWORKS))
-    p.add_argument("--device", default="cpu", help="cpu or cuda (all frameworks)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, all frameworks")
-    p.add_argument("--target", type=float, default=0.95, help="success rate counted as solved")
-    p.add_argument("--stop-at-target", action="store_true", help="stop a framework once it reaches the target")
-    p.add_argument("--workdir", default=None, help="keep logs here (default: a temporary folder, removed)")
-    p.add_argument("--logdir", help=argparse.SUPPRESS)
-    p.add_argument("--_sb3-worker", dest="sb3_worker", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.budget_seconds <= 0:
-        raise SystemExit(f"--budget-seconds must be > 0, got {args.budget_seconds}")
-    if args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
-    if not 0 < args.target <= 1:
-        raise SystemExit(f"--target must be in (0, 1], got {args.target}")
-    if args.sb3_worker:
-        sb3_worker(args.sb3_worker, args.budget_seconds, args.device, args.threads, args.logdir,
-                   args.target, args.stop_at_target)
+    a = build_parser().parse_args(argv)
+    check_args(a)
+    if a.worker:
+        spec = task_spec(a.tasks[0])
+        if a.worker == "sb3":
+            sb3_worker(spec, a.seeds[0], a)
+            return 0
+        return sf_worker(spec, a.seeds[0], a)
+    out = Path(a.out)
+    if a.table_only:
+        print(render(read_rows(out)))
         return 0
+    from agents.device import check_device
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix="peers_")
-    load_before = os.getloadavg()[1]
-    rows = []
     try:
-        for task in args.tasks:
-            for fw in args.frameworks:
-                print(f"[peers] {task} / {fw} (budget {args.budget_seconds:.0f} s)...", file=sys.stderr, flush=True)
-                res = run_one(fw, task, args, workdir)
-                print(f"[peers]   {json.dumps(res)}", file=sys.stderr, flush=True)
-                rows.append((task, fw, res))
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    knobs = {t: ", ".join(f"{k}={v}" for k, v in TASKS[t][2].items()) for t in args.tasks}
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"device {args.device}, torch threads {args.threads}; budget {args.budget_seconds:.0f} s "
-          f"per run; target success {args.target}; load average (5 min) before {load_before:.1f}, "
-          f"after {os.getloadavg()[1]:.1f}")
-    print()
-    print(f"| task | framework | steps/s | seconds to success >= {args.target} | final success | env steps |")
-    print("|---|---|---:|---:|---:|---:|")
-    for task, fw, res in rows:
-        print(f"| {TASKS[task][1]} ({knobs[task]}) | {NAMES[fw]} | " + " | ".join(_fmt(res)) + " |")
+        check_device(a.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = out.parent / f"logs_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    jobs = [(t, fw, s) for t in a.tasks for s in a.seeds for fw in a.frameworks]
+    for i, (task, fw, seed) in enumerate(jobs, 1):
+        spec = task_spec(task)
+        print(f"[peers] {i}/{len(jobs)}: {task} / {NAMES[fw]} / seed {seed} (cap {a.max_minutes:g} min)",
+              file=sys.stderr, flush=True)
+        row = run_one(fw, spec, seed, a, workdir)
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"[peers]   {row['status']}" + (f" in {row['solve_s']} s" if row.get("solved") else ""),
+              file=sys.stderr, flush=True)
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device "
+          f"{a.device}, torch threads {a.threads}; cap {a.max_minutes:g} min per run; greedy bar "
+          f"{a.bar}; rows of {out}:\n")
+    print(render(read_rows(out)))
     return 0
 
 

@@ -99,6 +99,9 @@ class AssociativeRecall(BatchedEnv):
         self.order = torch.where(m, order, self.order)
         self.correct.masked_fill_(mask, 0)
 
+    def actions_matter(self) -> torch.Tensor:
+        return self.t >= self.query_step
+
     def phase(self) -> torch.Tensor:
         return (self.t >= self.num_pairs).long() + (self.t >= self.query_step).long()
 
@@ -131,9 +134,6 @@ class AssociativeRecall(BatchedEnv):
 
     def oracle_actions(self):
         return self.target() - 1
-
-    def action_matters(self):
-        return self.t >= self.query_step
 
     def render_frame(self, index=0, show_answer=True, action=None):
         t = int(self.t[index])

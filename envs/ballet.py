@@ -239,6 +239,9 @@ class Ballet(BatchedEnv):
         self.pos = torch.where(mask, CENTRE, self.pos)
 
     # ---------------------------------------------------------------- helpers
+    def actions_matter(self) -> torch.Tensor:
+        return ~self.watching()
+
     def watching(self) -> torch.Tensor:
         return self.t < self.watch_steps
 
@@ -299,9 +302,6 @@ class Ballet(BatchedEnv):
 
     # --------------------------------------------------------------- render
     action_names = tuple(SPOT_NAMES)
-
-    def action_matters(self):
-        return ~self.watching()
 
     def render_frame(self, index=0, show_answer=True, action=None):
         scale = 3

@@ -102,6 +102,16 @@ class BatchedEnv(gym.vector.VectorEnv):
         """The optimal action of every copy in its current state (may read hidden state)."""
         raise NotImplementedError
 
+    def actions_matter(self) -> torch.Tensor | None:
+        """Whether the action each copy takes now can change anything (bool ``[N]``).
+
+        False where the task ignores actions (a watch or show phase, the steps before a
+        choice): no action there changes a reward or an observation, so a learner may
+        leave those steps out of its policy loss, and videos mark them "(no effect)".
+        None: every action matters.
+        """
+        return None
+
     def render_frame(self, index: int = 0, show_answer: bool = True, action: int | None = None
                      ) -> np.ndarray:
         """Copy ``index`` now; ``action``, when given, is the agent's action at this step,
@@ -110,12 +120,6 @@ class BatchedEnv(gym.vector.VectorEnv):
 
     #: Names of the actions, for videos (empty: the number is the name).
     action_names: tuple[str, ...] = ()
-
-    def action_matters(self) -> torch.Tensor:
-        """[N] bool: whether each copy's action at the current step can change anything
-        (videos mark the others "no effect"). Tasks with steps that ignore the action
-        override this."""
-        return self._all
 
     # ----------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -148,7 +152,7 @@ class BatchedEnv(gym.vector.VectorEnv):
             raise ValueError("env state does not fit this env (other task, knobs or num_envs): "
                              + "; ".join(problems))
         for k, v in state["tensors"].items():
-            setattr(self, k, v.to(self.device))
+            setattr(self, k, v.to(self.device, copy=True))  # never alias the caller's state
         for k, v in state["arrays"].items():
             setattr(self, k, v.copy())
         self.seed_value = int(state["seed"])

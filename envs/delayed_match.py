@@ -91,6 +91,9 @@ class DelayedMatch(BatchedEnv):
         """[B, num_choices]: the options of every copy's current episode."""
         return self._table[(self.row * self.num_choices)[:, None] + self._cols]
 
+    def actions_matter(self) -> torch.Tensor:
+        return self.t == self.choice_step
+
     def phase(self) -> torch.Tensor:
         return (self.t >= self.cue_steps).long() + (self.t >= self.choice_step).long()
 
@@ -114,9 +117,6 @@ class DelayedMatch(BatchedEnv):
 
     def oracle_actions(self):
         return self.answer.clone()
-
-    def action_matters(self):
-        return self.t == self.choice_step
 
     def render_frame(self, index=0, show_answer=True, action=None):
         obs = self._observe()[index].tolist()

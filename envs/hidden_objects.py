@@ -138,6 +138,9 @@ class HiddenObjects(BatchedEnv):
         self.target_pos = torch.where(mask, obj_pos.gather(1, target).squeeze(1), self.target_pos)
         self.target_kind = torch.where(mask, obj_kind.gather(1, target).squeeze(1), self.target_kind)
 
+    def actions_matter(self) -> torch.Tensor:
+        return self.phase() != SHOW
+
     def phase(self) -> torch.Tensor:
         return (self.t >= self.show_steps).long() + (self.t >= self.query_start).long()
 
@@ -208,9 +211,6 @@ class HiddenObjects(BatchedEnv):
         return torch.where(self.phase() == QUERY, self.path_actions(self.target_pos), NOOP)
 
     action_names = ("noop", "up", "right", "down", "left")
-
-    def action_matters(self):
-        return self.phase() != SHOW
 
     def render_frame(self, index=0, show_answer=True, action=None):
         s, cell = self.size, 24

@@ -105,7 +105,7 @@ class NBack(BatchedEnv):
     def oracle_actions(self):
         return self.target()
 
-    def action_matters(self):
+    def actions_matter(self):
         return self.t >= self.n
 
     def render_frame(self, index=0, show_answer=True, action=None):

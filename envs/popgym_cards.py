@@ -180,7 +180,7 @@ class CardTask(BatchedEnv):
         """Whether this step's action is scored."""
         return torch.ones_like(self.t, dtype=torch.bool)
 
-    def action_matters(self):
+    def actions_matter(self):
         return self.answered()
 
     # ---------------------------------------------------------------- drawing

@@ -61,6 +61,7 @@ SUBPROCESS = ("python -m agents.sf_train", "python -m agents.sf_enjoy")
 PY_BUDGETS = {"model.learn(total_timesteps=30_000)": "model.learn(total_timesteps=512)",
               "n_eval_episodes=200": "n_eval_episodes=16"}
 SKIP = {"make test": "the test suite itself (its time is in the README)"}
+SHELL_ASSIGNMENT = re.compile(r"^\w+=\$\(")  # head=$(scontrol ...): a Slurm script's variable
 # What makes a runs/<name>/<time> that no earlier README command made.
 MAKE_RUN = {
     "default": ["experiment=default", *TRAIN],
@@ -76,9 +77,10 @@ def blocks(lang: str) -> list[tuple[int, str]]:
     out, lines = [], README.read_text().splitlines()
     i = 0
     while i < len(lines):
-        if lines[i].strip() == f"```{lang}":
-            j = lines.index("```", i + 1)
-            out.append((i + 2, "\n".join(lines[i + 1 : j])))
+        if lines[i].strip() == f"```{lang}":  # also indented, inside a list item
+            j = next(k for k in range(i + 1, len(lines)) if lines[k].strip() == "```")
+            indent = len(lines[i]) - len(lines[i].lstrip())
+            out.append((i + 2, "\n".join(line[indent:] for line in lines[i + 1 : j])))
             i = j
         i += 1
     return out
@@ -99,8 +101,8 @@ def program(cmd: str) -> str:
     for prefix in sorted(TINY, key=len, reverse=True):
         if cmd.startswith(prefix + " ") or cmd == prefix:
             return prefix
-    if cmd.startswith("make "):
-        return cmd
+    if cmd.startswith(("make ", "torchrun ", "srun ")) or SHELL_ASSIGNMENT.match(cmd):
+        return cmd.split()[0] if not cmd.startswith("make ") else cmd
     raise ValueError(f"tests/readme_runner.py knows no tiny budget for {cmd!r}; add one to TINY")
 
 
@@ -136,9 +138,13 @@ def in_process(argv: list[str]) -> str:
 
 
 def subprocess_run(argv: list[str]) -> str:
+    """``python <argv>`` in a process of its own; its stdout. Raises on failure."""
+    return subprocess_run_tool([sys.executable, *argv])
+
+
+def subprocess_run_tool(args: list[str]) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=900,
-                          env=env)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode:
         raise RuntimeError(f"exit status {proc.returncode}\n{proc.stderr[-3000:]}")
     return proc.stdout
@@ -152,6 +158,24 @@ def newest_run(name: str) -> str:
         raise ValueError(f"runs/{name}/<time> is used before a README command made it")
     in_process(["-m", "agents.train", *MAKE_RUN[name]])
     return newest_run(name)
+
+
+def run_torchrun(args: list[str]) -> str:
+    """``torchrun <its flags> -m agents.train <overrides>``: run tiny on CPU ranks here;
+    composed only where it needs CUDA, several nodes or a Slurm allocation."""
+    split = args.index("-m")
+    flags, overrides = args[:split], args[split + 2 :]
+    if args[split + 1] != "agents.train":
+        raise ValueError(f"torchrun runs {args[split + 1]}: tests/readme_runner.py knows agents.train")
+    import torch
+
+    why = ("needs CUDA" if "device=cuda" in overrides and not torch.cuda.is_available() else
+           "several nodes" if any("<" in f or "$" in f or f.startswith("--nnodes") for f in flags)
+           else None)
+    if why:
+        return f"composed {compose_sweep(overrides)} job ({why}: not run here)"
+    subprocess_run_tool([f"{VENV_BIN}/torchrun", *flags, "-m", "agents.train", *overrides, *TRAIN])
+    return "ran"
 
 
 def compose_sweep(args: list[str]) -> int:
@@ -211,8 +235,11 @@ def serves(args: list[str]) -> None:
 def run_command(cmd: str, comment: str) -> str:
     """Run one README command with its tiny budget; what it did, in a few words."""
     prog = program(cmd)
-    if prog in SKIP:
-        return "skipped: " + SKIP[prog]
+    if prog in SKIP or SHELL_ASSIGNMENT.match(cmd):
+        return "skipped: " + SKIP.get(prog, "a shell variable of a Slurm script")
+    if prog in ("torchrun", "srun"):
+        args = shlex.split(cmd)
+        return run_torchrun(args[2:] if prog == "srun" else args[1:])
     if prog.startswith("make "):
         args = make_recipe(prog.split()[1])
         if "tensorboard" in Path(args[0]).name:

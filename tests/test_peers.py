@@ -1,35 +1,96 @@
-"""benchmarks/peers.py reads each framework's own TensorBoard curves (real event files here)."""
+"""benchmarks/peers.py: time to the greedy bar, for real, on tiny runs of each framework."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
-from torch.utils.tensorboard import SummaryWriter
 
-from benchmarks.peers import success_curve, summarize
+from benchmarks import peers
 
-
-def _write(logdir, points, stages=None):
-    w = SummaryWriter(logdir)
-    for i, (step, value) in enumerate(points):
-        w.add_scalar("charts/success_rate", value, step, walltime=100.0 + i)
-        if stages is not None:
-            w.add_scalar("curriculum/delay", stages[i], step, walltime=100.0 + i)
-    w.close()
+ROOT = peers.ROOT
 
 
-def test_success_before_the_last_curriculum_stage_counts_as_zero(tmp_path):
-    _write(str(tmp_path), [(1000, 0.96), (2000, 0.97), (3000, 0.5), (4000, 0.99)],
-           stages=[4, 16, 32, 32])
-    curve = success_curve("recall", "delayed_match", str(tmp_path))
-    assert [v for _, _, v in curve] == pytest.approx([0.0, 0.0, 0.5, 0.99])
-    res = summarize(curve, launched=90.0, target=0.95)
-    assert res["to_target"] == 13.0  # the 4th point: wall 103, launched at 90
-    assert res["final"] == pytest.approx(0.99) and res["steps"] == 4000
-    assert res["sps"] == (4000 - 1000) / 3.0
+def test_time_to_bar_leaves_out_the_evaluations():
+    # (wall time, env steps, greedy metric, seconds the evaluation took), launched at 100
+    evals = [(110.0, 1000, 0.2, 1.0), (121.0, 2000, 0.95, 1.0), (132.0, 3000, 0.5, 1.0)]
+    res = peers.time_to_bar(evals, launched=100.0, bar=0.9)
+    assert res["solved"] and res["solve_s"] == 21.0 - 2.0 and res["solve_wall_s"] == 21.0
+    assert res["steps_at_solve"] == 2000 and res["best"] == 0.95 and res["last"] == 0.5
+    assert res["evals"] == 3 and res["sps"] == round(3000 / (32.0 - 3.0))
+    assert not peers.time_to_bar(evals, 100.0, 0.96)["solved"]
+    assert peers.time_to_bar([], 100.0, 0.9) == {"solved": False, "evals": 0}
 
 
-def test_without_a_curriculum_the_curve_is_as_logged(tmp_path):
-    _write(str(tmp_path), [(100, 0.2), (200, 0.96)])
-    curve = success_curve("recall", "nback", str(tmp_path))
-    assert [v for _, _, v in curve] == pytest.approx([0.2, 0.96])
-    assert summarize(curve, launched=100.0, target=0.95, budget=0.5)["to_target"] is None
+def test_tasks_are_the_committed_recipes_at_their_levels():
+    dm = peers.task_spec("delayed_match")
+    assert dm["experiment"] == "gru_delayed_match" and dm["knobs"]["delay"] == 32
+    assert (dm["core"], dm["hidden"], dm["metric"]) == ("gru", 128, "success")
+    rp = peers.task_spec("repeat_previous")
+    assert rp["knobs"] == {"difficulty": "easy"} and rp["metric"] == "return" and rp["gamma"] == 0.5
+    ar = peers.task_spec("associative_recall")
+    assert (ar["core"], ar["hidden"], ar["core_kwargs"]["max_chunks"]) == ("hcam", 64, 4)
+    ho = peers.task_spec("hidden_objects")
+    assert ho["experiment"] == "gru_hidden_objects" and ho["env_id"] == "recall/HiddenObjects-v0"
+    mg = peers.task_spec("minigrid_memory")
+    assert mg["experiment"] is None and mg["env_id"] == "MiniGrid-MemoryS7-v0"
+    assert peers.unsupported("sf", mg).startswith("unsupported") and peers.unsupported("sb3", mg) is None
+    with pytest.raises(ValueError, match="unknown task 'pong'; accepted: delayed_match"):
+        peers.task_spec("pong")
+
+
+def _row(fw, solved, solve_s=None, status=None, minutes=10):
+    return {"framework": fw, "task": "nback", "seed": 0, "env": "recall/NBack-v0", "knobs": {"n": 2},
+            "core": "gru", "hidden": 128, "metric": "success", "bar": 0.9, "max_minutes": minutes,
+            "solved": solved, "solve_s": solve_s, "commit": "abc",
+            "status": status or ("solved" if solved else f"not solved in {minutes} min")}
+
+
+def test_the_table_gives_the_best_peer_ratio_and_the_target():
+    text = peers.render([_row("recall", True, 20.0), _row("sf", True, 80.0), _row("sb3", False)])
+    assert "| 4.0x | yes |" in text and "20 s (gru 128, 1/1)" in text
+    text = peers.render([_row("recall", True, 100.0), _row("sf", True, 250.0)])
+    assert "| 2.5x | no |" in text
+    # no peer solved within its cap: the ratio is a lower bound, cap / recall-rl's time
+    text = peers.render([_row("recall", True, 100.0), _row("sf", False, minutes=10)])
+    assert "| > 6.0x | yes |" in text
+    text = peers.render([_row("recall", False), _row("sf", True, 50.0)])
+    assert "no (recall-rl not solved)" in text
+
+
+@pytest.mark.parametrize("fw", ["recall", "sb3", "sf"])
+def test_each_framework_run_stops_at_the_bar(tmp_path, fw):
+    # A bar every evaluation meets (POPGym returns lie in [-1, 1]): the run must stop at
+    # its first greedy evaluation, long before the cap, and say so in its row.
+    a = peers.build_parser().parse_args(["--bar", "-1", "--max-minutes", "3", "--eval-every-seconds",
+                                         "1", "--eval-episodes", "8"])
+    row = peers.run_one(fw, peers.task_spec("repeat_previous"), 0, a, tmp_path)
+    assert row["status"] == "solved", (tmp_path / f"{fw}_repeat_previous_s0" / "stdout.txt").read_text()[-2000:]
+    assert row["evals"] >= 1 and 0 < row["solve_s"] <= row["solve_wall_s"] < row["wall_s"] < 120
+    assert row["steps_at_solve"] > 0 and row["metric"] == "return"
+
+
+def test_recall_overrides_reach_the_trainer_and_the_row(tmp_path):
+    a = peers.build_parser().parse_args(["--recall-overrides", "algo.num_envs=64"])
+    cmd = peers._recall_cmd(peers.task_spec("repeat_previous"), a, 0, tmp_path)
+    assert cmd[-1] == "algo.num_envs=64" and "experiment=gru_repeat_previous" in cmd
+
+
+def test_main_appends_one_json_line_per_run_and_prints_the_table(tmp_path):
+    out = tmp_path / "solve.jsonl"
+    argv = ["--tasks", "minigrid_memory", "--frameworks", "sf", "--out", str(out)]
+    assert peers.main(argv) == 0 and peers.main(argv) == 0  # sf does not serve MiniGrid: no launch
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["status"].startswith("unsupported")
+    assert peers.main([*argv, "--table-only"]) == 0
+
+
+@pytest.mark.parametrize("flag, value, accepted", [("--max-minutes", "0", "> 0"),
+                                                   ("--bar", "1.5", "-1 to 1")])
+def test_bad_settings_are_one_line(flag, value, accepted):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.peers", flag, value], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == f"error: {flag} {value} is not accepted; accepted: {accepted}"

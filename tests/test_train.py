@@ -213,3 +213,40 @@ def test_eval_every_logs_curves_and_leaves_training_unchanged(tmp_path):
     a = load_checkpoint(plain["run_dir"])["model"]
     b = load_checkpoint(evald["run_dir"])["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_every_seconds_evaluates_by_training_time_and_logs_its_cost(tmp_path):
+    # A tiny interval: an evaluation after every update (4 updates), greedy only.
+    run = train_mod.run(_tiny(tmp_path, "total_steps=512", "eval_every_seconds=1e-6",
+                              "eval.during_episodes=8", "eval.deterministic=true", "eval.episodes=0"))
+    scalars = _scalars(Path(run["run_dir"]))
+    assert [e.step for e in scalars["eval/greedy_success_rate"]] == [128, 256, 384, 512]
+    assert "eval/sampled_success_rate" not in scalars
+    assert all(e.value > 0 for e in scalars["eval/seconds"])
+    with pytest.raises(ValueError, match="eval_every_seconds=-1 must be >= 0"):
+        train_mod.run(_tiny(tmp_path / "bad", "eval_every_seconds=-1"))
+
+
+def test_curriculum_over_several_knobs_at_once(tmp_path, capsys):
+    cfg = _tiny(tmp_path, "total_steps=384", "eval.episodes=0", "env.delay=3", "env.num_choices=3",
+                "curriculum={stages: [{delay: 1, cue_steps: 2}, {delay: 2}, {}], threshold: 0.0}")
+    summary = train_mod.run(cfg)
+    assert load_checkpoint(summary["run_dir"])["curriculum_stage"] == 2
+    scalars = _scalars(Path(summary["run_dir"]))
+    assert {e.step: e.value for e in scalars["curriculum/stage"]} == {128: 1.0, 256: 2.0, 384: 3.0}
+    assert {e.step: e.value for e in scalars["curriculum/delay"]} == {128: 1.0, 256: 2.0, 384: 3.0}
+    # a knob a stage leaves out is at the env config's own value
+    assert {e.step: e.value for e in scalars["curriculum/cue_steps"]} == {128: 2.0, 256: 1.0,
+                                                                          384: 1.0}
+    assert "curriculum: the task itself (stage 3/3)" in capsys.readouterr().err
+    row = json.loads((Path(summary["run_dir"]) / "results.json").read_text())
+    assert row["curriculum_value"] == 3
+
+
+def test_curriculum_of_stages_must_end_at_the_task(tmp_path):
+    cfg = _tiny(tmp_path, "env.delay=3", "curriculum={stages: [{delay: 1}, {delay: 2}]}")
+    with pytest.raises(ValueError, match="ends at 2 but env.delay=3"):
+        train_mod.run(cfg)
+    cfg = _tiny(tmp_path, "curriculum={stages: [{nope: 1}, {}]}")
+    with pytest.raises(ValueError, match="curriculum knob 'nope' is not an env option"):
+        train_mod.run(cfg)
