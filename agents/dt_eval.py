@@ -96,12 +96,27 @@ class DTActor:
             self.ring_act.gather(1, idx), steps, self.state, starts=t < K, last=last,
         )
         action = logits[rows, last].argmax(-1)
+        self.last = last
         self.ring_act[rows, pos] = action
         if model.uses_memory:
             closes = (pos == K - 1).view(self.n, 1, 1)
             self.state = [torch.where(closes, new, old)
                           for new, old in zip(new_state, self.state, strict=True)]
         return action
+
+    def memory_read(self):
+        """Where each block's DT-Mem memory was read by the observation token of the last
+        ``act`` (a ``memory_modules.Read`` over the slots), when its reads are recorded
+        (``agents.video.recording_reads``); None for the plain DT or when not recording."""
+        from memory_modules import Read
+
+        cores = [b.memory.core for b in self.model.blocks if b.memory is not None]
+        if not cores or not cores[0].read_recording:
+            return None
+        token = 3 * self.last + 1  # tokens R, o, a per step: o_t acts
+        weights = torch.stack([c.read_trace[token, self.rows] for c in cores], 1)
+        return Read("slots", weights, tuple(f"block {i}" for i in range(len(cores))),
+                    columns=tuple(str(n) for n in range(weights.shape[-1])))
 
     def observe(self, reward: torch.Tensor, done: torch.Tensor) -> None:
         reward, done = reward.to(self.device), done.to(self.device)

@@ -4,8 +4,12 @@
         [fps=4] [greedy=true] [device=cpu] [seed=...] [env=<configs/env name or env id>] [env.<knob>=...]
         [target_return=...]   (decision-transformer checkpoints: the return they aim for)
 
-Each frame is ``env.render(0)`` beside a panel with the episode, the step, the
-action taken, the reward it earned and the return so far: one frame per step.
+One frame per step t (counted from 0, as the env's header counts): the state the
+agent acted in, its action drawn apart from the right answer (green where scored
+right, red where scored wrong); beside it a panel with the episode, t, the action
+("(no effect)" where the env ignores it), the reward it earned, the return so far
+and, at the last step, success or failure; under both the memory strip: where the
+core read at this step (see ``agents.video`` and ``agents.memory_strip``).
 """
 
 from __future__ import annotations

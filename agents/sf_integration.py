@@ -195,10 +195,28 @@ def make_sf_env(full_env_name: str, cfg=None, env_config=None, render_mode: str 
         copies = int(getattr(cfg, "recall_copies", 64))
         if copies < 1:
             raise ValueError(f"--recall_copies must be >= 1, got {copies}")
+        check_batched_envs_per_worker(int(getattr(cfg, "num_envs_per_worker", 1)))
         batch = envs.make_vec(full_env_name, copies, first_copy=index * copies, **knobs)
         return SFBatchedEnv(batch, render_mode)
     env = RecallEnv(full_env_name, render_mode="rgb_array", copy_index=index, **knobs)
     return EpisodeStats(OneHotObservations(env))
+
+
+def check_batched_envs_per_worker(count: int) -> None:
+    """Batched sampling takes one batched env per worker.
+
+    Sample-factory steps several envs of a worker through its SequentialVectorizeWrapper,
+    which expects a list of per-agent info dicts from each env; a batched env reports one
+    dict of per-copy tensors (what sample-factory's vectorised path reads, and how
+    ``success`` reaches its logs), so that combination is refused here, before it fails
+    inside sample-factory's statistics code.
+    """
+    if count != 1:
+        raise ValueError(
+            f"--batched_sampling=True steps one batched env per worker, so --num_envs_per_worker "
+            f"must be 1, got {count}; accepted: 1 (more copies: raise --recall_copies; more "
+            "processes: raise --num_workers)"
+        )
 
 
 def register_sf_envs() -> None:

@@ -14,7 +14,9 @@
 
 Values are read as JSON where they parse (``2``, ``0.5``, ``true``), else as
 text. Every ``--flag=value`` (write it with ``=``) is sample-factory's own and overrides the defaults below
-(CPU-friendly: serial mode, synchronous APPO, one worker). ``--rnn_size``,
+(CPU-friendly: serial mode, synchronous APPO, one worker; with
+``--batched_sampling=True`` one batched env of ``--recall_copies`` copies per
+worker, and ``--num_envs_per_worker`` other than 1 is refused). ``--rnn_size``,
 ``--rnn_type``, ``--rnn_num_layers`` and ``--actor_critic_share_weights`` are
 set from the core (see ``agents.sf_integration``) and may not be passed.
 """
@@ -28,7 +30,13 @@ from typing import Any
 import torch
 
 from agents.cli import one_line_errors
-from agents.sf_integration import add_recall_args, core_state_size, register_all, resolve_env_id
+from agents.sf_integration import (
+    add_recall_args,
+    check_batched_envs_per_worker,
+    core_state_size,
+    register_all,
+    resolve_env_id,
+)
 
 FORCED = ("rnn_size", "rnn_type", "rnn_num_layers", "actor_critic_share_weights", "use_rnn")
 
@@ -90,6 +98,18 @@ def split_words(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     return words, rest
 
 
+def _flag(rest: list[str], name: str) -> str | None:
+    """The value of ``--name=value`` among sample-factory's flags, or None."""
+    for f in rest:
+        if f.lstrip("-").startswith(name + "="):
+            return f.split("=", 1)[1]
+    return None
+
+
+def _is_true(value) -> bool:
+    return str(value).lower() in ("true", "1", "yes")
+
+
 def build_argv(argv: list[str]) -> list[str]:
     """The full sample-factory argv for a recall run."""
     import envs
@@ -127,18 +147,21 @@ def build_argv(argv: list[str]) -> list[str]:
     ]
     defaults = dict(DEFAULTS)
     defaults["device"] = "gpu" if torch.cuda.is_available() else "cpu"
+    if _is_true(_flag(rest, "batched_sampling")):
+        # One batched env of --recall_copies copies per worker (see sf_integration).
+        defaults["num_envs_per_worker"] = 1
+        if "num_envs_per_worker" in given:
+            check_batched_envs_per_worker(int(_flag(rest, "num_envs_per_worker")))
     short = words["env"].split("/", 1)[1].rsplit("-v", 1)[0]
     defaults["experiment"] = f"{short}_{words['core']}"
     if "batch_size" not in given:
         # Synchronous APPO needs one iteration's samples to be a whole number of batches:
         # split what one rollout of all envs collects into num_batches_per_epoch batches.
         def flag(name):
-            for f in rest:
-                if f.lstrip("-").startswith(name + "="):
-                    return f.split("=", 1)[1]
-            return defaults.get(name)
+            value = _flag(rest, name)
+            return defaults.get(name) if value is None else value
 
-        batched = str(flag("batched_sampling")).lower() in ("true", "1", "yes")
+        batched = _is_true(flag("batched_sampling"))
         agents = int(flag("recall_copies") or 64) if batched else 1
         samples = int(flag("num_workers")) * int(flag("num_envs_per_worker")) * agents * int(flag("rollout"))
         defaults["batch_size"] = max(1, samples // int(flag("num_batches_per_epoch")))

@@ -1,12 +1,13 @@
 """Offline training of a decision transformer (plain or DT-Mem) on a Minari dataset.
 
     python -m agents.train_dt dataset=<dir> core=dtmem context=16 [memory=false]
-        [train.updates=2000] [device=cuda] [name=...] [dt_experiment=<name>]
+        [train.updates=200] [device=cuda] [name=...] [dt_experiment=<name>]
     python -m agents.train_dt dataset=<second task> finetune=memory init=<checkpoint> [lora_rank=4]
     python -m agents.train_dt dataset=<longer delay> init=<checkpoint>   (warm start: all weights)
 
 Config: ``configs/train_dt.yaml`` (core options from the ``core`` group; only
-``dtmem`` is a DT memory). A run writes ``runs/<name>/<timestamp>/``:
+``dtmem`` is a DT memory), sized to finish in minutes on a CPU; ``dt_experiment=long``
+is the longer recipe (2000 updates). A run writes ``runs/<name>/<timestamp>/``:
 ``config.yaml``, ``tb/`` (TensorBoard), ``checkpoints/latest.pt`` (atomic, as
 PPO's; ``kind: dt``), and at the end prints the JSON line of an online
 evaluation (``agents.dt_eval``) with ``target_return``.

@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
-    runs_root = args.runs_root or args.out / "runs"
+    # Absolute: the runs start in the repository root, the paths are the caller's.
+    runs_root = (args.runs_root or args.out / "runs").resolve()
     jobs = [(e, s, None) for e in args.experiments for s in args.seeds]
     if args.control:
         jobs += [(e, s, "mlp") for e in args.experiments for s in (args.control_seeds or args.seeds)]

@@ -142,12 +142,12 @@ class AssociativeRecall(BatchedEnv):
     def oracle_actions(self):
         return self.target() - 1
 
-    def render_frame(self, index=0, show_answer=True):
+    def render_frame(self, index=0, show_answer=True, action=None):
         t = int(self.t[index])
         phase = int(self.phase()[index])
         colors = palette(self.vocab_size)
         P = self.num_pairs
-        c = Canvas(max(260, 16 + 40 * P), 190)
+        c = Canvas(max(300, 16 + 40 * P), 190)
         label = ["pairs", f"delay {t - P + 1}/{self.delay}", f"query {t - self.query_step + 1}"][phase]
         c.text((8, 6), f"AssociativeRecall  t={t}  {label}  right={int(self.correct[index])}")
         obs = self._observe()[index].tolist()
@@ -161,4 +161,11 @@ class AssociativeRecall(BatchedEnv):
             mark = ANSWER if show_answer and values[j] == target else None
             c.tile(8 + 40 * j, 92, 32, keys[j], colors)
             c.tile(8 + 40 * j, 132, 32, values[j], colors, outline=mark)
+            if phase == QUERY and action is not None and values[j] == action + 1:
+                c.pick_bar(8 + 40 * j, 170, 32, right=action + 1 == target)
+        if phase == QUERY and action is not None:
+            # The agent's answer (token action + 1), also where it is no shown value.
+            c.text((206, 28), "agent")
+            c.tile(248, 24, 32, action + 1, colors)
+            c.pick_bar(248, 60, 32, right=action + 1 == target)
         return c.array()

@@ -303,7 +303,9 @@ class Ballet(BatchedEnv):
         return self.path_actions(self.target)
 
     # --------------------------------------------------------------- render
-    def render_frame(self, index=0, show_answer=True):
+    action_names = tuple(SPOT_NAMES)
+
+    def render_frame(self, index=0, show_answer=True, action=None):
         scale = 3
         grid = self.grid()[index, : SIZE * SIZE].clone()
         grid[int(self.pos[index])] = NUM_IDS + int(self.instruction()[index])
@@ -331,7 +333,22 @@ class Ballet(BatchedEnv):
             r, col = SPOTS[int(self.spot[index, int(self.target[index])])]
             x, y, s = 8 + col * CELL * scale, 56 + r * CELL * scale, CELL * scale
             c.draw.rectangle((x - 2, y - 2, x + s + 1, y + s + 1), outline=ANSWER, width=3)
+        if action is not None and t >= self.watch_steps:
+            self._draw_move(c, index, action, CELL * scale)
         return c.array()
+
+    def _draw_move(self, c: Canvas, index: int, action: int, s: int) -> None:
+        """The agent's move as an arrow; stepping onto a dancer is its choice."""
+        r, col = divmod(int(self.pos[index]), SIZE)
+        dr, dc = COMPASS[action]
+        homes = [SPOTS[k] for k in self.spot[index].tolist()]
+        dest = (r + dr, col + dc)
+        right = (dest == homes[int(self.target[index])]) if dest in homes else None
+        x, y = 8 + dest[1] * s, 56 + dest[0] * s
+        if right is not None:
+            c.pick_box((x, y, x + s - 1, y + s - 1), right)
+        half = s // 2
+        c.arrow((8 + col * s + half, 56 + r * s + half), (x + half, y + half), right)
 
 
 def _to_image(arr: np.ndarray):

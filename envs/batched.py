@@ -148,12 +148,19 @@ class BatchedEnv(gym.vector.VectorEnv):
 
         False where the task ignores actions (a watch or show phase, the steps before a
         choice): no action there changes a reward or an observation, so a learner may
-        leave those steps out of its policy loss. None: every action matters.
+        leave those steps out of its policy loss, and videos mark them "(no effect)".
+        None: every action matters.
         """
         return None
 
-    def render_frame(self, index: int = 0, show_answer: bool = True) -> np.ndarray:
+    def render_frame(self, index: int = 0, show_answer: bool = True, action: int | None = None
+                     ) -> np.ndarray:
+        """Copy ``index`` now; ``action``, when given, is the agent's action at this step,
+        drawn apart from the right answer (see ``envs.render``)."""
         raise NotImplementedError
+
+    #: Names of the actions, for videos (empty: the number is the name).
+    action_names: tuple[str, ...] = ()
 
     # ----------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -241,11 +248,17 @@ class BatchedEnv(gym.vector.VectorEnv):
         self._advance()
         return self._observe(), reward, terminated, truncated, done, success & done, ep_return, ep_length, final
 
-    def render(self, index: int = 0) -> np.ndarray:
-        """An RGB frame of copy ``index``: what it sees, the phase, and the right answer marked."""
+    def render(self, index: int = 0, action: int | None = None) -> np.ndarray:
+        """An RGB frame of copy ``index``: what it sees, the phase, and the right answer marked;
+        with ``action``, the agent's action at this step too (green right, red wrong)."""
         if not 0 <= index < self.num_envs:
             raise IndexError(f"index must be in [0, {self.num_envs - 1}], got {index}")
-        return self.render_frame(index)
+        if action is None:
+            return self.render_frame(index)
+        n = int(self.single_action_space.n)
+        if not 0 <= int(action) < n:
+            raise ValueError(f"{self.env_id}: action {action} is out of range; accepted: 0..{n - 1}")
+        return self.render_frame(index, action=int(action))
 
     def close_extras(self, **kwargs):
         pass

@@ -118,7 +118,7 @@ class DelayedMatch(BatchedEnv):
     def oracle_actions(self):
         return self.xp.copy(self.answer)
 
-    def render_frame(self, index=0, show_answer=True):
+    def render_frame(self, index=0, show_answer=True, action=None):
         obs = self._observe()[index].tolist()
         phase, shown, options = obs[0], obs[1], obs[2:]
         t = int(self.t[index])
@@ -131,4 +131,6 @@ class DelayedMatch(BatchedEnv):
         for j, sym in enumerate(options):
             mark = ANSWER if show_answer and phase == CHOICE and j == answer else None
             c.tile(16 + 40 * j, 100, 32, sym, colors, outline=mark)
+            if action == j and phase == CHOICE:
+                c.pick_bar(16 + 40 * j, 138, 32, right=j == answer)
         return c.array()

@@ -212,7 +212,9 @@ class HiddenObjects(BatchedEnv):
         """Wait until the cue, then walk the shortest path to the box hiding the cued kind."""
         return torch.where(self.phase() == QUERY, self.path_actions(self.target_pos), NOOP)
 
-    def render_frame(self, index=0, show_answer=True):
+    action_names = ("noop", "up", "right", "down", "left")
+
+    def render_frame(self, index=0, show_answer=True, action=None):
         s, cell = self.size, 24
         t = int(self.t[index])
         phase = int(self.phase()[index])
@@ -254,4 +256,22 @@ class HiddenObjects(BatchedEnv):
             kind = int(self.target_kind[index])
             c.text((8, 24), "cue:")
             c.tile(44, 20, 20, kind, colors)
+        if action is not None and phase != SHOW:
+            self._draw_move(c, cell, pos, layout, phase, target, action)
         return c.array()
+
+    def _draw_move(self, c, cell, pos, layout, phase, target, action) -> None:
+        """The agent's move as an arrow; stepping onto a box in the query is its choice."""
+        s = self.size
+        dest = pos + (0, -s, 1, s, -1)[action]
+        pr, pc = divmod(pos, s)
+        dr, dc = divmod(dest, s)
+        chose = phase == QUERY and layout[dest] > 0
+        right = (dest == target) if chose else None
+        centre = cell // 2
+        if chose or dest == pos:  # the box it steps onto, or its own cell when it stays
+            c.pick_box((8 + dc * cell, 48 + dr * cell, 8 + (dc + 1) * cell - 1,
+                        48 + (dr + 1) * cell - 1), right)
+        else:
+            c.arrow((8 + pc * cell + centre, 48 + pr * cell + centre),
+                    (8 + dc * cell + centre, 48 + dr * cell + centre), right)

@@ -243,8 +243,14 @@ class MiniGridMemory(BatchedEnv):
             info["final_observation"] = final
         return self._to_device(obs), floats_d[:, 0], terminated, truncated, info
 
-    def render_frame(self, index: int = 0, show_answer: bool = True) -> np.ndarray:
-        """MiniGrid's own ``rgb_array`` frame of copy ``index`` (whole room, agent's view lit)."""
+    action_names = _ACTION_NAMES
+
+    def render_frame(self, index: int = 0, show_answer: bool = True, action: int | None = None
+                     ) -> np.ndarray:
+        """MiniGrid's own ``rgb_array`` frame of copy ``index`` (whole room, agent's view lit).
+
+        The agent is MiniGrid's red triangle; its action is named beside the frame by the
+        video (MiniGrid draws no answer or move marks)."""
         return self._envs[index].render()
 
     def close(self, **kwargs):

@@ -22,7 +22,7 @@ import torch
 from envs import rng
 from envs.backends import f32
 from envs.batched import BatchedEnv
-from envs.render import ANSWER, Canvas, palette
+from envs.render import ANSWER, Canvas, palette, verdict
 
 
 class NBack(BatchedEnv):
@@ -107,7 +107,10 @@ class NBack(BatchedEnv):
     def oracle_actions(self):
         return self.target()
 
-    def render_frame(self, index=0, show_answer=True):
+    def actions_matter(self):
+        return self.t >= self.n
+
+    def render_frame(self, index=0, show_answer=True, action=None):
         t = int(self.t[index])
         colors = palette(self.num_symbols)
         c = Canvas(max(240, 40 * (self.n + 1) + 24), 140)
@@ -120,6 +123,11 @@ class NBack(BatchedEnv):
             c.tile(8 + 40 * j, 40, 32, sym, colors)
         c.tile(8 + 40 * self.n, 36, 40, int(self.symbol[index]), colors)
         if t >= self.n:
-            answer = "match" if int(self.target()[index]) else "no match"
+            target = int(self.target()[index])
+            answer = "match" if target else "no match"
             c.text((8, 100), f"answer: {answer}" if show_answer else "answer?", fill=ANSWER)
+            if action is not None:
+                c.pick_bar(8, 118, 8, right=action == target)
+                c.text((20, 114), f"agent:  {'match' if action else 'no match'}",
+                       fill=verdict(action == target))
         return c.array()

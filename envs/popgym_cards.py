@@ -46,7 +46,7 @@ import torch
 from envs import rng
 from envs.backends import f32
 from envs.batched import BatchedEnv
-from envs.render import ANSWER, Canvas
+from envs.render import ANSWER, Canvas, verdict
 
 DIFFICULTIES = ("easy", "medium", "hard")
 SUIT_NAMES = ("spades", "diamonds", "clubs", "hearts")  # POPGym's suit order
@@ -197,9 +197,13 @@ class CardTask(BatchedEnv):
         """Whether this step's action is scored."""
         return self.t >= 0
 
+    def actions_matter(self):
+        return self.answered()
+
     # ---------------------------------------------------------------- drawing
-    def _frame(self, title: str, cards: list[int], answer: int | None, note: str, show_answer: bool):
-        c = Canvas(max(300, 24 + 36 * len(cards)), 150)
+    def _frame(self, title: str, cards: list[int], answer: int | None, note: str, show_answer: bool,
+               action: int | None = None):
+        c = Canvas(max(340, 24 + 36 * len(cards)), 150)
         c.text((8, 6), title)
         for j, card in enumerate(cards):
             self._card(c, 8 + 36 * j, 40, card)
@@ -208,6 +212,10 @@ class CardTask(BatchedEnv):
             x = 8 + 6 * len(note) + 8
             self._card(c, x, 94, answer, outline=ANSWER if show_answer else None,
                        hidden=not show_answer)
+            if action is not None:  # the agent's card beside the right one
+                c.text((x + 40, 100), "agent")
+                self._card(c, x + 76, 94, action)
+                c.pick_bar(x + 76, 138, 29, right=action == answer)
         return c.array()
 
     def _card(self, c: Canvas, x: int, y: int, card: int, outline=None, hidden=False) -> None:
@@ -250,11 +258,11 @@ class RepeatFirst(CardTask):
     def _observe(self):
         return self.xp.obs(self.card)
 
-    def render_frame(self, index=0, show_answer=True):
+    def render_frame(self, index=0, show_answer=True, action=None):
         t = int(self.t[index])
         title = f"RepeatFirst ({self.difficulty})  t={t}/{self.episode_steps}"
         return self._frame(title, [int(self.card[index])], int(self.first[index]),
-                           "name the first card:", show_answer)
+                           "name the first card:", show_answer, action)
 
 
 class RepeatPrevious(CardTask):
@@ -293,13 +301,14 @@ class RepeatPrevious(CardTask):
     def _observe(self):
         return self.xp.obs(self.xp.get(self.ring, self.t % self.k))
 
-    def render_frame(self, index=0, show_answer=True):
+    def render_frame(self, index=0, show_answer=True, action=None):
         t = int(self.t[index])
         title = f"RepeatPrevious ({self.difficulty}, k={self.k})  t={t}/{self.episode_steps}"
         ring = self.ring[index].tolist()
         shown = [ring[s % self.k] for s in range(max(0, t - min(self.k, 8) + 1), t + 1)]
         answer = int(self.target()[index]) if t >= self.k - 1 else None
-        return self._frame(title, shown, answer, f"name the card {self.k - 1} back:", show_answer)
+        return self._frame(title, shown, answer, f"name the card {self.k - 1} back:", show_answer,
+                           action)
 
 
 class CountRecall(CardTask):
@@ -339,7 +348,7 @@ class CountRecall(CardTask):
     def _observe(self):
         return self.xp.obs(self.value, self.query)
 
-    def render_frame(self, index=0, show_answer=True):
+    def render_frame(self, index=0, show_answer=True, action=None):
         t = int(self.t[index])
         title = f"CountRecall ({self.difficulty}: {self.counted})  t={t}/{self.episode_steps}"
         c = Canvas(320, 150)
@@ -351,6 +360,9 @@ class CountRecall(CardTask):
         answer = int(self.target()[index])
         c.text((8, 100), f"count of the queried {self.counted[:-1]}: "
                          + (str(answer) if show_answer else "?"), fill=ANSWER)
+        if action is not None:
+            c.pick_bar(8, 124, 8, right=action == answer)
+            c.text((20, 120), f"agent: {action}", fill=verdict(action == answer))
         return c.array()
 
 
@@ -394,11 +406,11 @@ class Autoencode(CardTask):
         suit = xp.get(self.cards, pos) * xp.int(watch | last_shown)
         return xp.obs(xp.int(watch), suit)
 
-    def render_frame(self, index=0, show_answer=True):
+    def render_frame(self, index=0, show_answer=True, action=None):
         t, N = int(self.t[index]), self.num_deals
         mode = "watch" if t < N - 1 else "play"
         title = f"Autoencode ({self.difficulty})  t={t}/{self.episode_steps}  {mode}"
         cards = self.cards[index].tolist()
         shown = cards[max(0, min(t, N - 1) - 7): min(t, N - 1) + 1]
         answer = int(self.target()[index]) if t >= N - 1 else None
-        return self._frame(title, shown, answer, "recite (reverse order):", show_answer)
+        return self._frame(title, shown, answer, "recite (reverse order):", show_answer, action)

@@ -113,7 +113,9 @@ class PassiveTMaze(BatchedEnv):
         at_junction = torch.where(self.y == 0, turn, torch.where(self.y == self.goal, RIGHT, back))
         return torch.where(self.x < self.length, RIGHT, at_junction)
 
-    def render_frame(self, index=0, show_answer=True):
+    action_names = ("right", "up", "left", "down")
+
+    def render_frame(self, index=0, show_answer=True, action=None):
         L = self.length
         x, y, t = int(self.x[index]), int(self.y[index]), int(self.t[index])
         goal = int(self.goal[index])
@@ -140,4 +142,16 @@ class PassiveTMaze(BatchedEnv):
         c.draw.ellipse((ax + 1, ay + 1, ax + cell - 3, ay + cell - 3), fill=(240, 200, 60))
         if t == 0:
             c.draw.rectangle((2, top - goal * cell, 8, top - goal * cell + cell - 2), fill=ANSWER)
+        if action is not None:
+            # Where the move leads (as _transition); the last step's move is the scored choice.
+            nx, ny = x + (1, 0, -1, 0)[action], y + (0, 1, 0, -1)[action]
+            if not ((ny == 0 and 0 <= nx <= L) or (nx == L and abs(ny) == 1)):
+                nx, ny = x, y
+            right = (ny == goal) if t == L else None
+            bx, by = col(nx), top - ny * cell
+            if t == L or (nx, ny) == (x, y):  # the cell it ends on, or stays on
+                c.pick_box((bx - 3, by - 3, bx + cell + 1, by + cell + 1), right)
+            if (nx, ny) != (x, y):
+                half = cell // 2 - 1
+                c.arrow((ax + half, ay + half), (bx + half, by + half), right)
         return c.array()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from memory_modules.base import MemoryCore, State, reset_state
+from memory_modules.base import MemoryCore, Read, State, reset_state
 
 # name -> (module, class). One module per core, named after it.
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -56,4 +56,4 @@ def make_core(name: str, input_size: int, **cfg) -> MemoryCore:
     return cls(input_size, **cfg)
 
 
-__all__ = ["CORES", "MemoryCore", "State", "core_class", "core_options", "make_core", "reset_state"]
+__all__ = ["CORES", "MemoryCore", "Read", "State", "core_class", "core_options", "make_core", "reset_state"]

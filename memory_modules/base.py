@@ -12,14 +12,47 @@ a dict of tensors whose first dimension is the batch and whose size does not
 grow with the number of steps, so a rollout can store it, index it by env and
 put it back. ``T == 1`` is the acting path; ``T > 1`` is the training path and
 must equal T single steps up to float tolerance.
+
+Off the interface, for videos only: ``core.record_reads(True)`` makes a core keep
+where it read at the last step of each call, returned by ``core.last_read()`` as a
+:class:`Read`. Off (the default) a core keeps nothing and computes nothing extra:
+one Python ``if`` per call, no tensor work, no host sync, so training is unchanged.
+Recording never changes a core's outputs or state.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 State = dict[str, torch.Tensor]
+
+#: What the columns of a :class:`Read` index.
+READ_KINDS = ("steps", "slots", "change")
+
+
+@dataclass
+class Read:
+    """Where a core read at the last step of its latest call (for videos, see the module doc).
+
+    ``weights`` [B, rows, N], detached, on the core's device. By ``kind``:
+
+    * ``"steps"``: column a is the step a steps back (0 = the current step); a row's
+      weights are how much of the read came from each past step (attention cores).
+      ``stored`` [B, N] marks the steps the memory holds at this step.
+    * ``"slots"``: column n is memory slot n (``columns`` names them); rows are
+      attention over the slots and, where given, how much each slot was rewritten.
+    * ``"change"``: N = 1, how much the recurrent state moved at this step (RMS of
+      the change), per layer (RNNs).
+    """
+
+    kind: str
+    weights: torch.Tensor
+    rows: tuple[str, ...]
+    stored: torch.Tensor | None = None
+    columns: tuple[str, ...] | None = None
 
 
 class MemoryCore(nn.Module):
@@ -27,6 +60,9 @@ class MemoryCore(nn.Module):
 
     input_size: int
     output_size: int
+    #: Set by :meth:`record_reads` on the core and all its submodules; off by default.
+    read_recording: bool = False
+    _last_read: Read | None = None
 
     @property
     def context_length(self) -> float:
@@ -45,6 +81,26 @@ class MemoryCore(nn.Module):
         self, x: torch.Tensor, state: State, episode_starts: torch.Tensor
     ) -> tuple[torch.Tensor, State]:
         raise NotImplementedError
+
+    def record_reads(self, on: bool = True) -> MemoryCore:
+        """Keep (``on``) or stop keeping where the core reads; see :meth:`last_read`."""
+        for module in self.modules():
+            module.read_recording = bool(on)
+        self._last_read = None
+        return self
+
+    def last_read(self) -> Read | None:
+        """Where the core read at the last step of its latest call while recording; ``None``
+        when not recording, before the first call, or for a core without memory (MLP)."""
+        return self._last_read
+
+    def keep_read(self, kind: str, weights: torch.Tensor, rows, stored=None, columns=None) -> None:
+        """Called by a core's forward only when ``read_recording`` is on."""
+        if kind not in READ_KINDS:
+            raise ValueError(f"read kind {kind!r}; accepted: {', '.join(READ_KINDS)}")
+        self._last_read = Read(kind, weights.detach(), tuple(rows),
+                               None if stored is None else stored.detach(),
+                               None if columns is None else tuple(columns))
 
     def check_inputs(self, x: torch.Tensor, episode_starts: torch.Tensor) -> None:
         """Shape checks shared by all cores; cheap, no host sync."""

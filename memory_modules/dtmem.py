@@ -154,7 +154,13 @@ class DTMemCore(MemoryCore):
         """Each embedding e[t] [T, B, H] attends over its memory memories[t] [T, B, N, H]."""
         q = self._heads(self.read_q(e).unsqueeze(2))  # [T, B, heads, 1, d]
         k, v = self.read_kv(memories).chunk(2, dim=-1)
-        r = self._merge(F.scaled_dot_product_attention(q, self._heads(k), self._heads(v)))
+        k, v = self._heads(k), self._heads(v)
+        if self.read_recording:  # the same attention with its weights kept (videos only)
+            probs = (q @ k.transpose(-1, -2) * (1.0 / math.sqrt(q.shape[-1]))).softmax(-1)
+            self.read_trace = probs[..., 0, :].mean(-2)  # every token's read: [T, B, N]
+            r = self._merge(probs @ v)
+        else:
+            r = self._merge(F.scaled_dot_product_attention(q, k, v))
         r = self.read_out(r.squeeze(2))  # [T, B, H]
         return self.out_norm(self.out_proj(torch.cat([e, r], dim=-1)))
 
@@ -164,4 +170,12 @@ class DTMemCore(MemoryCore):
             return x.new_zeros(0, x.shape[1], self.output_size), state
         e = self.embed(x)
         memories = self.write(e, state["memory"], episode_starts)
-        return self.read(e, memories), {"memory": memories[-1]}
+        y = self.read(e, memories)
+        if self.read_recording:
+            before = memories[-2] if x.shape[0] > 1 else state["memory"]
+            initial = self.initial_memory.to(dtype=x.dtype)
+            before = torch.where(episode_starts[-1].view(-1, 1, 1), initial, before)
+            moved = (memories[-1] - before).pow(2).mean(-1).sqrt()  # [B, N]
+            self.keep_read("slots", torch.stack([self.read_trace[-1], moved], 1), ["read", "write"],
+                           columns=[str(n) for n in range(self.mem_slots)])
+        return y, {"memory": memories[-1]}

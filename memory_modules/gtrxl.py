@@ -60,6 +60,8 @@ class GRUGate(nn.Module):
 
 
 class GTrXLLayer(nn.Module):
+    read_recording = False  # set by the core's record_reads (videos only)
+
     def __init__(self, size: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
@@ -102,7 +104,10 @@ class GTrXLLayer(nn.Module):
         position = by_distance.gather(3, distance.expand(B, nh, T, W + T))
         logits = (content + position) * (1.0 / math.sqrt(H // nh))
         logits = logits.masked_fill(~visible[:, None], float("-inf"))
-        att = torch.einsum("bhts,bshd->bthd", logits.softmax(-1), v).reshape(B, T, H)
+        probs = logits.softmax(-1)
+        if self.read_recording:  # the last query's attention, heads averaged (videos only)
+            self.last_probs = probs[:, :, -1].mean(1)  # [B, W+T]
+        att = torch.einsum("bhts,bshd->bthd", probs, v).reshape(B, T, H)
         h = self.gate_attn(h, torch.relu(self.out(att)))
         h = self.gate_mlp(h, torch.relu(self.mlp(self.norm_mlp(h))))
         return h, raw
@@ -196,4 +201,9 @@ class GTrXLCore(MemoryCore):
             tail = raw[:, T:].detach()
             new_state[f"cache{i}"] = torch.where(new_valid[..., None], tail, torch.zeros_like(tail))
         new_state["valid"] = new_valid
+        if self.read_recording:
+            # The last query (step T-1) sees keys T-1 .. W+T-1, i.e. W .. 0 steps back.
+            weights = torch.stack([layer.last_probs[:, T - 1 :].flip(-1) for layer in self.layers], 1)
+            rows = [f"layer {i}" for i in range(self.num_layers)]
+            self.keep_read("steps", weights, rows, stored=visible[:, -1, T - 1 :].flip(-1))
         return self.norm_out(h).transpose(0, 1), new_state

@@ -105,6 +105,8 @@ class _Plan:
 
 
 class HCAMLayer(nn.Module):
+    read_recording = False  # set by the core's record_reads (videos only)
+
     def __init__(self, size: int, num_heads: int, chunk_size: int, top_k: int):
         super().__init__()
         self.num_heads = num_heads
@@ -237,6 +239,8 @@ class HCAMLayer(nn.Module):
         att = att + (q_content @ chunk_pos.t())[:, :, None, :]
         att = (att * (1.0 / math.sqrt(dh))).softmax(-1)
         att = att * weights.reshape(B * T, 1, top_k, 1)
+        if self.read_recording:  # the last query's chosen chunks and weights (videos only)
+            self.last_pick = (picked[:, -1], att.view(B, T, nh, top_k, C)[:, -1].mean(1))
         summed = att.view(B * T, nh, top_k * C) @ chosen + att.sum(2) @ chunk_pos
         return torch.einsum("bthe,hde->bthd", summed.view(B, T, nh, H), w_v).reshape(B, T, H)
 
@@ -400,4 +404,42 @@ class HCAMCore(MemoryCore):
         new_state["chunk_valid"] = plan.new_valid
         new_state["partial_len"] = plan.new_len
         new_state["write_ptr"] = plan.new_ptr
+        if self.read_recording:
+            self._keep_chunk_read(state, plan, x.shape[0])
         return self.norm_out(h).transpose(0, 1), new_state
+
+    def _keep_chunk_read(self, state: State, plan: _Plan, T: int) -> None:
+        """Each layer's chunk read at an acting step (T == 1), as weights over the steps back.
+
+        The step sits at position p of its chunk (p steps since the last completed chunk);
+        the chunk completed g chunks before the newest one is in ring slot (ptr - 1 - g)
+        mod M, and its entry c lies p + g C + C - c steps back. (A T > 1 call also reads
+        chunks it completes itself; videos act one step at a time, so only T == 1 is kept.)
+        """
+        if T != 1:
+            self._last_read = None
+            return
+        C, M = self.chunk_size, self.max_chunks
+        p = plan.ext_position[:, -1]  # [B]
+        B = p.shape[0]
+        ptr, valid = state["write_ptr"], state["chunk_valid"]
+        entry = torch.arange(C, device=p.device)
+        span = M * C + C
+        rows = []
+        for layer in self.layers:
+            picked, att = layer.last_pick  # [B, k], [B, k, C]
+            slot = picked.clamp(max=M - 1)
+            g = (ptr[:, None] - 1 - slot) % M
+            back = p[:, None, None] + g[..., None] * C + C - entry  # [B, k, C]
+            att = torch.where((picked < M)[..., None], att, torch.zeros_like(att))
+            row = att.new_zeros(B, span).scatter_add(1, back.reshape(B, -1), att.reshape(B, -1))
+            rows.append(row)
+        # Held at this step: the partial chunk (0 .. p back) and every valid cached chunk.
+        g_all = (ptr[:, None] - 1 - torch.arange(M, device=p.device)) % M  # [B, M]
+        held_back = p[:, None, None] + g_all[..., None] * C + C - entry  # [B, M, C]
+        held_ok = (valid & plan.candidates_visible[:, -1, :M])[..., None].expand(-1, -1, C)
+        stored = torch.zeros(B, span, dtype=torch.bool, device=p.device)
+        stored = stored.scatter(1, held_back.reshape(B, -1), held_ok.reshape(B, -1))
+        stored |= torch.arange(span, device=p.device) <= p[:, None]
+        self.keep_read("steps", torch.stack(rows, 1), [f"layer {i}" for i in range(len(rows))],
+                       stored=stored)

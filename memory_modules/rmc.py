@@ -45,6 +45,8 @@ GATE_STYLES = ("unit", "memory")
 
 class _AttentionBlock(nn.Module):
     """Multi-head attention across rows, then the shared row-wise MLP; residual + LN per row."""
+    read_recording = False  # set by the core's record_reads (videos only)
+
 
     def __init__(self, mem_size: int, num_heads: int):
         super().__init__()
@@ -60,7 +62,12 @@ class _AttentionBlock(nn.Module):
         qkv = self.qkv_norm(self.qkv(rows))  # [B, n, 3S]
         # [B, n, 3, H, d] -> [3, B, H, n, d]
         q, k, v = qkv.view(b, n, 3, h, s // h).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(d)
+        if self.read_recording:  # the same attention with its weights kept (videos only)
+            probs = (q @ k.transpose(-1, -2) * (1.0 / math.sqrt(s // h))).softmax(-1)
+            self.last_probs = probs[:, :, :-1].mean((1, 2))  # slots' queries: [B, n]
+            attended = probs @ v
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(d)
         attended = attended.transpose(1, 2).reshape(b, n, s)
         rows = self.attn_norm(rows + attended)
         return self.mlp_norm(rows + mlp(rows))
@@ -155,8 +162,19 @@ class RMCCore(MemoryCore):
         memory = state["memory"]
         outputs = []
         for t in range(T):
-            memory = torch.where(episode_starts[t].view(B, 1, 1), initial, memory)
+            before = memory = torch.where(episode_starts[t].view(B, 1, 1), initial, memory)
             memory = self.step(u[t], gate_u[t], memory)
             outputs.append(memory)
+        if self.read_recording:
+            self._keep_slot_read(before, memory)
         y = torch.stack(outputs).flatten(2)  # [T, B, N * S]
         return y, {"memory": memory}
+
+    def _keep_slot_read(self, before: torch.Tensor, after: torch.Tensor) -> None:
+        """Per block, the slots' attention over [slots; input]; then how much each slot moved."""
+        moved = (after - before).pow(2).mean(-1).sqrt()  # [B, N]
+        moved = torch.cat([moved, moved.new_zeros(moved.shape[0], 1)], 1)
+        rows = [block.last_probs for block in self.blocks] + [moved]
+        names = [f"attend {i}" for i in range(len(self.blocks))] + ["write"]
+        columns = [str(n) for n in range(self.mem_slots)] + ["in"]
+        self.keep_read("slots", torch.stack(rows, 1), names, columns=columns)

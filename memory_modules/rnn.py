@@ -139,8 +139,19 @@ class _FusedRNNCore(MemoryCore):
         # A start at step 0 resets the stored state; every path begins from this state.
         state = reset_state(state, starts[0])
         if T == 1:
-            return self._run_plain(x, state)
+            y, new = self._run_plain(x, state)
+            if self.read_recording:
+                self._keep_change(state, new)
+            return y, new
+        if self.read_recording:  # only an acting step has the state before it at hand
+            self._last_read = None
         return self._forward_sequence(x, state, starts)
+
+    def _keep_change(self, before: State, after: State) -> None:
+        """RMS change of each layer's state (h, and c for the LSTM) at this step (videos)."""
+        sq = sum((after[k] - before[k]).pow(2).mean(-1) for k in self._state_keys)  # [B, L]
+        change = (sq / len(self._state_keys)).sqrt()
+        self.keep_read("change", change[..., None], [f"layer {i}" for i in range(self.num_layers)])
 
     def _forward_sequence(
         self, x: torch.Tensor, state: State, starts: torch.Tensor

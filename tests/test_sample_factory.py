@@ -173,6 +173,21 @@ def test_bad_settings():
         SFCore(cfg, 10)
 
 
+def test_batched_sampling_takes_one_env_per_worker():
+    """The README's batched line needs no --num_envs_per_worker; more than one is refused in one
+    line (sample-factory's sequential wrapper cannot read a batched env's infos)."""
+    batched = [*SHORT, "--batched_sampling=True", "--recall_copies=64"]
+    argv = build_argv(batched)
+    assert "--num_envs_per_worker=1" in argv and "--batch_size=512" in argv  # 64 x 32 / 4
+    assert "--num_envs_per_worker=16" in build_argv(SHORT)  # the non-batched default stays
+    with pytest.raises(ValueError, match=r"--num_envs_per_worker must be 1, got 16; accepted: 1"):
+        build_argv([*batched, "--num_envs_per_worker=16"])
+    cfg = parse_cfg(batched)
+    cfg.num_envs_per_worker = 2
+    with pytest.raises(ValueError, match=r"must be 1, got 2"):
+        make_sf_env("recall/DelayedMatch-v0", cfg, {"env_id": 0})
+
+
 def _sf_train(args, timeout):
     cmd = [sys.executable, "-m", "agents.sf_train", *args]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
