@@ -325,7 +325,8 @@ def test_two_ranks_of_b_envs_learn_as_one_rank_of_2b(tmp_path):
     (floored at a run's evaluation noise), and both learned. The runs of the two set-ups
     share seeds, env episodes and initial weights, not their action samples."""
     one = torch.tensor(_learn(0, tmp_path / "one", 128), dtype=torch.float64)
-    two = torch.tensor(_ranks(_learn, tmp_path / "two", 64)[0], dtype=torch.float64)
+    # 6 training runs and their evaluations: minutes on a loaded 2-core machine
+    two = torch.tensor(_ranks(_learn, tmp_path / "two", 64, timeout=900)[0], dtype=torch.float64)
     episodes = int(compose(LEARN).eval.episodes)
     floor = 0.25 / episodes  # the largest variance of one run's success estimate
     spread = (one.var().clamp(min=floor) + two.var().clamp(min=floor)) / len(SEEDS)
