@@ -1,7 +1,7 @@
 """Batched steps per second, eager beside compiled (``make_vec(..., compile=True)``).
 
     python benchmarks/compiled_step.py [--envs recall/DelayedMatch-v0 ...]
-        [--num-envs 1024 16384] [--seconds 1] [--repeats 5] [--fresh]
+        [--num-envs 1024 16384] [--seconds 1] [--repeats 5] [--fresh] [--gymnax] [--pin-cpu K]
 
 Each task at its suite level (the class defaults), ``check_actions=False`` (the
 trainer's setting), uniform random actions drawn before the timing, torch on one
@@ -10,6 +10,11 @@ one (best of ``--repeats`` runs of ``--seconds``; wall-clock, and per CPU-second
 of this thread in brackets), and how long the compiled program took to get:
 built (``--fresh`` builds into an empty cache folder, so this is the compile
 time) or loaded from the cache (``envs.compiled``).
+
+``--gymnax`` adds gymnax's MemoryChain (memory_length = the delay) beside
+DelayedMatch, measured by ``benchmarks/gymnax_worker.py`` in its venv after the
+torch runs; ``--pin-cpu K`` runs both on CPU K only, the same-core comparison
+(issue #15, item 2).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import envs
 from envs import compiled
 
 try:
+    from benchmarks.env_throughput import gymnax_spec, gymnax_sps, pin_cpu
     from benchmarks.single_env import commit, fmt
 except ImportError:  # run as a script from benchmarks/
+    from env_throughput import gymnax_spec, gymnax_sps, pin_cpu
     from single_env import commit, fmt
 
 BANK = 64
@@ -56,7 +63,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fresh", action="store_true", help="build every program anew (compile time)")
+    parser.add_argument("--gymnax", action="store_true", help="add gymnax's MemoryChain beside DelayedMatch")
+    parser.add_argument("--pin-cpu", type=int, default=None, metavar="K",
+                        help="run this process and the gymnax worker on CPU K only")
     args = parser.parse_args()
+    pin_cpu(args.pin_cpu)
     torch.set_num_threads(1)
     if args.fresh:
         os.environ[compiled.CACHE_ENV] = tempfile.mkdtemp(prefix="recall-compiled-")
@@ -72,19 +83,37 @@ def main() -> None:
             info = comp.compile_info
             rows.append((env_id, n, steps_per_second(eager, n, args.seconds, args.repeats),
                          steps_per_second(comp, n, args.seconds, args.repeats), info))
+    peer = {}
+    if args.gymnax:
+        for env_id in args.envs:
+            spec = gymnax_spec(env_id, {"delay": envs.make_vec(env_id, 1).delay}) if env_id == (
+                "recall/DelayedMatch-v0") else None
+            if spec:
+                got = gymnax_sps(*spec, args.num_envs, args.seconds, 1, True, args.pin_cpu, args.repeats)
+                peer[env_id] = got if isinstance(got, str) else {n: got[n]["sps"] for n in got}
 
     load = os.getloadavg()
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, load average {load[0]:.1f} {load[1]:.1f} "
           f"{load[2]:.1f}; torch {torch.__version__} on 1 thread; commit {commit()}")
     print("steps/s wall-clock (per CPU-second of the thread in brackets)\n")
-    print("| task | num_envs | eager | compiled | compiled / eager | program |")
-    print("|---|---:|---:|---:|---:|---|")
+    pinned = f", pinned to CPU {args.pin_cpu}" if args.pin_cpu is not None else ""
+    print(f"steps/s wall-clock (per CPU-second of the thread in brackets){pinned}\n")
+    head = "| task | num_envs | eager | compiled | compiled / eager | program |"
+    print(head + (" gymnax (wall) | compiled / gymnax |" if peer else ""))
+    print("|---|---:|---:|---:|---:|---|" + ("---:|---:|" if peer else ""))
     for env_id, n, e, c, info in rows:
         how = (f"{info['source']} in {info['seconds']:.1f} s" if info["compiled"]
                else f"not compiled: {info['error']}")
-        print(f"| {env_id} | {n} | {fmt(e[0])} ({fmt(e[1])}) | {fmt(c[0])} ({fmt(c[1])}) "
-              f"| {c[0] / e[0]:.1f}x | {how} |")
+        line = (f"| {env_id} | {n} | {fmt(e[0])} ({fmt(e[1])}) | {fmt(c[0])} ({fmt(c[1])}) "
+                f"| {c[0] / e[0]:.1f}x | {how} |")
+        if peer:
+            got = peer.get(env_id, "-")
+            if isinstance(got, dict):
+                line += f" {fmt(got[n])} | {c[0] / got[n]:.1f}x |"
+            else:
+                line += f" {got} | - |"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python benchmarks/env_throughput.py [--envs delayed_match repeat_previous ...]
         [--num-envs 1 64 1024 16384] [--seconds 1.0] [--threads 1] [--devices cpu cuda]
-        [--no-peers] [--no-install] [--json out.json]
+        [--no-peers] [--no-install] [--json out.json] [--pin-cpu K]
 
 Every task at its suite level (``configs/env/<name>.yaml``), uniform random
 actions drawn before the timing, one thread per process (``--threads``):
@@ -21,7 +21,9 @@ refuse), which the first run makes (about a minute; ``--no-install`` skips
 it). A peer that cannot be installed is reported as "not installed" with the
 reason, and the rest runs. Ratios are recall-rl / peer: above 1, recall-rl is
 faster. "cpu" is the process's CPU time over wall time while timed: about 1.0
-for one thread on a free core, less when the machine is loaded.
+for one thread on a free core, less when the machine is loaded. ``--pin-cpu K``
+runs this process and the gymnax worker on CPU K only: jax keeps runtime
+threads beside its one compute thread and otherwise uses ~1.8 cores.
 """
 
 from __future__ import annotations
@@ -80,8 +82,12 @@ def _import_popgym() -> str | None:
 
 
 def gymnax_sps(name: str, params: dict, sizes: list[int], seconds: float, threads: int,
-               install: bool) -> dict[int, dict] | str:
-    """{num_envs: {"sps", "cpu"}} from the worker in the gymnax venv, or why not."""
+               install: bool, cpu: int | None = None, repeats: int = 1) -> dict[int, dict] | str:
+    """{num_envs: {"sps", "cpu"}} from the worker in the gymnax venv, or why not.
+
+    ``cpu``: pin the worker to that CPU (the "same thread" comparison); ``repeats``:
+    the best of that many timings of ``seconds`` each.
+    """
     from benchmarks.peer_venv import PeerUnavailable, ensure_venv
 
     try:
@@ -90,7 +96,7 @@ def gymnax_sps(name: str, params: dict, sizes: list[int], seconds: float, thread
         return str(err)
     cmd = [str(py), str(ROOT / "benchmarks" / "gymnax_worker.py"), "--env", name,
            "--num-envs", *map(str, sizes), "--seconds", str(seconds), "--threads", str(threads),
-           *(f"--param={k}={v}" for k, v in params.items())]
+           *(f"--param={k}={v}" for k, v in params.items()), *(["--cpu", str(cpu)] if cpu is not None else []), "--repeats", str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
@@ -261,7 +267,8 @@ def task_configs(names: list[str]) -> list[tuple[str, dict]]:
     return out
 
 
-def measure(tasks, sizes, devices, seconds, threads, peers=True, install=True, sync_max=SYNC_MAX):
+def measure(tasks, sizes, devices, seconds, threads, peers=True, install=True, sync_max=SYNC_MAX,
+            cpu=None):
     rows = []
     popgym_missing = _import_popgym() if peers else None
     gymnax_runs = {}
@@ -270,7 +277,7 @@ def measure(tasks, sizes, devices, seconds, threads, peers=True, install=True, s
             spec = gymnax_spec(env_id, knobs)
             if spec:
                 print(f"[env throughput] gymnax {spec[0]} {spec[1]} ...", file=sys.stderr, flush=True)
-                gymnax_runs[env_id] = gymnax_sps(spec[0], spec[1], sizes, seconds, threads, install)
+                gymnax_runs[env_id] = gymnax_sps(spec[0], spec[1], sizes, seconds, threads, install, cpu)
     jobs = [(e, k, None) for e, k in tasks] + [(e, k, n) for e, k in tasks for n in sizes]
     for env_id, knobs, n in tqdm(jobs, desc="env throughput"):
         pid = popgym_id(env_id, knobs) if peers else None
@@ -295,6 +302,16 @@ def measure(tasks, sizes, devices, seconds, threads, peers=True, install=True, s
     return rows
 
 
+def pin_cpu(cpu: int | None) -> None:
+    """Run this process on CPU ``cpu`` only (None: leave the affinity alone)."""
+    if cpu is None:
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu not in allowed:
+        raise SystemExit(f"error: --pin-cpu {cpu} is not accepted; accepted: one of {allowed}")
+    os.sched_setaffinity(0, {cpu})
+
+
 def machine_line(devices: list[str]) -> str:
     cpu_name = platform.processor() or platform.machine()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -317,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-install", action="store_true", help="do not make the gymnax venv")
     parser.add_argument("--sync-max", type=int, default=SYNC_MAX, help="largest SyncVectorEnv")
     parser.add_argument("--json", default=None, help="also write the measurements here")
+    parser.add_argument("--pin-cpu", type=int, default=None, metavar="K",
+                        help="run this process and the gymnax worker on CPU K only (same core for all)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         raise SystemExit(f"error: --threads {args.threads} is not accepted; accepted: >= 1")
@@ -330,11 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         if d != "cpu" and not (d.startswith("cuda") and torch.cuda.is_available()):
             raise SystemExit(f"error: --devices {d} is not accepted here; accepted: cpu"
                              + (", cuda" if torch.cuda.is_available() else " (this torch sees no CUDA device)"))
+    pin_cpu(args.pin_cpu)
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     rows = measure(task_configs(args.envs), args.num_envs, devices, args.seconds, args.threads,
-                   peers=not args.no_peers, install=not args.no_install, sync_max=args.sync_max)
+                   peers=not args.no_peers, install=not args.no_install, sync_max=args.sync_max,
+                   cpu=args.pin_cpu)
     text = machine_line(devices) + "\n\n" + render(rows, devices)
     print("\n" + text)
     if args.json:

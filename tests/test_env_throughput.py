@@ -55,3 +55,26 @@ def test_an_unreachable_registry_is_one_line_not_a_crash(tmp_path, monkeypatch):
     assert lines and lines[0].startswith("[peers] making")
     assert not (tmp_path / "probe" / peer_venv.STAMP).exists()
     assert os.path.exists(peer_venv.venv_python("probe", tmp_path))  # kept: a retry reuses it
+
+
+def test_pin_cpu_runs_on_one_core_and_names_the_accepted_cpus():
+    before = os.sched_getaffinity(0)
+    try:
+        cpu = min(before)
+        et.pin_cpu(cpu)
+        assert os.sched_getaffinity(0) == {cpu}
+        with pytest.raises(SystemExit, match=rf"--pin-cpu 4096 is not accepted; accepted: one of \[{cpu}\]"):
+            et.pin_cpu(4096)
+        et.pin_cpu(None)  # leaves the affinity alone
+        assert os.sched_getaffinity(0) == {cpu}
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def test_gymnax_worker_pinned_to_one_cpu_reports_about_one_core():
+    if not (peer_venv.venv_python("gymnax").exists() and (peer_venv.PEERS_DIR / "gymnax" / peer_venv.STAMP).exists()):
+        pytest.skip("gymnax venv not made (python benchmarks/env_throughput.py makes it)")
+    got = et.gymnax_sps("MemoryChain-bsuite", {"memory_length": 2}, [8], 0.05, 1, install=False,
+                        cpu=min(os.sched_getaffinity(0)), repeats=2)
+    assert isinstance(got, dict), got
+    assert got[8]["sps"] > 0 and got[8]["cpu"] <= 1.1  # pinned: at most one core's time
