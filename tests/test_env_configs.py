@@ -177,3 +177,17 @@ def test_sample_factory_takes_config_names():
     assert resolve_env_id("recall/PassiveTMaze-v0") == "recall/PassiveTMaze-v0"
     with pytest.raises(ValueError, match="unknown env 'nope'"):
         resolve_env_id("nope")
+
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_into_a_runnable_config(name):
+    """Each committed experiment: a known task with only its own knobs, a valid PPO split."""
+    from agents.config import ppo_config
+
+    cfg = compose(env_overrides([f"experiment={name}"]))
+    check_env_knobs(cfg.env)
+    ppo_config(cfg.algo).validate()  # its minibatches divide its sequences
+    assert cfg.name == name, "each experiment writes under runs/<its name>"
