@@ -90,17 +90,16 @@ def main() -> None:
                 "recall/DelayedMatch-v0") else None
             if spec:
                 got = gymnax_sps(*spec, args.num_envs, args.seconds, 1, True, args.pin_cpu, args.repeats)
-                peer[env_id] = got if isinstance(got, str) else {n: got[n]["sps"] for n in got}
+                peer[env_id] = got if isinstance(got, str) else {n: (got[n]["sps"], got[n]["cpu"]) for n in got}
 
     load = os.getloadavg()
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, load average {load[0]:.1f} {load[1]:.1f} "
           f"{load[2]:.1f}; torch {torch.__version__} on 1 thread; commit {commit()}")
-    print("steps/s wall-clock (per CPU-second of the thread in brackets)\n")
     pinned = f", pinned to CPU {args.pin_cpu}" if args.pin_cpu is not None else ""
     print(f"steps/s wall-clock (per CPU-second of the thread in brackets){pinned}\n")
     head = "| task | num_envs | eager | compiled | compiled / eager | program |"
-    print(head + (" gymnax (wall) | compiled / gymnax |" if peer else ""))
+    print(head + (" gymnax (per CPU-s) | compiled / gymnax (per CPU-s) |" if peer else ""))
     print("|---|---:|---:|---:|---:|---|" + ("---:|---:|" if peer else ""))
     for env_id, n, e, c, info in rows:
         how = (f"{info['source']} in {info['seconds']:.1f} s" if info["compiled"]
@@ -110,7 +109,9 @@ def main() -> None:
         if peer:
             got = peer.get(env_id, "-")
             if isinstance(got, dict):
-                line += f" {fmt(got[n])} | {c[0] / got[n]:.1f}x |"
+                sps, cpu = got[n]  # cpu: the worker's CPU time over wall time
+                per_cpu = sps / max(cpu, 1e-9)
+                line += f" {fmt(sps)} ({fmt(per_cpu)}) | {c[0] / sps:.1f}x ({c[1] / per_cpu:.1f}x) |"
             else:
                 line += f" {got} | - |"
         print(line)
