@@ -392,3 +392,19 @@ def test_row_visibility_table_is_minigrid_process_vis():
             got[:, y] = [(int(row_seen[code]) >> x) & 1 for x in range(7)]
             up = int(row_up[code])
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("room, needs_memory", [("S7", False), ("S9", False), ("S11", True), ("S13", True)])
+def test_which_rooms_need_memory(room, needs_memory):
+    """From the junction, facing west, S7 and S9 show the cue and both end objects in one
+    view, so a memoryless policy can solve them (the mlp control, sampled, does: docs/results.md);
+    from S11 on the cue is out of sight there and only memory carries it."""
+    env = gym.make(f"MiniGrid-Memory{room}-v0").unwrapped
+    for seed in range(5):
+        env.reset(seed=seed)
+        h = env.height
+        x = next(x for x in range(5, env.width) if env.grid.get(x, h // 2 - 1) is None)  # the junction column
+        env.agent_pos, env.agent_dir = (x, h // 2), 2  # facing west
+        ends = [(x, y) for y in range(h) if (o := env.grid.get(x, y)) is not None and o.type in ("key", "ball")]
+        assert len(ends) == 2 and all(env.agent_sees(*p) for p in ends)
+        assert env.agent_sees(1, h // 2 - 1) is (not needs_memory)
