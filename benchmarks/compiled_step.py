@@ -72,10 +72,11 @@ def main() -> None:
     if args.fresh:
         os.environ[compiled.CACHE_ENV] = tempfile.mkdtemp(prefix="recall-compiled-")
 
-    rows = []
+    rows, specs = [], {}
     for env_id in args.envs:
         for n in args.num_envs:
             eager = envs.make_vec(env_id, n, check_actions=False)
+            specs[env_id] = gymnax_spec(env_id, {"delay": getattr(eager, "delay", None)})
             eager.reset(seed=0)
             comp = envs.make_vec(env_id, n, check_actions=False, compile=True)
             comp.reset(seed=0)
@@ -85,9 +86,7 @@ def main() -> None:
                          steps_per_second(comp, n, args.seconds, args.repeats), info))
     peer = {}
     if args.gymnax:
-        for env_id in args.envs:
-            spec = gymnax_spec(env_id, {"delay": envs.make_vec(env_id, 1).delay}) if env_id == (
-                "recall/DelayedMatch-v0") else None
+        for env_id, spec in specs.items():
             if spec:
                 got = gymnax_sps(*spec, args.num_envs, args.seconds, 1, True, args.pin_cpu, args.repeats)
                 peer[env_id] = got if isinstance(got, str) else {n: (got[n]["sps"], got[n]["cpu"]) for n in got}

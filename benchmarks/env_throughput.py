@@ -96,7 +96,8 @@ def gymnax_sps(name: str, params: dict, sizes: list[int], seconds: float, thread
         return str(err)
     cmd = [str(py), str(ROOT / "benchmarks" / "gymnax_worker.py"), "--env", name,
            "--num-envs", *map(str, sizes), "--seconds", str(seconds), "--threads", str(threads),
-           *(f"--param={k}={v}" for k, v in params.items()), *(["--cpu", str(cpu)] if cpu is not None else []), "--repeats", str(repeats)]
+           "--repeats", str(repeats), *(f"--param={k}={v}" for k, v in params.items()),
+           *(["--cpu", str(cpu)] if cpu is not None else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()

@@ -9,7 +9,8 @@ over the copies, ``jax.lax.scan`` over a block of steps, the whole block
 env_throughput.py. ``--threads 1`` keeps XLA's CPU client on one thread (set
 before jax is imported); ``--cpu K`` pins the process to CPU K, so that XLA's
 runtime threads share one core with the timed loop, as a one-thread torch
-process does (without it jax spreads over ~1.8 cores here). One JSON line per num_envs: steps/s, and the
+process does (without it jax spreads over ~1.8 cores here); ``--repeats R``
+reports the best of R timings. One JSON line per num_envs: steps/s, and the
 process's CPU time over wall time during the timing (about 1.0 means one core).
 Imports only the standard library, jax and gymnax.
 """

@@ -19,6 +19,7 @@ from agents.config import (
     env_names,
     env_overrides,
     load_env_config,
+    ppo_config,
     to_dict,
 )
 from agents.evaluate import evaluate_checkpoint
@@ -185,8 +186,6 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.y
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_into_a_runnable_config(name):
     """Each committed experiment: a known task with only its own knobs, a valid PPO split."""
-    from agents.config import ppo_config
-
     cfg = compose(env_overrides([f"experiment={name}"]))
     check_env_knobs(cfg.env)
     ppo_config(cfg.algo).validate()  # its minibatches divide its sequences

@@ -72,9 +72,9 @@ def test_pin_cpu_runs_on_one_core_and_names_the_accepted_cpus():
 
 
 def test_gymnax_worker_pinned_to_one_cpu_reports_about_one_core():
-    if not (peer_venv.venv_python("gymnax").exists() and (peer_venv.PEERS_DIR / "gymnax" / peer_venv.STAMP).exists()):
-        pytest.skip("gymnax venv not made (python benchmarks/env_throughput.py makes it)")
     got = et.gymnax_sps("MemoryChain-bsuite", {"memory_length": 2}, [8], 0.05, 1, install=False,
                         cpu=min(os.sched_getaffinity(0)), repeats=2)
+    if isinstance(got, str) and got.startswith("not installed"):
+        pytest.skip(f"gymnax venv: {got} (python benchmarks/env_throughput.py makes it)")
     assert isinstance(got, dict), got
     assert got[8]["sps"] > 0 and got[8]["cpu"] <= 1.1  # pinned: at most one core's time
