@@ -117,6 +117,8 @@ def policy_spec(cfg: Any, env) -> dict[str, Any]:
     encoder_cfg = {k: pol[k] for k in ENCODER_KEYS if k in pol}
     if getattr(env, "symbol_counts", None):  # an image of ids (MiniGrid): embed, not scale
         encoder_cfg["symbol_counts"] = list(env.symbol_counts)
+    if getattr(env, "symbol_grid", None) and pol.get("grid_view", True):  # a view inside a flat obs
+        encoder_cfg["symbol_grid"] = list(env.symbol_grid)
     return {
         "observation_space": env.single_observation_space,
         "action_space": env.single_action_space,

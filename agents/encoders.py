@@ -5,7 +5,10 @@
 ``[N, encoder.output_size]``:
 
 * ``MultiDiscrete`` of one dimension (symbolic tasks): one embedding table per
-  position, the embeddings concatenated, then an MLP.
+  position, the embeddings concatenated, then an MLP. With ``symbol_grid=(H, W)``
+  (a flat observation whose first H * W symbols are a row-major view, as Ballet's:
+  the env's ``symbol_grid``), the view goes to the symbol-grid encoder below and
+  the symbols after it to the per-position tables.
 * ``MultiDiscrete`` of two or three dimensions (symbol grids, ``[H, W]`` or
   ``[H, W, C]`` / ``[C, H, W]``): every cell's symbols embedded (one table per
   channel, summed), then the small CNN.
@@ -196,6 +199,41 @@ class GridEncoder(nn.Module):
         return self.trunk(e.permute(0, 3, 1, 2))
 
 
+class FlatGridEncoder(nn.Module):
+    """A flat MultiDiscrete whose first ``H * W`` symbols are a row-major grid.
+
+    The grid goes through the cell embeddings and the CNN (``GridEncoder``: the same
+    filters at every cell, so "a dancer one cell to the north-east" is one feature
+    wherever it is), the symbols after it through ``SymbolEncoder``; the two feature
+    vectors are concatenated.
+    """
+
+    def __init__(self, nvec, start, grid: tuple[int, int], embed_dim: int, channels: int,
+                 hidden_size: int, mlp_layers: int, share_embeddings: bool):
+        super().__init__()
+        nvec = np.asarray(nvec, dtype=np.int64).reshape(-1)
+        start = np.broadcast_to(np.asarray(start, dtype=np.int64), nvec.shape)
+        h, w = (int(v) for v in grid)
+        self.cells = h * w
+        if not 0 < self.cells <= len(nvec):
+            raise ValueError(f"symbol_grid {[h, w]} needs {h * w} symbols; the observation has "
+                             f"{len(nvec)}")
+        self.shape = (h, w)
+        self.grid = GridEncoder(nvec[: self.cells].reshape(h, w), start[: self.cells].reshape(h, w),
+                                embed_dim, channels, hidden_size)
+        self.rest = None
+        if self.cells < len(nvec):
+            self.rest = SymbolEncoder(nvec[self.cells:], start[self.cells:], embed_dim,
+                                      hidden_size, mlp_layers, share_embeddings)
+        self.output_size = self.grid.output_size + (self.rest.output_size if self.rest else 0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        features = self.grid(obs[:, : self.cells].reshape(-1, *self.shape))
+        if self.rest is None:
+            return features
+        return torch.cat([features, self.rest(obs[:, self.cells:])], dim=-1)
+
+
 class DictEncoder(nn.Module):
     """Dict/Tuple spaces: every sub-space encoded on its own, features concatenated."""
 
@@ -230,6 +268,7 @@ def make_encoder(
     cnn_channels: int = 32,
     share_embeddings: bool = True,
     symbol_counts: list[int] | None = None,
+    symbol_grid: list[int] | None = None,
 ) -> nn.Module:
     """The encoder for ``space``; ``encoder.output_size`` is its feature width."""
     if isinstance(space, gym.spaces.Dict):
@@ -245,6 +284,9 @@ def make_encoder(
     if isinstance(space, gym.spaces.MultiDiscrete):
         start = getattr(space, "start", None)
         start = np.zeros_like(space.nvec) if start is None else start
+        if space.nvec.ndim == 1 and symbol_grid is not None:
+            return FlatGridEncoder(space.nvec, start, tuple(symbol_grid), embed_dim, cnn_channels,
+                                   hidden_size, mlp_layers, share_embeddings)
         if space.nvec.ndim == 1:
             return SymbolEncoder(
                 space.nvec, start, embed_dim, hidden_size, mlp_layers, share_embeddings

@@ -241,6 +241,12 @@ class Ballet(BatchedEnv):
         self.pos = xp.where(mask, CENTRE, self.pos)
 
     # ---------------------------------------------------------------- helpers
+    @property
+    def symbol_grid(self) -> tuple[int, int] | None:
+        """The symbolic observation's first 121 symbols are the 11 x 11 view (for the policy's
+        grid encoder); None with pixels."""
+        return None if self.pixels else (SIZE, SIZE)
+
     def actions_matter(self):
         return self.t >= self.watch_steps
 

@@ -144,3 +144,34 @@ def test_an_image_of_ids_is_embedded_not_scaled():
     assert not torch.allclose(enc(key), enc(ball))
     with pytest.raises(ValueError, match="do not match the channels"):
         make_encoder(env.single_observation_space, symbol_counts=[11, 6])
+
+
+def test_a_view_inside_a_flat_observation_goes_through_the_cnn():
+    """Ballet's symbolic observation is the 11 x 11 view, row by row, then the instruction
+    token: the env says so with ``symbol_grid``, and the policy reads the view with the
+    grid encoder (the same filters at every cell) and the token with its own table."""
+    import envs
+    from agents.config import compose, policy_spec
+    from agents.encoders import FlatGridEncoder, SymbolEncoder
+
+    env = envs.make_vec("recall/Ballet-v0", 2)
+    spec = policy_spec(compose(["env=ballet"]), env)
+    assert spec["encoder_cfg"]["symbol_grid"] == [11, 11]
+    enc = make_encoder(env.single_observation_space, **spec["encoder_cfg"])
+    assert isinstance(enc, FlatGridEncoder)
+    obs, _ = env.reset()
+    assert enc(obs).shape == (2, enc.output_size)
+    # the token and every cell of the view reach the features
+    token, cell = obs.clone(), obs.clone()
+    token[:, 121] = 5
+    cell[:, 0] = 7
+    assert not torch.allclose(enc(obs), enc(token))
+    assert not torch.allclose(enc(obs), enc(cell))
+    # policy.grid_view=false keeps the flat per-position tables
+    flat = policy_spec(compose(["env=ballet", "policy.grid_view=false"]), env)
+    assert "symbol_grid" not in flat["encoder_cfg"]
+    assert isinstance(make_encoder(env.single_observation_space, **flat["encoder_cfg"]), SymbolEncoder)
+    # pixels: no symbolic view to point at
+    assert envs.make_vec("recall/Ballet-v0", 1, pixels=True).symbol_grid is None
+    with pytest.raises(ValueError, match=r"symbol_grid \[12, 11\] needs 132 symbols; the observation has 122"):
+        make_encoder(env.single_observation_space, symbol_grid=[12, 11])
