@@ -92,6 +92,18 @@ def load_env_config(choice: str) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 
+def env_with(env_cfg: Any, knobs: dict[str, Any]) -> dict[str, Any]:
+    """The env config with ``knobs`` set; an id the task's config makes from a knob
+    (MiniGrid's ``id: MiniGrid-Memory${.room}-v0``) follows that knob."""
+    cfg = {**to_dict(env_cfg), **knobs}
+    name, _ = env_choice(str(cfg["id"]))
+    template = OmegaConf.load(CONFIG_DIR / "env" / f"{name}.yaml")
+    if "${" in str(OmegaConf.to_container(template, resolve=False)["id"]):
+        merged = OmegaConf.merge(template, {k: v for k, v in cfg.items() if k != "id"})
+        cfg["id"] = to_dict(merged)["id"]
+    return cfg
+
+
 def env_knob_names(choice: str) -> list[str]:
     """The knobs the task config ``choice`` (a configs/env name or an env id) holds."""
     cfg = load_env_config(choice)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.checkpoint import same_space
-from agents.config import make_env, to_dict
+from agents.config import env_with, make_env, to_dict
 
 
 class Curriculum:
@@ -57,7 +57,7 @@ class Curriculum:
     def check_spaces(self, env) -> None:
         """Every stage must keep ``env``'s spaces (the policy is built once)."""
         for stage in self.stages if self.active else ():
-            stage_env = make_env({**self.env_base, **stage}, 1, "cpu", 0)
+            stage_env = make_env(self._with(stage), 1, "cpu", 0)
             if not (same_space(stage_env.single_observation_space, env.single_observation_space)
                     and same_space(stage_env.single_action_space, env.single_action_space)):
                 raise ValueError(f"curriculum stage {_show(stage)} changes the env's spaces; "
@@ -71,13 +71,17 @@ class Curriculum:
     def knob_values(self) -> dict[str, Any]:
         """Every knob a stage varies, at its value in the current stage (for logging)."""
         varied = {k for stage in self.stages for k in stage}
-        current = {**self.env_base, **self.stages[self.stage]}
+        current = self._with(self.stages[self.stage])
         return {k: current[k] for k in sorted(varied)}
 
     def env_cfg(self) -> dict[str, Any]:
         if not self.active:
             return dict(self.env_base)
-        return {**self.env_base, **self.stages[self.stage]}
+        return self._with(self.stages[self.stage])
+
+    def _with(self, stage: dict[str, Any]) -> dict[str, Any]:
+        """The env config with a stage's knobs set (an id made from a knob follows it)."""
+        return env_with(self.env_base, stage)
 
     def advance(self, success_rate: float) -> bool:
         """Move to the next stage when ``success_rate`` reaches the threshold."""

@@ -485,7 +485,8 @@ class Trainer:
         if self.curriculum.active:
             w.add_scalar("curriculum/stage", self.curriculum.stage + 1, step)
             for knob, value in self.curriculum.knob_values().items():
-                w.add_scalar(f"curriculum/{knob}", value, step)
+                if isinstance(value, (int, float)):  # a room name, say, is in curriculum/stage
+                    w.add_scalar(f"curriculum/{knob}", value, step)
         w.add_scalar("charts/learning_rate", lr, step)
         w.add_scalar("losses/policy_loss", s["pg_loss"], step)
         w.add_scalar("losses/value_loss", s["v_loss"], step)

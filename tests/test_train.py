@@ -250,3 +250,27 @@ def test_curriculum_of_stages_must_end_at_the_task(tmp_path):
     cfg = _tiny(tmp_path, "curriculum={stages: [{nope: 1}, {}]}")
     with pytest.raises(ValueError, match="curriculum knob 'nope' is not an env option"):
         train_mod.run(cfg)
+
+
+def test_curriculum_over_minigrid_rooms_moves_the_env_id_with_the_room(tmp_path):
+    """MiniGrid's env id is made from its room (``id: MiniGrid-Memory${.room}-v0``): a stage
+    that sets the room trains in that room, and the last stage is the room asked for."""
+    from agents.curriculum import Curriculum
+    from envs.minigrid_memory import MiniGridMemory
+
+    cfg = compose(["env=minigrid_memory", "env.room=S11"])
+    cur = Curriculum({"stages": [{"room": "S7"}, {"room": "S9"}, {}], "threshold": 0.9}, cfg.env)
+    assert cur.env_cfg()["id"] == "MiniGrid-MemoryS7-v0"
+    assert cur.knob_values() == {"room": "S7"}
+    assert not cur.advance(0.5) and cur.advance(0.95)
+    assert cur.env_cfg()["id"] == "MiniGrid-MemoryS9-v0"
+    assert cur.advance(1.0) and cur.env_cfg()["id"] == "MiniGrid-MemoryS11-v0"
+    cur.check_spaces(MiniGridMemory("MiniGrid-MemoryS11-v0", num_envs=1))
+    # and through the trainer: a run that starts in S7 ends in S11 (threshold 0: a stage an update)
+    tiny = [o for o in TINY if not o.startswith("env.")]
+    run = compose([f"runs_root={tmp_path}", *tiny, "env=minigrid_memory", "env.room=S11",
+                   "total_steps=384", "eval.episodes=0",
+                   "curriculum={stages: [{room: S7}, {room: S9}, {}], threshold: 0.0}"])
+    summary = train_mod.run(run)
+    assert load_checkpoint(summary["run_dir"])["curriculum_stage"] == 2
+    assert load_checkpoint(summary["run_dir"])["env_id"] == "MiniGrid-MemoryS11-v0"
