@@ -71,7 +71,7 @@ RECIPES = {
     "associative_recall": "hcam_associative_recall",
     "hidden_objects": "gru_hidden_objects",
     "ballet": "gru_ballet",
-    "minigrid_memory": None,
+    "minigrid_memory": "gru_minigrid_memory",
 }
 RETURN_TASKS = ("RepeatFirst", "RepeatPrevious", "CountRecall", "Autoencode")  # POPGym: return bar
 EVAL_TAGS = {"success": "eval/greedy_success_rate", "return": "eval/greedy_mean_return"}

@@ -35,7 +35,7 @@ def test_tasks_are_the_committed_recipes_at_their_levels():
     ho = peers.task_spec("hidden_objects")
     assert ho["experiment"] == "gru_hidden_objects" and ho["env_id"] == "recall/HiddenObjects-v0"
     mg = peers.task_spec("minigrid_memory")
-    assert mg["experiment"] is None and mg["env_id"] == "MiniGrid-MemoryS7-v0"
+    assert mg["experiment"] == "gru_minigrid_memory" and mg["env_id"] == "MiniGrid-MemoryS7-v0"
     assert peers.unsupported("sf", mg).startswith("unsupported") and peers.unsupported("sb3", mg) is None
     with pytest.raises(ValueError, match="unknown task 'pong'; accepted: delayed_match"):
         peers.task_spec("pong")
