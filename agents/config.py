@@ -86,10 +86,7 @@ def env_choice(choice: str) -> tuple[str, dict[str, Any]]:
 
 def load_env_config(choice: str) -> DictConfig:
     """The env config ``env=<choice>`` names (configs/env name or env id), ``id`` resolved."""
-    name, knobs = env_choice(choice)
-    cfg = OmegaConf.load(CONFIG_DIR / "env" / f"{name}.yaml")
-    cfg = OmegaConf.merge(cfg, knobs)
-    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return _task_config(*env_choice(choice))
 
 
 def env_with(env_cfg: Any, knobs: dict[str, Any]) -> dict[str, Any]:
@@ -97,11 +94,13 @@ def env_with(env_cfg: Any, knobs: dict[str, Any]) -> dict[str, Any]:
     (MiniGrid's ``id: MiniGrid-Memory${.room}-v0``) follows that knob."""
     cfg = {**to_dict(env_cfg), **knobs}
     name, _ = env_choice(str(cfg["id"]))
-    template = OmegaConf.load(CONFIG_DIR / "env" / f"{name}.yaml")
-    if "${" in str(OmegaConf.to_container(template, resolve=False)["id"]):
-        merged = OmegaConf.merge(template, {k: v for k, v in cfg.items() if k != "id"})
-        cfg["id"] = to_dict(merged)["id"]
-    return cfg
+    return to_dict(_task_config(name, {k: v for k, v in cfg.items() if k != "id"}))
+
+
+def _task_config(name: str, knobs: dict[str, Any]) -> DictConfig:
+    """configs/env/<name>.yaml with ``knobs`` set, then resolved (so the id follows them)."""
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "env" / f"{name}.yaml"), knobs)
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 
 def env_knob_names(choice: str) -> list[str]:

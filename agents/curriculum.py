@@ -25,6 +25,7 @@ class Curriculum:
         self.active = bool(spec)
         self.knob: str | None = None
         self.stages: list[dict[str, Any]] = [{}]
+        self._stage_cfgs = [dict(self.env_base)]
         if not self.active:
             return
         spec = to_dict(spec)
@@ -45,6 +46,8 @@ class Curriculum:
                 if knob not in self.env_base or knob == "id":
                     raise ValueError(f"curriculum knob {knob!r} is not an env option; "
                                      f"env options: {options}")
+        # Each stage's env config, made once (an id made from a knob follows it: env_with).
+        self._stage_cfgs = [env_with(self.env_base, stage) for stage in self.stages]
         off = {k: v for k, v in self.stages[-1].items() if v != self.env_base[k]}
         if off:
             # The run is judged (final evaluation) on the env config: the curriculum must end there.
@@ -56,8 +59,8 @@ class Curriculum:
 
     def check_spaces(self, env) -> None:
         """Every stage must keep ``env``'s spaces (the policy is built once)."""
-        for stage in self.stages if self.active else ():
-            stage_env = make_env(self._with(stage), 1, "cpu", 0)
+        for stage, stage_cfg in zip(self.stages, self._stage_cfgs, strict=True) if self.active else ():
+            stage_env = make_env(stage_cfg, 1, "cpu", 0)
             if not (same_space(stage_env.single_observation_space, env.single_observation_space)
                     and same_space(stage_env.single_action_space, env.single_action_space)):
                 raise ValueError(f"curriculum stage {_show(stage)} changes the env's spaces; "
@@ -71,17 +74,13 @@ class Curriculum:
     def knob_values(self) -> dict[str, Any]:
         """Every knob a stage varies, at its value in the current stage (for logging)."""
         varied = {k for stage in self.stages for k in stage}
-        current = self._with(self.stages[self.stage])
+        current = self._stage_cfgs[self.stage]
         return {k: current[k] for k in sorted(varied)}
 
     def env_cfg(self) -> dict[str, Any]:
         if not self.active:
             return dict(self.env_base)
-        return self._with(self.stages[self.stage])
-
-    def _with(self, stage: dict[str, Any]) -> dict[str, Any]:
-        """The env config with a stage's knobs set (an id made from a knob follows it)."""
-        return env_with(self.env_base, stage)
+        return dict(self._stage_cfgs[self.stage])
 
     def advance(self, success_rate: float) -> bool:
         """Move to the next stage when ``success_rate`` reaches the threshold."""

@@ -76,7 +76,8 @@ def main() -> None:
     for env_id in args.envs:
         for n in args.num_envs:
             eager = envs.make_vec(env_id, n, check_actions=False)
-            specs[env_id] = gymnax_spec(env_id, {"delay": getattr(eager, "delay", None)})
+            if env_id not in specs:
+                specs[env_id] = gymnax_spec(env_id, {"delay": getattr(eager, "delay", None)})
             eager.reset(seed=0)
             comp = envs.make_vec(env_id, n, check_actions=False, compile=True)
             comp.reset(seed=0)
