@@ -2,6 +2,7 @@
 
     python benchmarks/compiled_step.py [--envs recall/DelayedMatch-v0 ...]
         [--num-envs 1024 16384] [--seconds 1] [--repeats 5] [--fresh] [--gymnax] [--pin-cpu K]
+        [--set distractors=false ...]
 
 Each task at its suite level (the class defaults), ``check_actions=False`` (the
 trainer's setting), uniform random actions drawn before the timing, torch on one
@@ -14,7 +15,8 @@ time) or loaded from the cache (``envs.compiled``).
 ``--gymnax`` adds gymnax's MemoryChain (memory_length = the delay) beside
 DelayedMatch, measured by ``benchmarks/gymnax_worker.py`` in its venv after the
 torch runs; ``--pin-cpu K`` runs both on CPU K only, the same-core comparison
-(issue #15, item 2).
+(issue #15, item 2). ``--set KEY=VALUE`` changes a task knob (e.g.
+``distractors=false``: DelayedMatch's delay steps blank, as MemoryChain's are).
 """
 
 from __future__ import annotations
@@ -56,6 +58,20 @@ def steps_per_second(env, n: int, seconds: float, repeats: int) -> tuple[float, 
     return best_wall, best_cpu
 
 
+def knob(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` from the command line: VALUE as an int, a bool or a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    low = value.lower()
+    if low in ("true", "false"):
+        return key, low == "true"
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="*", default=["recall/DelayedMatch-v0"])
@@ -66,7 +82,10 @@ def main() -> None:
     parser.add_argument("--gymnax", action="store_true", help="add gymnax's MemoryChain beside DelayedMatch")
     parser.add_argument("--pin-cpu", type=int, default=None, metavar="K",
                         help="run this process and the gymnax worker on CPU K only")
+    parser.add_argument("--set", dest="knobs", nargs="*", type=knob, default=[], metavar="KEY=VALUE",
+                        help="task knobs for every env (e.g. distractors=false)")
     args = parser.parse_args()
+    knobs = dict(args.knobs)
     pin_cpu(args.pin_cpu)
     torch.set_num_threads(1)
     if args.fresh:
@@ -75,11 +94,11 @@ def main() -> None:
     rows, specs = [], {}
     for env_id in args.envs:
         for n in args.num_envs:
-            eager = envs.make_vec(env_id, n, check_actions=False)
+            eager = envs.make_vec(env_id, n, check_actions=False, **knobs)
             if env_id not in specs:
                 specs[env_id] = gymnax_spec(env_id, {"delay": getattr(eager, "delay", None)})
             eager.reset(seed=0)
-            comp = envs.make_vec(env_id, n, check_actions=False, compile=True)
+            comp = envs.make_vec(env_id, n, check_actions=False, compile=True, **knobs)
             comp.reset(seed=0)
             comp.step(torch.zeros(n, dtype=torch.int64))  # build or load
             info = comp.compile_info
@@ -95,7 +114,8 @@ def main() -> None:
     load = os.getloadavg()
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, load average {load[0]:.1f} {load[1]:.1f} "
-          f"{load[2]:.1f}; torch {torch.__version__} on 1 thread; commit {commit()}")
+          f"{load[2]:.1f}; torch {torch.__version__} on 1 thread; commit {commit()}"
+          + (f"; knobs {knobs}" if knobs else ""))
     pinned = f", pinned to CPU {args.pin_cpu}" if args.pin_cpu is not None else ""
     print(f"steps/s wall-clock (per CPU-second of the thread in brackets){pinned}\n")
     head = "| task | num_envs | eager | compiled | compiled / eager | program |"

@@ -176,3 +176,15 @@ def test_out_of_range_actions_are_refused_before_the_program(monkeypatch):
     env.reset()
     with pytest.raises(ValueError, match="action 4 of copy 1 is out of range"):
         env.step(torch.tensor([0, 4, 0, 0]))
+
+
+def test_benchmark_takes_task_knobs():
+    import argparse
+
+    from benchmarks.compiled_step import knob
+
+    assert knob("distractors=false") == ("distractors", False)
+    assert knob("delay=32") == ("delay", 32)
+    assert knob("room=S11") == ("room", "S11")
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        knob("delay")
