@@ -78,9 +78,7 @@ class Curriculum:
         return {k: current[k] for k in sorted(varied)}
 
     def env_cfg(self) -> dict[str, Any]:
-        if not self.active:
-            return dict(self.env_base)
-        return dict(self._stage_cfgs[self.stage])
+        return dict(self._stage_cfgs[self.stage])  # without a curriculum: the env config itself
 
     def advance(self, success_rate: float) -> bool:
         """Move to the next stage when ``success_rate`` reaches the threshold."""
