@@ -138,6 +138,7 @@ def policy_spec(cfg: Any, env) -> dict[str, Any]:
         "encoder_cfg": encoder_cfg,
         "prev_action_reward": bool(pol.get("prev_action_reward", False)),
         "head_hidden": int(pol.get("head_hidden", 128)),
+        "predict_next_obs": float(cfg["algo"].get("next_obs_coef", 0.0) or 0.0) > 0,
     }
 
 
@@ -150,6 +151,7 @@ def make_policy(spec: dict[str, Any]) -> Policy:
         encoder_cfg=spec["encoder_cfg"],
         prev_action_reward=spec["prev_action_reward"],
         head_hidden=spec.get("head_hidden", 128),
+        predict_next_obs=spec.get("predict_next_obs", False),
     )
 
 

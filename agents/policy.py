@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from agents.encoders import make_encoder
+from agents.next_obs import NextObsHead
 from agents.tree import tree_map
 from memory_modules import State, make_core
 
@@ -43,6 +44,7 @@ class Policy(nn.Module):
         encoder_cfg: dict[str, Any] | None = None,
         prev_action_reward: bool = False,
         head_hidden: int = 128,
+        predict_next_obs: bool = False,
     ):
         super().__init__()
         if not isinstance(action_space, gym.spaces.Discrete):
@@ -68,6 +70,9 @@ class Policy(nn.Module):
             self.decoder = nn.Identity()
         self.actor = _init_linear(nn.Linear(out, self.num_actions), 0.01)
         self.critic = _init_linear(nn.Linear(out, 1), 1.0)
+        # algo.next_obs_coef > 0: a head on the core output that predicts the next
+        # observation (agents.next_obs), a self-supervised loss for the memory.
+        self.next_obs = NextObsHead(observation_space, self.core.output_size) if predict_next_obs else None
 
     # ------------------------------------------------------------------ pieces
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
@@ -153,13 +158,19 @@ class Policy(nn.Module):
         actions: torch.Tensor,
         prev_action: torch.Tensor | None = None,
         prev_reward: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-prob of ``actions``, entropy and value, each ``[T, B]``, from the core's one call."""
+    ) -> tuple[torch.Tensor, ...]:
+        """Log-prob of ``actions``, entropy and value, each ``[T, B]``, from the core's one call.
+
+        A policy that predicts the next observation also returns that prediction's loss
+        (a scalar: agents.next_obs).
+        """
         x = self.features(obs, starts, prev_action, prev_reward)
         y, _ = self.core(x, state, starts)
         logp, value = self.heads(y)
         entropy = -(logp.exp() * logp).sum(-1)
         taken = logp.gather(-1, (actions.long() - self.action_start).unsqueeze(-1)).squeeze(-1)
+        if self.next_obs is not None:
+            return taken, entropy, value, self.next_obs.loss(y, obs, starts)
         return taken, entropy, value
 
     @property

@@ -47,6 +47,10 @@ class PPOConfig:
     # the advantage normalisation. Their policy gradient is zero in expectation, pure
     # noise; on Ballet they are 64 of about 70 steps. The value loss keeps every step.
     mask_ignored_actions: bool = False
+    # Weight of a self-supervised loss: the core's output predicts the next observation
+    # (agents.next_obs; the policy gets the head when this is above 0). 0: off.
+    next_obs_coef: float = 0.0
+    next_obs_fraction: float = 0.125  # of each minibatch's steps that loss reads (its cost)
 
     @property
     def steps_per_update(self) -> int:
@@ -63,12 +67,19 @@ class PPOConfig:
             )
 
 
-STAT_NAMES = ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "grad_norm", "loss")
+STAT_NAMES = ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "grad_norm", "loss", "next_obs_loss")
 
 
 class PPO:
     def __init__(self, policy: Policy, cfg: PPOConfig):
         cfg.validate()
+        if cfg.next_obs_coef > 0 and getattr(policy, "next_obs", None) is None:
+            raise ValueError(f"next_obs_coef={cfg.next_obs_coef} needs a policy built with "
+                             "predict_next_obs=True (agents.config.policy_spec sets it from algo)")
+        if not 0.0 < cfg.next_obs_fraction <= 1.0:
+            raise ValueError(f"next_obs_fraction={cfg.next_obs_fraction} must be in (0, 1]")
+        if getattr(policy, "next_obs", None) is not None:
+            policy.next_obs.fraction = cfg.next_obs_fraction
         self.policy = policy
         self.cfg = cfg
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
@@ -92,7 +103,7 @@ class PPO:
     def loss(self, mb: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The PPO loss of one minibatch of sequences, and its diagnostics."""
         cfg = self.cfg
-        newlogp, entropy, newvalue = self.evaluate(
+        newlogp, entropy, newvalue, *aux = self.evaluate(
             mb["obs"], mb["state"], mb["starts"], mb["actions"], mb["prev_actions"], mb["prev_rewards"]
         )
         logratio = newlogp - mb["logprobs"]
@@ -122,8 +133,11 @@ class PPO:
             v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
         ent = mean(entropy)
         loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+        next_obs_loss = aux[0] if aux else torch.zeros((), device=loss.device)
+        if aux and cfg.next_obs_coef > 0:
+            loss = loss + cfg.next_obs_coef * next_obs_loss
         stats = dict(pg_loss=pg_loss, v_loss=v_loss, entropy=ent, approx_kl=approx_kl,
-                     clipfrac=clipfrac, loss=loss)
+                     clipfrac=clipfrac, loss=loss, next_obs_loss=next_obs_loss)
         return loss, {k: v.detach() for k, v in stats.items()}
 
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor]:

@@ -493,6 +493,8 @@ class Trainer:
         w.add_scalar("losses/entropy", s["entropy"], step)
         w.add_scalar("losses/approx_kl", s["approx_kl"], step)
         w.add_scalar("losses/clipfrac", s["clipfrac"], step)
+        if self.ppo.cfg.next_obs_coef > 0:
+            w.add_scalar("losses/next_obs_loss", s["next_obs_loss"], step)
         w.add_scalar("losses/explained_variance", ev, step)
         w.add_scalar("losses/grad_norm", s["grad_norm"], step)
 
