@@ -139,6 +139,7 @@ def policy_spec(cfg: Any, env) -> dict[str, Any]:
         "prev_action_reward": bool(pol.get("prev_action_reward", False)),
         "head_hidden": int(pol.get("head_hidden", 128)),
         "predict_next_obs": float(cfg["algo"].get("next_obs_coef", 0.0) or 0.0) > 0,
+        "oracle_critic": bool(pol.get("oracle_critic", False)),
     }
 
 
@@ -152,6 +153,7 @@ def make_policy(spec: dict[str, Any]) -> Policy:
         prev_action_reward=spec["prev_action_reward"],
         head_hidden=spec.get("head_hidden", 128),
         predict_next_obs=spec.get("predict_next_obs", False),
+        oracle_critic=spec.get("oracle_critic", False),
     )
 
 

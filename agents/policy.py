@@ -9,6 +9,13 @@ With ``prev_action_reward`` the core also reads the previous action (one-hot,
 with an extra "none" entry at episode starts) and the previous reward (0 at
 episode starts), as in RL^2 / IMPALA-style agents.
 
+With ``oracle_critic`` the critic alone also reads a hint: the env's oracle action
+for the step (one-hot, with an extra "none" entry where no hint is given). This
+is the asymmetric actor-critic of Pinto et al. (2018): privileged information
+that exists in training only, given to the value function, never to the actor,
+whose action reads observations and memory alone. Acting without a hint (every
+evaluation) is unchanged.
+
 Sampling is Gumbel-max on the logits, so acting never syncs with the host
 (``torch.distributions`` validates its arguments, which does).
 """
@@ -45,6 +52,7 @@ class Policy(nn.Module):
         prev_action_reward: bool = False,
         head_hidden: int = 128,
         predict_next_obs: bool = False,
+        oracle_critic: bool = False,
     ):
         super().__init__()
         if not isinstance(action_space, gym.spaces.Discrete):
@@ -69,7 +77,9 @@ class Policy(nn.Module):
         else:
             self.decoder = nn.Identity()
         self.actor = _init_linear(nn.Linear(out, self.num_actions), 0.01)
-        self.critic = _init_linear(nn.Linear(out, 1), 1.0)
+        self.oracle_critic = bool(oracle_critic)
+        hint = self.num_actions + 1 if self.oracle_critic else 0
+        self.critic = _init_linear(nn.Linear(out + hint, 1), 1.0)
         # algo.next_obs_coef > 0: a head on the core output that predicts the next
         # observation (agents.next_obs), a self-supervised loss for the memory.
         self.next_obs = NextObsHead(observation_space, self.core.output_size) if predict_next_obs else None
@@ -98,10 +108,19 @@ class Policy(nn.Module):
             x = torch.cat([x, F.one_hot(a, self.num_actions + 1).to(x.dtype), r.unsqueeze(-1)], -1)
         return x
 
-    def heads(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, y: torch.Tensor, hint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[..., A]`` and values ``[...]`` from core outputs."""
         z = self.decoder(y)
-        return F.log_softmax(self.actor(z), dim=-1), self.critic(z).squeeze(-1)
+        return F.log_softmax(self.actor(z), dim=-1), self._value(z, hint)
+
+    def _value(self, z: torch.Tensor, hint: torch.Tensor | None) -> torch.Tensor:
+        if self.oracle_critic:
+            if hint is None:
+                index = torch.full(z.shape[:-1], self.num_actions, dtype=torch.int64, device=z.device)
+            else:
+                index = hint.long() - self.action_start
+            z = torch.cat([z, F.one_hot(index, self.num_actions + 1).to(z.dtype)], -1)
+        return self.critic(z).squeeze(-1)
 
     # ------------------------------------------------------------------ paths
     def _step(self, obs, state, starts, prev_action, prev_reward) -> tuple[torch.Tensor, State]:
@@ -121,10 +140,11 @@ class Policy(nn.Module):
         prev_action: torch.Tensor | None = None,
         prev_reward: torch.Tensor | None = None,
         deterministic: bool = False,
+        hint: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
         """One step for a batch ``[B, ...]``: (action, log-prob, value, next state)."""
         y, state = self._step(obs, state, starts, prev_action, prev_reward)
-        logp, value = self.heads(y)
+        logp, value = self.heads(y, hint)
         if deterministic:
             action = logp.argmax(-1)
         else:
@@ -145,10 +165,11 @@ class Policy(nn.Module):
         starts: torch.Tensor,
         prev_action: torch.Tensor | None = None,
         prev_reward: torch.Tensor | None = None,
+        hint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The value of one observation per env ``[B]``, the state left as it was."""
         y, _ = self._step(obs, state, starts, prev_action, prev_reward)
-        return self.critic(self.decoder(y)).squeeze(-1)
+        return self._value(self.decoder(y), hint)
 
     def evaluate_sequence(
         self,
@@ -158,6 +179,7 @@ class Policy(nn.Module):
         actions: torch.Tensor,
         prev_action: torch.Tensor | None = None,
         prev_reward: torch.Tensor | None = None,
+        hint: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Log-prob of ``actions``, entropy and value, each ``[T, B]``, from the core's one call.
 
@@ -166,7 +188,7 @@ class Policy(nn.Module):
         """
         x = self.features(obs, starts, prev_action, prev_reward)
         y, _ = self.core(x, state, starts)
-        logp, value = self.heads(y)
+        logp, value = self.heads(y, hint)
         entropy = -(logp.exp() * logp).sum(-1)
         taken = logp.gather(-1, (actions.long() - self.action_start).unsqueeze(-1)).squeeze(-1)
         if self.next_obs is not None:

@@ -103,9 +103,10 @@ class PPO:
     def loss(self, mb: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The PPO loss of one minibatch of sequences, and its diagnostics."""
         cfg = self.cfg
-        newlogp, entropy, newvalue, *aux = self.evaluate(
-            mb["obs"], mb["state"], mb["starts"], mb["actions"], mb["prev_actions"], mb["prev_rewards"]
-        )
+        args = [mb["obs"], mb["state"], mb["starts"], mb["actions"], mb["prev_actions"], mb["prev_rewards"]]
+        if getattr(self.policy, "oracle_critic", False):
+            args.append(mb["hints"])  # the critic's privileged input
+        newlogp, entropy, newvalue, *aux = self.evaluate(*args)
         logratio = newlogp - mb["logprobs"]
         ratio = logratio.exp()
         # mean over the steps whose action mattered (every step unless masking)

@@ -5,7 +5,9 @@ Step t of env b holds what the agent saw and did: ``obs[t]``, ``starts[t]``
 policies that read them), ``actions[t]``, ``logprobs[t]``, ``values[t]``, and
 what followed: ``rewards[t]`` and ``dones[t]`` (the episode ended with this
 step). ``acting[t]`` is False where the task ignored the action (the env's
-``actions_matter()``); PPO may leave those steps out of its policy loss. A truncated episode's reward already carries ``gamma * V(final obs)``,
+``actions_matter()``); PPO may leave those steps out of its policy loss.
+``hints[t]`` is the env's oracle action, read by a policy whose critic takes it
+(``oracle_critic``); the actor never sees it. A truncated episode's reward already carries ``gamma * V(final obs)``,
 so GAE may treat every end alike.
 
 The rollout is cut along time into chunks of ``seq_len`` steps; ``states[c]``
@@ -49,6 +51,7 @@ class Rollout:
         self.prev_rewards = zeros(torch.float32)
         self.actions = zeros(torch.int64)
         self.acting = torch.ones(T, B, dtype=torch.bool, device=self.device)
+        self.hints = zeros(torch.int64)
         self.logprobs = zeros(torch.float32)
         self.values = zeros(torch.float32)
         self.rewards = zeros(torch.float32)
@@ -75,6 +78,10 @@ class Rollout:
         self.actions[t] = action
         self.logprobs[t] = logprob
         self.values[t] = value
+
+    def store_hint(self, t: int, hint: torch.Tensor) -> None:
+        """The oracle action at step t (``env.oracle_actions()`` before the step)."""
+        self.hints[t] = hint
 
     def store_acting(self, t: int, acting: torch.Tensor | None) -> None:
         """Whether step t's actions mattered (``env.actions_matter()`` before the step)."""
@@ -113,7 +120,7 @@ class Rollout:
         out = {
             name: chunk(getattr(self, name))
             for name in (
-                "starts", "prev_actions", "prev_rewards", "actions", "acting", "logprobs",
+                "starts", "prev_actions", "prev_rewards", "actions", "acting", "hints", "logprobs",
                 "values", "advantages", "returns",
             )
         }

@@ -404,7 +404,12 @@ class Trainer:
             with torch.no_grad():
                 for t in range(T):
                     rollout.store_state(t, state)
-                    action, logp, value, state = policy.act(obs, state, starts, prev_a, prev_r)
+                    hint = None
+                    if policy.oracle_critic:  # the critic's privileged input (training only)
+                        hint = env.oracle_actions()
+                        rollout.store_hint(t, hint)
+                    action, logp, value, state = policy.act(obs, state, starts, prev_a, prev_r,
+                                                            hint=hint)
                     rollout.store_step(t, obs, starts, prev_a, prev_r, action, logp, value)
                     if algo.mask_ignored_actions:
                         rollout.store_acting(t, env.actions_matter())
@@ -414,15 +419,18 @@ class Trainer:
                     if "final_observation" in info:
                         # A time limit is not a terminal state: bootstrap from V(final obs),
                         # read with the state that follows this step.
+                        # (an oracle critic reads the step's hint: the final state's own
+                        # is gone with the reset, and one move changes it little)
                         v_final = policy.value(info["final_observation"], state, no_starts,
-                                               action, reward)
+                                               action, reward, hint=hint)
                         learn_reward = reward + algo.gamma * v_final * truncated.float()
                     rollout.store_outcome(t, learn_reward, done)
                     ep_return[t] = info["episode_return"]
                     ep_length[t] = info["episode_length"]
                     ep_success[t] = info["success"]
                     starts, prev_a, prev_r = done, action, reward
-                last_value = policy.value(obs, state, starts, prev_a, prev_r)
+                last_value = policy.value(obs, state, starts, prev_a, prev_r,
+                                          hint=env.oracle_actions() if policy.oracle_critic else None)
             rollout.compute_gae(last_value, algo.gamma, algo.gae_lambda)
             stats = self.ppo.update(rollout)
 
