@@ -78,8 +78,16 @@ class Policy(nn.Module):
             self.decoder = nn.Identity()
         self.actor = _init_linear(nn.Linear(out, self.num_actions), 0.01)
         self.oracle_critic = bool(oracle_critic)
-        hint = self.num_actions + 1 if self.oracle_critic else 0
-        self.critic = _init_linear(nn.Linear(out + hint, 1), 1.0)
+        if self.oracle_critic:
+            # its own hidden layer over the core output and the hint: the value turns on
+            # how the two combine (is the dancer in view the one the hint points to?),
+            # which a hint added after the shared layer could not express
+            hidden = head_hidden or 128
+            self.critic = nn.Sequential(
+                _init_linear(nn.Linear(self.core.output_size + self.num_actions + 1, hidden), 2**0.5),
+                nn.ReLU(), _init_linear(nn.Linear(hidden, 1), 1.0))
+        else:
+            self.critic = _init_linear(nn.Linear(out, 1), 1.0)
         # algo.next_obs_coef > 0: a head on the core output that predicts the next
         # observation (agents.next_obs), a self-supervised loss for the memory.
         self.next_obs = NextObsHead(observation_space, self.core.output_size) if predict_next_obs else None
@@ -111,16 +119,17 @@ class Policy(nn.Module):
     def heads(self, y: torch.Tensor, hint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[..., A]`` and values ``[...]`` from core outputs."""
         z = self.decoder(y)
-        return F.log_softmax(self.actor(z), dim=-1), self._value(z, hint)
+        return F.log_softmax(self.actor(z), dim=-1), self._value(y, z, hint)
 
-    def _value(self, z: torch.Tensor, hint: torch.Tensor | None) -> torch.Tensor:
-        if self.oracle_critic:
-            if hint is None:
-                index = torch.full(z.shape[:-1], self.num_actions, dtype=torch.int64, device=z.device)
-            else:
-                index = hint.long() - self.action_start
-            z = torch.cat([z, F.one_hot(index, self.num_actions + 1).to(z.dtype)], -1)
-        return self.critic(z).squeeze(-1)
+    def _value(self, y: torch.Tensor, z: torch.Tensor, hint: torch.Tensor | None) -> torch.Tensor:
+        """The value from the decoder's features ``z``, or with an oracle critic from the core's ``y``."""
+        if not self.oracle_critic:
+            return self.critic(z).squeeze(-1)
+        if hint is None:
+            index = torch.full(y.shape[:-1], self.num_actions, dtype=torch.int64, device=y.device)
+        else:
+            index = hint.long() - self.action_start
+        return self.critic(torch.cat([y, F.one_hot(index, self.num_actions + 1).to(y.dtype)], -1)).squeeze(-1)
 
     # ------------------------------------------------------------------ paths
     def _step(self, obs, state, starts, prev_action, prev_reward) -> tuple[torch.Tensor, State]:
@@ -169,7 +178,7 @@ class Policy(nn.Module):
     ) -> torch.Tensor:
         """The value of one observation per env ``[B]``, the state left as it was."""
         y, _ = self._step(obs, state, starts, prev_action, prev_reward)
-        return self._value(self.decoder(y), hint)
+        return self._value(y, None if self.oracle_critic else self.decoder(y), hint)
 
     def evaluate_sequence(
         self,
