@@ -119,12 +119,13 @@ class Policy(nn.Module):
     def heads(self, y: torch.Tensor, hint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[..., A]`` and values ``[...]`` from core outputs."""
         z = self.decoder(y)
-        return F.log_softmax(self.actor(z), dim=-1), self._value(y, z, hint)
+        return F.log_softmax(self.actor(z), dim=-1), self._value(y, hint, z)
 
-    def _value(self, y: torch.Tensor, z: torch.Tensor, hint: torch.Tensor | None) -> torch.Tensor:
-        """The value from the decoder's features ``z``, or with an oracle critic from the core's ``y``."""
+    def _value(self, y: torch.Tensor, hint: torch.Tensor | None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The value of core outputs ``y``: through the shared decoder (``z``, computed if not
+        given), or with an oracle critic through its own layer over ``y`` and the hint."""
         if not self.oracle_critic:
-            return self.critic(z).squeeze(-1)
+            return self.critic(self.decoder(y) if z is None else z).squeeze(-1)
         if hint is None:
             index = torch.full(y.shape[:-1], self.num_actions, dtype=torch.int64, device=y.device)
         else:
@@ -178,7 +179,7 @@ class Policy(nn.Module):
     ) -> torch.Tensor:
         """The value of one observation per env ``[B]``, the state left as it was."""
         y, _ = self._step(obs, state, starts, prev_action, prev_reward)
-        return self._value(y, None if self.oracle_critic else self.decoder(y), hint)
+        return self._value(y, hint)
 
     def evaluate_sequence(
         self,
