@@ -6,7 +6,7 @@
 
 Each task at its suite level (the class defaults), ``check_actions=False`` (the
 trainer's setting), uniform random actions drawn before the timing, torch on one
-thread, CPU. For each num_envs: steps/s of the eager step and of the compiled
+thread, on the CPU (``--device cuda``: on the GPU, timed after a synchronize). For each num_envs: steps/s of the eager step and of the compiled
 one (best of ``--repeats`` runs of ``--seconds``; wall-clock, and per CPU-second
 of this thread in brackets), and how long the compiled program took to get:
 built (``--fresh`` builds into an empty cache folder, so this is the compile
@@ -22,10 +22,12 @@ torch runs; ``--pin-cpu K`` runs both on CPU K only, the same-core comparison
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -42,17 +44,24 @@ except ImportError:  # run as a script from benchmarks/
 BANK = 64
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def steps_per_second(env, n: int, seconds: float, repeats: int) -> tuple[float, float]:
-    bank = torch.randint(0, env.single_action_space.n, (BANK, n))
+    bank = torch.randint(0, env.single_action_space.n, (BANK, n), device=env.device)
     for i in range(10):
         env.step(bank[i])
     best_wall = best_cpu = 0.0
     for _ in range(repeats):
+        _sync(env.device)
         steps, w0, c0 = 0, time.perf_counter(), time.thread_time()
         while time.perf_counter() - w0 < seconds:
             for i in range(BANK):
                 env.step(bank[i])
             steps += BANK
+            _sync(env.device)
         wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
         best_wall, best_cpu = max(best_wall, steps * n / wall), max(best_cpu, steps * n / max(cpu, 1e-9))
     return best_wall, best_cpu
@@ -84,7 +93,12 @@ def main() -> None:
                         help="run this process and the gymnax worker on CPU K only")
     parser.add_argument("--set", dest="knobs", nargs="*", type=knob, default=[], metavar="KEY=VALUE",
                         help="task knobs for every env (e.g. distractors=false)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--json", default=None, help="also write the measurements here")
     args = parser.parse_args()
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        raise SystemExit(f"error: --device {args.device} is not available here; accepted: cpu"
+                         + (", cuda" if torch.cuda.is_available() else ""))
     knobs = dict(args.knobs)
     pin_cpu(args.pin_cpu)
     torch.set_num_threads(1)
@@ -94,13 +108,13 @@ def main() -> None:
     rows, specs = [], {}
     for env_id in args.envs:
         for n in args.num_envs:
-            eager = envs.make_vec(env_id, n, check_actions=False, **knobs)
+            eager = envs.make_vec(env_id, n, device=args.device, check_actions=False, **knobs)
             if env_id not in specs:
                 specs[env_id] = gymnax_spec(env_id, {"delay": getattr(eager, "delay", None)})
             eager.reset(seed=0)
-            comp = envs.make_vec(env_id, n, check_actions=False, compile=True, **knobs)
+            comp = envs.make_vec(env_id, n, device=args.device, check_actions=False, compile=True, **knobs)
             comp.reset(seed=0)
-            comp.step(torch.zeros(n, dtype=torch.int64))  # build or load
+            comp.step(torch.zeros(n, dtype=torch.int64, device=comp.device))  # build or load
             info = comp.compile_info
             rows.append((env_id, n, steps_per_second(eager, n, args.seconds, args.repeats),
                          steps_per_second(comp, n, args.seconds, args.repeats), info))
@@ -111,10 +125,14 @@ def main() -> None:
                 got = gymnax_sps(*spec, args.num_envs, args.seconds, 1, True, args.pin_cpu, args.repeats)
                 peer[env_id] = got if isinstance(got, str) else {n: (got[n]["sps"], got[n]["cpu"]) for n in got}
 
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": args.device, "knobs": knobs, "rows": [
+            {"env": env_id, "num_envs": n, "eager_sps": e[0], "compiled_sps": c[0], "program": info}
+            for env_id, n, e, c, info in rows]}, indent=1, default=str))
     load = os.getloadavg()
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, load average {load[0]:.1f} {load[1]:.1f} "
-          f"{load[2]:.1f}; torch {torch.__version__} on 1 thread; commit {commit()}"
+          f"{load[2]:.1f}; torch {torch.__version__} on 1 thread; device {args.device}; commit {commit()}"
           + (f"; knobs {knobs}" if knobs else ""))
     pinned = f", pinned to CPU {args.pin_cpu}" if args.pin_cpu is not None else ""
     print(f"steps/s wall-clock (per CPU-second of the thread in brackets){pinned}\n")

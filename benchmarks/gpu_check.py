@@ -9,8 +9,10 @@ On a machine with an NVIDIA GPU:
 2. runs the CUDA tests (``pytest -k cuda``: every test that runs on CUDA when
    one is present, tests/test_cuda.py among them);
 3. the env throughput benchmark on ``cuda`` up to ``--max-envs`` copies
-   (default 1 M) and the training throughput benchmark on ``cuda``
-   (GRU-128, ``algo=ppo_one_epoch``);
+   (default 1 M), the compiled step (``make_vec(..., compile=True)``, built
+   afresh so its build time is reported) of DelayedMatch and NBack at the
+   largest size beside the eager one, and the training throughput benchmark on ``cuda`` (GRU-128,
+   ``algo=ppo_one_epoch``);
 4. a short training on ``cuda`` (``experiment=gru_delayed_match``);
 5. writes a markdown report (``--report``, default ``runs/gpu_check/report.md``):
    the machine, the commit, each step's table and the targets (batched
@@ -41,6 +43,7 @@ TORCH = "torch==2.13.0"  # the Makefile's version; on Linux, PyPI's wheel of it 
 ENV_TARGET = 1e9  # batched DelayedMatch steps/s
 TRAIN_TARGET = 1e6  # GRU-128 PPO training env steps/s
 ENV_SIZES = (16_384, 131_072, 1_048_576)
+COMPILED_ENVS = ("recall/DelayedMatch-v0", "recall/NBack-v0")
 TRAIN_SIZES = (4096, 16_384, 65_536)
 
 
@@ -158,8 +161,14 @@ def write_report(res: dict) -> str:
     gru = _best(train_rows, lambda r: r.get("sps"))
     out += ["## Targets", "", "| target | measured | met |", "|---|---:|---|"]
     dm_sps = _env_sps(dm) if dm else None
-    out.append(f"| batched DelayedMatch >= {_si(ENV_TARGET)} steps/s | {_si(dm_sps)}"
-               + (f" ({dm['num_envs']:,} copies)" if dm else "") + f" | {_met(dm_sps, ENV_TARGET)} |")
+    where = f" (eager, {dm['num_envs']:,} copies)" if dm else ""
+    comp_rows = res.get("compiled", {}).get("rows", [])
+    dm_comp = _best([r for r in comp_rows if r.get("env") == "recall/DelayedMatch-v0"],
+                    lambda r: r.get("compiled_sps") if r.get("program", {}).get("compiled") else None)
+    if dm_comp and dm_comp["compiled_sps"] > (dm_sps or 0):
+        dm_sps, where = dm_comp["compiled_sps"], f" (compiled, {dm_comp['num_envs']:,} copies)"
+    out.append(f"| batched DelayedMatch >= {_si(ENV_TARGET)} steps/s | {_si(dm_sps)}{where}"
+               f" | {_met(dm_sps, ENV_TARGET)} |")
     gru_sps = gru["sps"] if gru else None
     out.append(f"| GRU-128 PPO training >= {_si(TRAIN_TARGET)} env steps/s | {_si(gru_sps)}"
                + (f" ({gru['num_envs']:,} envs)" if gru else "") + f" | {_met(gru_sps, TRAIN_TARGET)} |")
@@ -177,6 +186,16 @@ def write_report(res: dict) -> str:
                 cell = r["recall"].get("cuda")
                 out.append(f"| {r['env']} | {r['num_envs']:,} | "
                            f"{_si(cell['sps']) if isinstance(cell, dict) else cell} |")
+    if comp_rows:
+        out += ["", "## Compiled step on CUDA (`make_vec(..., compile=True)`, random actions)", "",
+                "| task | copies | eager steps/s | compiled steps/s | compiled / eager | program |",
+                "|---|---:|---:|---:|---:|---|"]
+        for r in comp_rows:
+            prog = r.get("program", {})
+            how = (f"{prog.get('source')} in {prog.get('seconds', 0):.1f} s" if prog.get("compiled")
+                   else f"not compiled: {prog.get('error', '?')}")
+            out.append(f"| {r['env']} | {r['num_envs']:,} | {_si(r['eager_sps'])} | "
+                       f"{_si(r['compiled_sps'])} | {r['compiled_sps'] / r['eager_sps']:.1f}x | {how} |")
     if res.get("train", {}).get("rows"):
         out += ["", "## Training throughput on CUDA (recurrent PPO, " +
                 " ".join(res["train"].get("overrides", [])) + ")", "",
@@ -211,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch", default=TORCH, help="the torch requirement of the CUDA venv")
     p.add_argument("--torch-index-url", default=None, help="e.g. a CUDA-specific torch wheel index")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the benchmarks")
-    p.add_argument("--skip", nargs="*", default=[], choices=["tests", "env", "train", "training"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["tests", "env", "compiled", "train", "training"])
     p.add_argument("--step-timeout", type=float, default=None,
                    help="seconds each step may run (default: 30 min for tests and training, 60 min for "
                         "each benchmark); a step past it is reported as 'timeout'")
@@ -262,6 +281,15 @@ def main(argv: list[str] | None = None) -> int:
             *map(str, sizes), "--threads", str(a.threads), "--json", str(out)], limit(3600), logs))
         if out.exists():
             res["env"] = json.loads(out.read_text())
+        save()
+    if "compiled" not in a.skip:
+        out = logs / "compiled_step.json"
+        res["steps"].append(run_step("compiled_step", [
+            str(py), "-m", "benchmarks.compiled_step", "--device", "cuda", "--envs", *COMPILED_ENVS,
+            "--num-envs", str(a.max_envs), "--repeats", "3", "--fresh", "--json", str(out)],
+            limit(3600), logs))
+        if out.exists():
+            res["compiled"] = json.loads(out.read_text())
         save()
     if "train" not in a.skip:
         out = logs / "train_throughput.json"

@@ -48,12 +48,20 @@ def _results(dm_sps, gru_sps):
 
 def test_the_report_states_the_targets_and_every_step():
     text = gpu_check.write_report(_results(1.3e9, 0.8e6))
-    assert "| batched DelayedMatch >= 1.00 G steps/s | 1.30 G (1,048,576 copies) | yes |" in text
+    assert "| batched DelayedMatch >= 1.00 G steps/s | 1.30 G (eager, 1,048,576 copies) | yes |" in text
     assert "| GRU-128 PPO training >= 1.00 M env steps/s | 800.00 k (65,536 envs) | no (80% of it) |" in text
     assert "| cuda_tests | ok: 14 passed, 700 deselected in 40.0s | 40.0 |" in text
     assert "| training | failed (1) |" in text
     assert "| recall/Ballet-v0 | 1,048,576 | failed: OutOfMemoryError" in text
     assert "NVIDIA H200" in text and "commit abc1234" in text and "greedy success 1.000" in text
+    # The compiled step counts when it is faster, and its build is in the report.
+    res = _results(0.7e9, 2e6)
+    res["compiled"] = {"rows": [{"env": "recall/DelayedMatch-v0", "num_envs": 1_048_576, "eager_sps": 0.7e9,
+                                 "compiled_sps": 2.5e9, "program": {"compiled": True, "source": "built",
+                                                                    "seconds": 41.0}}]}
+    text = gpu_check.write_report(res)
+    assert "| 2.50 G (compiled, 1,048,576 copies) | yes |" in text
+    assert "| recall/DelayedMatch-v0 | 1,048,576 | 700.00 M | 2.50 G | 3.6x | built in 41.0 s |" in text
     empty = gpu_check.write_report({"steps": []})
     assert "| not measured |" in empty
 
