@@ -15,9 +15,15 @@ The package is cached under ``$RECALL_COMPILE_CACHE`` (default
 and dtypes, the device, the CPU's capability, torch's version and the source of
 ``envs/``: the first build takes tens of seconds (a C++ compiler must be present);
 later ones load in milliseconds, after importing Inductor once per process (a few
-seconds). Written for any device; only the CPU has been tried. When the build fails (no compiler, an op AOTInductor refuses), the env
+seconds). When the build fails (no compiler, an op AOTInductor refuses), the env
 warns once and steps eagerly; ``env.compile_info`` says which happened and how long
 it took.
+
+On the CPU alone by default. On an H200 (torch 2.11.0+cu130) the CUDA program
+built, then loading it killed the process (a segfault inside ``aoti_load_package``,
+which no ``except`` can catch), so an env on another device warns once and steps
+eagerly unless ``RECALL_COMPILE_ANY_DEVICE=1``; the eager CUDA step already runs
+DelayedMatch at 1.0 G steps/s over 1 M copies (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "RECALL_COMPILE_CACHE"
+ANY_DEVICE_ENV = "RECALL_COMPILE_ANY_DEVICE"
 # Attributes that change without changing the step's program.
 _NOT_KNOBS = {"seed_value", "closed", "render_mode", "check_actions", "compile", "is_vector_env"}
 _warned: set[str] = set()
@@ -85,6 +92,10 @@ class CompiledStep:
     @classmethod
     def build(cls, env) -> CompiledStep | bool:
         """The compiled step of ``env`` (from the cache when there), or False after one warning."""
+        if env.device.type != "cpu" and os.environ.get(ANY_DEVICE_ENV) != "1":
+            return _eager(env, f"{env.env_id}: compile=True is off on {env.device.type} (loading the "
+                               "CUDA program crashed torch 2.11 on an H200); stepping eagerly; "
+                               f"{ANY_DEVICE_ENV}=1 tries it")
         start = time.perf_counter()
         try:
             with warnings.catch_warnings():  # torch's own deprecations inside export and load
@@ -92,14 +103,9 @@ class CompiledStep:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 step, source = cls._load_or_build(env)
         except Exception as err:  # no compiler, an unsupported op...: eager, said once
-            msg = (f"{env.env_id}: compile=True failed ({type(err).__name__}: "
-                   f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}); "
-                   "stepping eagerly")
-            if msg not in _warned:
-                _warned.add(msg)
-                warnings.warn(msg, RuntimeWarning, stacklevel=3)
-            env.compile_info = {"compiled": False, "error": msg}
-            return False
+            return _eager(env, f"{env.env_id}: compile=True failed ({type(err).__name__}: "
+                               f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}); "
+                               "stepping eagerly")
         seconds = time.perf_counter() - start
         env.compile_info = {"compiled": True, "source": source, "seconds": seconds}
         log.info("%s x %d: compiled step %s in %.1f s", env.env_id, env.num_envs, source, seconds)
@@ -144,6 +150,15 @@ class CompiledStep:
             else:
                 setattr(env, key, value)
         return tuple(out)
+
+
+def _eager(env, msg: str) -> bool:
+    """Record why ``env`` steps eagerly, warn once per message, and return False."""
+    if msg not in _warned:
+        _warned.add(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    env.compile_info = {"compiled": False, "error": msg}
+    return False
 
 
 def _export(env, names: list[str]) -> tuple[Any, list]:

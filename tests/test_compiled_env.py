@@ -115,6 +115,17 @@ def test_switching_final_observation_makes_another_program(monkeypatch):
     assert built == [False, True]
 
 
+def test_compile_off_the_cpu_steps_eagerly_with_one_warning(monkeypatch):
+    # Loading the CUDA program segfaulted torch 2.11 on an H200: no device but the CPU
+    # builds one unless asked to. Only the device's name is read before the fallback.
+    monkeypatch.delenv(compiled.ANY_DEVICE_ENV, raising=False)
+    env = envs.make_vec("recall/DelayedMatch-v0", 4, delay=0, compile=True)
+    env.device = torch.device("cuda")
+    with pytest.warns(RuntimeWarning, match="compile=True is off on cuda"):
+        assert compiled.CompiledStep.build(env) is False
+    assert not env.compile_info["compiled"] and compiled.ANY_DEVICE_ENV in env.compile_info["error"]
+
+
 def test_set_cards_steps_eagerly_and_agrees(cache):
     n = 16
     comp = compiled_env("recall/CountRecall-v0", n, final_observation=True)
