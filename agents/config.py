@@ -140,6 +140,7 @@ def policy_spec(cfg: Any, env) -> dict[str, Any]:
         "head_hidden": int(pol.get("head_hidden", 128)),
         "predict_next_obs": float(cfg["algo"].get("next_obs_coef", 0.0) or 0.0) > 0,
         "oracle_critic": bool(pol.get("oracle_critic", False)),
+        "core_norm": bool(pol.get("core_norm", False)),
     }
 
 
@@ -154,6 +155,7 @@ def make_policy(spec: dict[str, Any]) -> Policy:
         head_hidden=spec.get("head_hidden", 128),
         predict_next_obs=spec.get("predict_next_obs", False),
         oracle_critic=spec.get("oracle_critic", False),
+        core_norm=spec.get("core_norm", False),
     )
 
 

@@ -16,6 +16,13 @@ that exists in training only, given to the value function, never to the actor,
 whose action reads observations and memory alone. Acting without a hint (every
 evaluation) is unchanged.
 
+With ``core_norm`` a LayerNorm sits between the core and the heads. A GRU/LSTM
+starts with its retain gate biased shut (memory_modules.rnn), so its outputs are
+small (mean |y| ~0.02 on Ballet's first steps): behind them, the hidden layer and
+the actor's 0.01-gain init leave the logits flat, and in a supervised fit the
+policy sat at the label's marginal for 600 Adam steps where a LayerNorm (or a
+larger actor gain) learned in 100 (docs/results.md, Ballet).
+
 Sampling is Gumbel-max on the logits, so acting never syncs with the host
 (``torch.distributions`` validates its arguments, which does).
 """
@@ -53,6 +60,7 @@ class Policy(nn.Module):
         head_hidden: int = 128,
         predict_next_obs: bool = False,
         oracle_critic: bool = False,
+        core_norm: bool = False,
     ):
         super().__init__()
         if not isinstance(action_space, gym.spaces.Discrete):
@@ -68,6 +76,8 @@ class Policy(nn.Module):
         if self.prev_action_reward:
             in_size += self.num_actions + 2  # one-hot action (+ "none") and the reward
         self.core = make_core(core, in_size, **(core_cfg or {}))
+        # ``core_norm``: the core's outputs at a fixed scale for the heads (module docstring)
+        self.core_norm = nn.LayerNorm(self.core.output_size) if core_norm else nn.Identity()
         # A hidden layer after the core (sample-factory's "decoder"): comparing what the
         # core remembers with what it sees now needs a nonlinearity after the memory.
         out = self.core.output_size
@@ -140,7 +150,7 @@ class Policy(nn.Module):
 
         x = self.features(tree_map(unsq, obs), unsq(starts), unsq(prev_action), unsq(prev_reward))
         y, state = self.core(x, state, unsq(starts))
-        return y[0], state
+        return self.core_norm(y[0]), state
 
     def act(
         self,
@@ -198,6 +208,7 @@ class Policy(nn.Module):
         """
         x = self.features(obs, starts, prev_action, prev_reward)
         y, _ = self.core(x, state, starts)
+        y = self.core_norm(y)
         logp, value = self.heads(y, hint)
         entropy = -(logp.exp() * logp).sum(-1)
         taken = logp.gather(-1, (actions.long() - self.action_start).unsqueeze(-1)).squeeze(-1)

@@ -57,11 +57,12 @@ def test_shared_token_table_gives_equal_symbols_equal_vectors():
 
 
 @pytest.mark.parametrize("core", ["mlp", "gru", "lstm"])
-@pytest.mark.parametrize("prev", [False, True])
-def test_act_step_by_step_equals_evaluate_sequence(core, prev):
+@pytest.mark.parametrize("prev,norm", [(False, False), (True, False), (False, True)])
+def test_act_step_by_step_equals_evaluate_sequence(core, prev, norm):
     torch.manual_seed(0)
     obs_space = gym.spaces.MultiDiscrete([3, 9, 9, 9])
-    policy = Policy(obs_space, gym.spaces.Discrete(3), core=core, prev_action_reward=prev).eval()
+    policy = Policy(obs_space, gym.spaces.Discrete(3), core=core, prev_action_reward=prev,
+                    core_norm=norm).eval()
     T, B = 12, 4
     obs = torch.stack([_batch(obs_space, B) for _ in range(T)])
     starts = torch.zeros(T, B, dtype=torch.bool)
@@ -86,6 +87,23 @@ def test_act_step_by_step_equals_evaluate_sequence(core, prev):
     torch.testing.assert_close(lp_seq, torch.stack(logps), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(v_seq, torch.stack(values), atol=1e-5, rtol=1e-5)
     assert (ent > 0).all() and (ent <= np.log(3) + 1e-5).all()
+
+
+def test_core_norm_hands_the_heads_unit_scale_features():
+    # A GRU's first outputs are small (its retain gate starts biased shut); the LayerNorm
+    # hands the heads features of mean 0 and variance 1 per step whatever their scale.
+    obs_space = gym.spaces.MultiDiscrete([8] * 6)
+    obs = torch.randint(0, 8, (256, 6), generator=torch.Generator().manual_seed(0))
+    starts = torch.ones(256, dtype=torch.bool)
+    for norm in (False, True):
+        torch.manual_seed(0)
+        policy = Policy(obs_space, gym.spaces.Discrete(8), core="gru", core_norm=norm)
+        y, _ = policy._step(obs, policy.initial_state(256, "cpu"), starts, None, None)
+        if norm:
+            torch.testing.assert_close(y.mean(-1), torch.zeros(256), atol=1e-5, rtol=0)
+            torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(256), atol=0.05, rtol=0)  # eps 1e-5
+        else:
+            assert isinstance(policy.core_norm, torch.nn.Identity) and y.abs().mean() < 0.2
 
 
 def test_prev_action_is_hidden_at_episode_starts():
