@@ -19,9 +19,11 @@ evaluation) is unchanged.
 With ``core_norm`` a LayerNorm sits between the core and the heads. A GRU/LSTM
 starts with its retain gate biased shut (memory_modules.rnn), so its outputs are
 small (mean |y| ~0.02 on Ballet's first steps): behind them, the hidden layer and
-the actor's 0.01-gain init leave the logits flat, and in a supervised fit the
-policy sat at the label's marginal for 600 Adam steps where a LayerNorm (or a
-larger actor gain) learned in 100 (docs/results.md, Ballet).
+the actor's 0.01-gain init leave the logits flat. In a supervised fit of Ballet's
+instruction-step move (benchmarks/head_fit.py) the loss sat at the label's
+marginal (1.555 after 300 Adam steps) and reached 0.667 with the LayerNorm. In
+RL it lets gradients reach the core: at Ballet's rate of 3e-3 the GRU then
+saturated, so it wants a lower rate (docs/results.md, Ballet).
 
 Sampling is Gumbel-max on the logits, so acting never syncs with the host
 (``torch.distributions`` validates its arguments, which does).
