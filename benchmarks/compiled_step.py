@@ -35,18 +35,13 @@ import envs
 from envs import compiled
 
 try:
-    from benchmarks.env_throughput import gymnax_spec, gymnax_sps, pin_cpu
+    from benchmarks.env_throughput import gymnax_spec, gymnax_sps, pin_cpu, sync
     from benchmarks.single_env import commit, fmt
 except ImportError:  # run as a script from benchmarks/
-    from env_throughput import gymnax_spec, gymnax_sps, pin_cpu
+    from env_throughput import gymnax_spec, gymnax_sps, pin_cpu, sync
     from single_env import commit, fmt
 
 BANK = 64
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def steps_per_second(env, n: int, seconds: float, repeats: int) -> tuple[float, float]:
@@ -55,13 +50,13 @@ def steps_per_second(env, n: int, seconds: float, repeats: int) -> tuple[float, 
         env.step(bank[i])
     best_wall = best_cpu = 0.0
     for _ in range(repeats):
-        _sync(env.device)
+        sync(env.device)
         steps, w0, c0 = 0, time.perf_counter(), time.thread_time()
         while time.perf_counter() - w0 < seconds:
             for i in range(BANK):
                 env.step(bank[i])
             steps += BANK
-            _sync(env.device)
+            sync(env.device)
         wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
         best_wall, best_cpu = max(best_wall, steps * n / wall), max(best_cpu, steps * n / max(cpu, 1e-9))
     return best_wall, best_cpu

@@ -111,7 +111,8 @@ def gymnax_sps(name: str, params: dict, sizes: list[int], seconds: float, thread
 
 
 # ---------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA); a no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -123,13 +124,13 @@ def batched_sps(env_id: str, n: int, device: str, seconds: float, knobs: dict) -
     bank = torch.randint(0, env.single_action_space.n, (ACTION_BANK, n), device=dev)
     for i in range(10):  # warm-up
         env.step(bank[i])
-    _sync(dev)
+    sync(dev)
     steps, cpu0, start = 0, time.process_time(), time.perf_counter()
     while True:
         for i in range(ACTION_BANK):
             env.step(bank[i])
         steps += ACTION_BANK
-        _sync(dev)
+        sync(dev)
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return {"sps": steps * n / elapsed, "cpu": (time.process_time() - cpu0) / elapsed}

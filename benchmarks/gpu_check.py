@@ -266,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         report.write_text(write_report(res))
         (report.parent / "results.json").write_text(json.dumps(res, indent=1))
 
+    def benchmark(key: str, module: str, args: list[str]) -> None:
+        """One ``benchmarks.<module>`` run on CUDA; its JSON lands in ``res[key]``."""
+        out = logs / f"{module}.json"
+        res["steps"].append(run_step(module, [str(py), "-m", f"benchmarks.{module}", *args, "--json", str(out)],
+                                     limit(3600), logs))
+        if out.exists():
+            res[key] = json.loads(out.read_text())
+        save()
+
     if "tests" not in a.skip:
         # A test module whose optional peer (sample-factory, SB3, ...) is missing from this
         # interpreter is an error of that module alone; the CUDA tests elsewhere still run.
@@ -275,31 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         save()
     if "env" not in a.skip:
         sizes = [n for n in (1024, *ENV_SIZES) if n <= a.max_envs] or [a.max_envs]
-        out = logs / "env_throughput.json"
-        res["steps"].append(run_step("env_throughput", [
-            str(py), "-m", "benchmarks.env_throughput", "--devices", "cuda", "--no-peers", "--num-envs",
-            *map(str, sizes), "--threads", str(a.threads), "--json", str(out)], limit(3600), logs))
-        if out.exists():
-            res["env"] = json.loads(out.read_text())
-        save()
+        benchmark("env", "env_throughput", ["--devices", "cuda", "--no-peers", "--num-envs",
+                                            *map(str, sizes), "--threads", str(a.threads)])
     if "compiled" not in a.skip:
-        out = logs / "compiled_step.json"
-        res["steps"].append(run_step("compiled_step", [
-            str(py), "-m", "benchmarks.compiled_step", "--device", "cuda", "--envs", *COMPILED_ENVS,
-            "--num-envs", str(a.max_envs), "--repeats", "3", "--fresh", "--json", str(out)],
-            limit(3600), logs))
-        if out.exists():
-            res["compiled"] = json.loads(out.read_text())
-        save()
+        benchmark("compiled", "compiled_step", ["--device", "cuda", "--envs", *COMPILED_ENVS, "--num-envs",
+                                                str(a.max_envs), "--repeats", "3", "--fresh"])
     if "train" not in a.skip:
-        out = logs / "train_throughput.json"
-        res["steps"].append(run_step("train_throughput", [
-            str(py), "-m", "benchmarks.train_throughput", "--device", "cuda", "--cores", "gru,lstm,mlp",
-            "--num-envs", ",".join(map(str, TRAIN_SIZES)), "--threads", str(a.threads), "--json", str(out),
-            "algo=ppo_one_epoch"], limit(3600), logs))
-        if out.exists():
-            res["train"] = json.loads(out.read_text())
-        save()
+        benchmark("train", "train_throughput", ["--device", "cuda", "--cores", "gru,lstm,mlp", "--num-envs",
+                                                ",".join(map(str, TRAIN_SIZES)), "--threads", str(a.threads),
+                                                "algo=ppo_one_epoch"])
     if "training" not in a.skip:
         cmd = [str(py), "-m", "agents.train", "experiment=gru_delayed_match", "device=cuda",
                f"threads={a.threads}", "progress=false", f"runs_root={report.parent / 'runs'}",

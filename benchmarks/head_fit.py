@@ -25,13 +25,11 @@ import torch.nn.functional as F
 import envs
 from agents.config import compose, make_policy, policy_spec
 
-WATCH_STEPS = 64  # 2 dancers x (16 dance + 16 delay)
-
 
 def episodes(copies: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     env = envs.make_vec("recall/Ballet-v0", copies, seed=seed)
     obs, _ = env.reset(seed=seed)
-    for _ in range(WATCH_STEPS):
+    for _ in range(env.watch_steps):  # 2 dancers x (16 dance + 16 delay)
         obs, *_ = env.step(torch.zeros(copies, dtype=torch.int64))
     if not (obs[:, -1] > 0).all():
         raise RuntimeError("the instruction did not come after the watch phase")
