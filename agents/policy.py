@@ -151,8 +151,13 @@ class Policy(nn.Module):
             return None if t is None else t.unsqueeze(0)
 
         x = self.features(tree_map(unsq, obs), unsq(starts), unsq(prev_action), unsq(prev_reward))
-        y, state = self.core(x, state, unsq(starts))
-        return self.core_norm(y[0]), state
+        y, state = self._core(x, state, unsq(starts))
+        return y[0], state
+
+    def _core(self, x: torch.Tensor, state: State, starts: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """The core over ``[T, B, D]`` inputs, its outputs through ``core_norm``: what the heads read."""
+        y, state = self.core(x, state, starts)
+        return self.core_norm(y), state
 
     def act(
         self,
@@ -209,8 +214,7 @@ class Policy(nn.Module):
         (a scalar: agents.next_obs).
         """
         x = self.features(obs, starts, prev_action, prev_reward)
-        y, _ = self.core(x, state, starts)
-        y = self.core_norm(y)
+        y, _ = self._core(x, state, starts)
         logp, value = self.heads(y, hint)
         entropy = -(logp.exp() * logp).sum(-1)
         taken = logp.gather(-1, (actions.long() - self.action_start).unsqueeze(-1)).squeeze(-1)
