@@ -1,17 +1,21 @@
 """Data-parallel training (agents/distributed.py): two ranks on the CPU with gloo.
 
-The ranks are forked from the test process (no interpreter start per rank) with
-torchrun's variables set, so they run the same code path as under torchrun; one
-test launches the real CLI through torchrun. Training is tiny (DelayedMatch delay
+The ranks are started by a fork server (one interpreter start for the whole file,
+not one per rank) with torchrun's variables set, so they run the same code path as
+under torchrun; one test launches the real CLI through torchrun. A fork server, not
+a fork of the test process: a child of the test process would inherit whatever
+threads and locks earlier tests left there (a rank of this file hung in a CI run). Training is tiny (DelayedMatch delay
 2, 8 envs x 8 steps per rank, GRU 16).
 """
 
 from __future__ import annotations
 
 import copy
+import faulthandler
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -48,33 +52,65 @@ UPDATES = 6
 
 
 # --------------------------------------------------------------------------- helpers
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free now (all held open until all are picked)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
-def _rank_main(target, rank: int, world: int, port: int, out: Path, args: tuple) -> None:
+def _rank_main(payload: bytes, rank: int, world: int, port: int, out: Path,
+               stack_after: float) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    # A rank still running near the deadline writes every thread's stack: where it hangs.
+    stacks = open(out / f"rank{rank}.stack", "w")  # noqa: SIM115 (open until os._exit)
+    faulthandler.dump_traceback_later(stack_after, file=stacks)
     try:
+        target, args = pickle.loads(payload)
         result = {"value": target(rank, *args)}
     except BaseException:
         result = {"error": traceback.format_exc()}
+    faulthandler.cancel_dump_traceback_later()
     torch.save(result, out / f"rank{rank}.pt")
-    os._exit(0)  # not the test process's exit handlers
+    os._exit(0)  # not the fork server's exit handlers
+
+
+def _context():
+    ctx = multiprocessing.get_context("forkserver")
+    # Imported once in the server, so each rank starts with them loaded (and the server
+    # is given the test process's sys.path, where this module is found).
+    ctx.set_forkserver_preload(["torch", "agents.train"])
+    return ctx
+
+
+def _no_result(out: Path, rank: int, proc) -> dict:
+    status = "hung (killed at the deadline)" if proc.exitcode == -signal.SIGKILL else (
+        f"exit code {proc.exitcode}")
+    stack = out / f"rank{rank}.stack"
+    text = stack.read_text() if stack.exists() else ""
+    return {"error": f"no result: {status}" + (f"; its threads then:\n{text}" if text else "")}
 
 
 def _ranks(target, *args, world: int = 2, timeout: float = 240) -> list:
-    """``target(rank, *args)`` in ``world`` forked processes forming one process group
-    (as torchrun's variables make it); each rank's return value, in rank order."""
-    ctx = multiprocessing.get_context("fork")
-    port = _free_port()
+    """``target(rank, *args)`` in ``world`` processes forming one process group (as
+    torchrun's variables make it); each rank's return value, in rank order."""
+    ctx = _context()
+    (port,) = _free_ports(1)
+    # Plain pickle bytes: multiprocessing's own pickler would put tensors in shared memory,
+    # where every rank would update the same weights.
+    payload = pickle.dumps((target, args))
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
-        procs = [ctx.Process(target=_rank_main, args=(target, r, world, port, out, args))
+        procs = [ctx.Process(target=_rank_main,
+                             args=(payload, r, world, port, out, max(1.0, timeout - 10)))
                  for r in range(world)]
         for p in procs:
             p.start()
@@ -84,9 +120,10 @@ def _ranks(target, *args, world: int = 2, timeout: float = 240) -> list:
         for p in procs:
             if p.is_alive():
                 p.kill()
+                p.join()
         results = [torch.load(out / f"rank{r}.pt", weights_only=False)
-                   if (out / f"rank{r}.pt").exists() else {"error": "no result (hung or killed)"}
-                   for r in range(world)]
+                   if (out / f"rank{r}.pt").exists() else _no_result(out, r, p)
+                   for r, p in enumerate(procs)]
     for r, res in enumerate(results):
         assert "error" not in res, f"rank {r}:\n{res['error']}"
     return [res["value"] for res in results]
@@ -121,7 +158,7 @@ def _train(rank: int, overrides: list[str], cwd: Path, signal_at: tuple[int, int
         if signal_at == (rank, self.update):
             os.kill(os.getpid(), signal.SIGTERM)
 
-    # a forked child: patching its classes leaves the test process's as they are
+    # a rank's own process: patching its classes leaves the test process's as they are
     Trainer.train, Trainer._fresh_episodes, Trainer._log = train, fresh, log
     Ranks.reduce_log = reduce_log
     summary = train_mod.run(compose(overrides), overrides)
@@ -308,10 +345,15 @@ LEARN = ["curriculum=null", "env.delay=2", "env.num_symbols=4", "env.num_choices
 SEEDS = (0, 1, 2)
 
 
-def _learn(rank: int, root: Path, num_envs: int) -> list[float]:
-    """Greedy success after the budget, one run per seed (rank 0's evaluation)."""
+def _learn(rank: int, root: Path, num_envs: int, ports: list[int] | None = None) -> list[float]:
+    """Greedy success after the budget, one run per seed (rank 0's evaluation).
+
+    Each run of several ranks gets its own port: a rank that ends a run first must not
+    meet its peer's previous process group (rank 0 evaluates before it ends its own)."""
     out = []
-    for seed in SEEDS:
+    for i, seed in enumerate(SEEDS):
+        if ports:
+            os.environ["MASTER_PORT"] = str(ports[i])
         summary = train_mod.run(compose([*LEARN, f"runs_root={root}", f"seed={seed}",
                                          f"algo.num_envs={num_envs}"]))
         out.append(summary["eval"]["success_rate"] if "eval" in summary else None)
@@ -326,7 +368,8 @@ def test_two_ranks_of_b_envs_learn_as_one_rank_of_2b(tmp_path):
     share seeds, env episodes and initial weights, not their action samples."""
     one = torch.tensor(_learn(0, tmp_path / "one", 128), dtype=torch.float64)
     # 6 training runs and their evaluations: minutes on a loaded 2-core machine
-    two = torch.tensor(_ranks(_learn, tmp_path / "two", 64, timeout=900)[0], dtype=torch.float64)
+    two = torch.tensor(_ranks(_learn, tmp_path / "two", 64, _free_ports(len(SEEDS)),
+                               timeout=900)[0], dtype=torch.float64)
     episodes = int(compose(LEARN).eval.episodes)
     floor = 0.25 / episodes  # the largest variance of one run's success estimate
     spread = (one.var().clamp(min=floor) + two.var().clamp(min=floor)) / len(SEEDS)
