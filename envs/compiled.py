@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import operator
 import os
 import platform
 import time
@@ -45,6 +46,12 @@ CACHE_ENV = "RECALL_COMPILE_CACHE"
 ANY_DEVICE_ENV = "RECALL_COMPILE_ANY_DEVICE"
 # Attributes that change without changing the step's program.
 _NOT_KNOBS = {"seed_value", "closed", "render_mode", "check_actions", "compile", "is_vector_env"}
+# Inductor's options for the program. simdlen 1: plain scalar C++ loops, which the C++
+# compiler vectorises itself. Inductor's own vector code for these integer steps
+# (int64 hashes, gathers through a stack buffer per 16 lanes) ran DelayedMatch 2.5-3.8x
+# slower on an AVX-512 Xeon (93 us against 37 us a step at 1024 copies; 1266 us against
+# 333 us at 16384: benchmarks/compiled_step.py, docs/benchmarks.md).
+INDUCTOR_CONFIGS = {"cpp.simdlen": 1}
 _warned: set[str] = set()
 
 
@@ -74,7 +81,8 @@ def program_key(env, names: list[str]) -> str:
     # -march=native: a program runs on the kind of CPU that built it
     cpu = torch.backends.cpu.get_cpu_capability() + platform.machine()
     parts = (type(env).__module__, type(env).__qualname__, env.device.type, torch.__version__,
-             cpu, env.final_observation, knobs, shapes, _source_digest())
+             cpu, env.final_observation, knobs, shapes, _source_digest(),
+             sorted(INDUCTOR_CONFIGS.items()))
     digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
     return f"{type(env).__name__}-{env.num_envs}-{env.device.type}-{digest}"
 
@@ -88,6 +96,14 @@ class CompiledStep:
         self.final_observation = final_observation  # whether it makes the final observation
         # what each output of the program is: ("out", i) the step's i-th, ("attr", name) state
         self.outputs = [(where, key) for where, key in outputs]
+        # _export lists the step's outputs first, then the attributes: one slice each
+        # (per-step Python costs as much as the loops themselves at 1024 copies)
+        self._slots = [key for where, key in self.outputs if where == "out"]
+        self._attrs = [key for where, key in self.outputs if where == "attr"]
+        if self.outputs != [("out", k) for k in self._slots] + [("attr", k) for k in self._attrs]:
+            raise RuntimeError(f"the program's outputs are out of order: {self.outputs}")
+        self._get = operator.attrgetter(*inputs) if len(inputs) > 1 else (
+            lambda env: (getattr(env, inputs[0]),))
 
     @classmethod
     def build(cls, env) -> CompiledStep | bool:
@@ -128,7 +144,8 @@ class CompiledStep:
             program, outputs = _export(env, names)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
-            aoti_compile_and_package(program, package_path=str(tmp))
+            aoti_compile_and_package(program, package_path=str(tmp),
+                                     inductor_configs=dict(INDUCTOR_CONFIGS))
             meta_tmp = meta_path.with_name(f"{meta_path.stem}.{os.getpid()}.tmp.json")
             meta_tmp.write_text(json.dumps({"inputs": names, "outputs": outputs}))
             os.replace(tmp, path)  # atomic: a concurrent build writes the same program
@@ -136,20 +153,34 @@ class CompiledStep:
         meta = json.loads(meta_path.read_text())
         if meta["inputs"] != names:
             raise RuntimeError(f"cached program {path} was built for other inputs")
+        _quiet_isa_check()
         runner = aoti_load_package(str(path))
         loader = getattr(runner, "loader", None)
         run = loader.run if loader is not None else (lambda args: runner(*args))
         return cls(run, names, meta["outputs"], env.final_observation), source
 
     def __call__(self, env, actions: torch.Tensor) -> tuple:
-        flat = self._run([actions.contiguous(), *[getattr(env, k) for k in self.inputs]])
+        flat = self._run([actions.contiguous(), *self._get(env)])
+        n = len(self._slots)
         out: list = [None] * 9
-        for (where, key), value in zip(self.outputs, flat, strict=True):
-            if where == "out":
-                out[key] = value
-            else:
-                setattr(env, key, value)
+        for slot, value in zip(self._slots, flat[:n], strict=True):
+            out[slot] = value
+        vars(env).update(zip(self._attrs, flat[n:], strict=True))
         return tuple(out)
+
+
+def _scalar_isa(record: logging.LogRecord) -> bool:
+    """False for the load's note that the program was built for no vector ISA (simdlen 1)."""
+    return not (record.msg.startswith("Device information mismatch for %s")
+                and record.args and record.args[0] == "AOTI_CPU_ISA")
+
+
+def _quiet_isa_check() -> None:
+    """torch warns at every load that a scalar program's ISA differs from the CPU's:
+    true, and meant (``INDUCTOR_CONFIGS``); the other mismatches still show."""
+    logger = logging.getLogger("torch.export.pt2_archive._package")
+    if _scalar_isa not in logger.filters:
+        logger.addFilter(_scalar_isa)
 
 
 def _eager(env, msg: str) -> bool:
