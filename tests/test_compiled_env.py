@@ -10,6 +10,7 @@ the fallback is tested either way.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -73,11 +74,23 @@ def test_compiled_step_equals_eager(cache, env_id, knobs):
         assert torch.equal(v, comp.state_dict()["tensors"][k]), k
 
 
-def test_a_second_env_loads_the_program_from_the_cache(cache):
+def test_a_second_env_loads_the_program_from_the_cache(cache, caplog):
     compiled_env("recall/DelayedMatch-v0", 16, delay=5, final_observation=True)
-    again = compiled_env("recall/DelayedMatch-v0", 16, delay=5, final_observation=True)
+    with caplog.at_level(logging.WARNING):
+        again = compiled_env("recall/DelayedMatch-v0", 16, delay=5, final_observation=True)
     assert again.compile_info["source"] == "cache"
     assert any(cache.glob("DelayedMatch-16-*.pt2"))
+    # the program is scalar C++ on purpose: torch's note that its ISA is not the CPU's is not shown
+    assert not [r for r in caplog.records if "AOTI_CPU_ISA" in r.getMessage()]
+
+
+def test_the_isa_filter_keeps_other_mismatches():
+    def record(*args):
+        return logging.LogRecord("torch", logging.WARNING, __file__, 1,
+                                 "Device information mismatch for %s: %s vs %s. ", args, None)
+
+    assert not compiled._scalar_isa(record("AOTI_CPU_ISA", "AVX512", "INVALID_VEC_ISA"))
+    assert compiled._scalar_isa(record("AOTI_DEVICE_KEY", "a", "b"))
 
 
 def test_state_dict_resume(cache):
