@@ -341,6 +341,10 @@ class BatchedEnv(gym.vector.VectorEnv):
         return actions
 
     def _as_actions(self, actions) -> torch.Tensor:
+        if (not self.check_actions and type(actions) is torch.Tensor
+                and actions.dtype is torch.int64 and actions.shape == (self.num_envs,)
+                and actions.device == self.device):
+            return actions  # the trainer's: nothing to convert, no range check asked for
         actions = self._action_tensor(actions).to(self.device, torch.int64)
         if self.check_actions:
             n = int(self.single_action_space.n)

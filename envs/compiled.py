@@ -96,12 +96,14 @@ class CompiledStep:
         self.final_observation = final_observation  # whether it makes the final observation
         # what each output of the program is: ("out", i) the step's i-th, ("attr", name) state
         self.outputs = [(where, key) for where, key in outputs]
-        # _export lists the step's outputs first, then the attributes: one slice each
-        # (per-step Python costs as much as the loops themselves at 1024 copies)
-        self._slots = [key for where, key in self.outputs if where == "out"]
+        # _export lists the step's outputs first (0..n-1: only the last, the final
+        # observation, can be absent), then the attributes: one slice each (at 1024
+        # copies per-step Python costs a quarter of the step)
+        self._n = sum(where == "out" for where, _ in self.outputs)
         self._attrs = [key for where, key in self.outputs if where == "attr"]
-        if self.outputs != [("out", k) for k in self._slots] + [("attr", k) for k in self._attrs]:
+        if self.outputs != [("out", i) for i in range(self._n)] + [("attr", k) for k in self._attrs]:
             raise RuntimeError(f"the program's outputs are out of order: {self.outputs}")
+        self._pad = (None,) * (9 - self._n)
         self._get = operator.attrgetter(*inputs) if len(inputs) > 1 else (
             lambda env: (getattr(env, inputs[0]),))
 
@@ -161,12 +163,8 @@ class CompiledStep:
 
     def __call__(self, env, actions: torch.Tensor) -> tuple:
         flat = self._run([actions.contiguous(), *self._get(env)])
-        n = len(self._slots)
-        out: list = [None] * 9
-        for slot, value in zip(self._slots, flat[:n], strict=True):
-            out[slot] = value
-        vars(env).update(zip(self._attrs, flat[n:], strict=True))
-        return tuple(out)
+        vars(env).update(zip(self._attrs, flat[self._n:], strict=True))
+        return (*flat[:self._n], *self._pad)
 
 
 def _scalar_isa(record: logging.LogRecord) -> bool:
