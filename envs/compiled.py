@@ -92,17 +92,16 @@ class CompiledStep:
 
     def __init__(self, run, inputs: list[str], outputs: list, final_observation: bool):
         self._run = run
-        self.inputs = inputs
         self.final_observation = final_observation  # whether it makes the final observation
-        # what each output of the program is: ("out", i) the step's i-th, ("attr", name) state
-        self.outputs = [(where, key) for where, key in outputs]
-        # _export lists the step's outputs first (0..n-1: only the last, the final
+        # What each output of the program is: ("out", i) the step's i-th, ("attr", name)
+        # state. _export lists the step's outputs first (0..n-1: only the last, the final
         # observation, can be absent), then the attributes: one slice each (at 1024
-        # copies per-step Python costs a quarter of the step)
-        self._n = sum(where == "out" for where, _ in self.outputs)
-        self._attrs = [key for where, key in self.outputs if where == "attr"]
-        if self.outputs != [("out", i) for i in range(self._n)] + [("attr", k) for k in self._attrs]:
-            raise RuntimeError(f"the program's outputs are out of order: {self.outputs}")
+        # copies per-step Python costs a quarter of the step).
+        outputs = [(where, key) for where, key in outputs]  # JSON gives lists
+        self._n = sum(where == "out" for where, _ in outputs)
+        self._attrs = [key for where, key in outputs if where == "attr"]
+        if outputs != [("out", i) for i in range(self._n)] + [("attr", k) for k in self._attrs]:
+            raise RuntimeError(f"the program's outputs are out of order: {outputs}")
         self._pad = (None,) * (9 - self._n)
         self._get = operator.attrgetter(*inputs) if len(inputs) > 1 else (
             lambda env: (getattr(env, inputs[0]),))

@@ -4,8 +4,8 @@ The ranks are started by a fork server (one interpreter start for the whole file
 not one per rank) with torchrun's variables set, so they run the same code path as
 under torchrun; one test launches the real CLI through torchrun. A fork server, not
 a fork of the test process: a child of the test process would inherit whatever
-threads and locks earlier tests left there (a rank of this file hung in a CI run). Training is tiny (DelayedMatch delay
-2, 8 envs x 8 steps per rank, GRU 16).
+threads and locks earlier tests left there (a rank of this file hung in a CI run).
+Training is tiny (DelayedMatch delay 2, 8 envs x 8 steps per rank, GRU 16).
 """
 
 from __future__ import annotations
