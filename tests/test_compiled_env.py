@@ -52,6 +52,7 @@ def step_both(eager, comp, actions):
     assert out_e[4].keys() == out_c[4].keys()
     for k in out_e[4]:
         assert torch.equal(out_e[4][k], out_c[4][k]), k
+    return [*out_c[:4], *out_c[4].values()]
 
 
 @pytest.mark.parametrize("env_id,knobs", CASES, ids=[c[0] for c in CASES])
@@ -63,12 +64,19 @@ def test_compiled_step_equals_eager(cache, env_id, knobs):
     eager.step(torch.zeros(n, dtype=torch.int64))
     gen = torch.Generator().manual_seed(0)
     done = 0
+    state = {k: getattr(comp, k) for k in compiled._tensor_names(comp)}
+    held, copies = [], []
     for i in range(200):
         actions = torch.randint(0, eager.single_action_space.n, (n,), generator=gen)
         if i % 2:
             actions = eager.oracle_actions()
-        step_both(eager, comp, actions)
+        for h, c in zip(held, copies, strict=True):  # the last step's outputs, unchanged
+            assert torch.equal(h, c)
+        held = step_both(eager, comp, actions)
+        copies = [h.clone() for h in held]
         done += int(comp.t.eq(0).sum())
+    # the program wrote the new state into the env's own tensors
+    assert all(getattr(comp, k) is v for k, v in state.items())
     assert done >= n  # every copy ended an episode and restarted inside the program
     for k, v in eager.state_dict()["tensors"].items():
         assert torch.equal(v, comp.state_dict()["tensors"][k]), k
