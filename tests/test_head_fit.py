@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks import head_fit
 
@@ -23,3 +24,18 @@ def test_prints_one_row_per_override_group(capsys):
 def test_too_few_copies_is_one_line():
     with pytest.raises(SystemExit, match="--copies 100 is not accepted; accepted: > 512"):
         head_fit.main(["--copies", "100"])
+
+
+def test_whole_episodes_end_at_the_instruction():
+    obs, label = head_fit.watched(8, seed=0)
+    assert obs.shape[:2] == (65, 8)  # 2 dancers x (16 + 16) watch steps, then the instruction
+    assert (obs[:-1, :, -1] == 0).all() and (obs[-1, :, -1] > 0).all()
+    assert torch.equal(label, head_fit.episodes(8, seed=0)[1])
+
+
+def test_sequence_fit_reports_held_out_accuracy(capsys):
+    head_fit.main(["--sequence", "--steps", "1", "--report", "1", "--held-out", "16",
+                   "--overrides", "policy.core_norm=true"])
+    out = capsys.readouterr().out
+    assert "policy.core_norm=true: 256 episodes, held-out loss" in out
+    assert "| policy.core_norm=true | 256 |" in out
