@@ -144,9 +144,13 @@ def test_every_task_trains_and_evaluates_by_name(tmp_path, name):
 
 
 def test_gridworld_navigation_is_learned_beyond_a_random_walk(tmp_path):
-    """HiddenObjects at a tiny level (7x7 room, one object, no delay): in 60k steps the
+    """HiddenObjects at a tiny level (7x7 room, one object, no delay): in 80k steps the
     GRU agent walks to the box far more often than uniform random actions do. (A level
-    that needs the memory as well takes millions of steps: docs/results.md.)"""
+    that needs the memory as well takes millions of steps: docs/results.md.)
+
+    Two epochs at lr 1e-3: with the default one epoch at 3e-3 and 60k steps, 2 of 4
+    seeds stayed at or below the random walk on an AVX-512 host; with these settings
+    seeds 0-9 reached sampled success 0.73-1.00 (random walk 0.31)."""
     import torch
 
     knobs = dict(size=7, num_objects=1, delay=0, show_steps=1)
@@ -163,7 +167,8 @@ def test_gridworld_navigation_is_learned_beyond_a_random_walk(tmp_path):
 
     cfg = compose(env_overrides([
         f"runs_root={tmp_path}", "env=hidden_objects", *(f"env.{k}={v}" for k, v in knobs.items()),
-        "algo.num_envs=64", "algo.num_steps=16", "algo.seq_len=16", "total_steps=60_000",
+        "algo.num_envs=64", "algo.num_steps=16", "algo.seq_len=16", "total_steps=80_000",
+        "algo.update_epochs=2", "algo.learning_rate=1e-3",
         "progress=false", "checkpoint_every=0", "eval.episodes=256", "eval.num_envs=256",
         "eval.video_episodes=0", "threads=1",
     ]))
