@@ -17,9 +17,10 @@ accuracy on the first 512 copies. CPU, one thread.
 ``--sequence``: the same label, but from the whole episode up to the instruction
 (the 64 watch steps and the instruction step through the core from the first step),
 each Adam step on 256 fresh episodes, held-out accuracy on 1024 other episodes
-(``--held-out``) every ``--report`` steps. Above about 0.5 the policy has bound the named dance to its
-dancer, with the label given directly: how many episodes this takes bounds from
-below what PPO, whose signal is a noisy +-1 at the end of the walk, would need.
+(``--held-out``) every ``--report`` steps. Above about 0.5 the policy has bound the
+named dance to its dancer, with the label given directly: how many episodes this
+takes bounds from below what PPO, whose signal is a noisy +-1 at the end of the
+walk, would need.
 """
 
 from __future__ import annotations
@@ -34,35 +35,35 @@ import envs
 from agents.config import compose, make_policy, policy_spec
 
 
-def episodes(copies: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    env = envs.make_vec("recall/Ballet-v0", copies, seed=seed)
-    obs, _ = env.reset(seed=seed)
-    for _ in range(env.watch_steps):  # 2 dancers x (16 dance + 16 delay)
-        obs, *_ = env.step(torch.zeros(copies, dtype=torch.int64))
-    if not (obs[:, -1] > 0).all():
-        raise RuntimeError("the instruction did not come after the watch phase")
-    return obs, env.oracle_actions().clone()
-
-
-def watched(copies: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every observation of ``copies`` episodes up to the instruction ``[T, B, 122]``, and the
-    oracle's first move at the instruction."""
+def episodes(copies: int, seed: int, whole: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``copies`` episodes played to the instruction: its observation ``[B, 122]`` (with
+    ``whole``, every observation up to it, ``[T, B, 122]``) and the oracle's first move."""
     env = envs.make_vec("recall/Ballet-v0", copies, seed=seed)
     obs, _ = env.reset(seed=seed)
     seen = [obs]
-    for _ in range(env.watch_steps):
+    for _ in range(env.watch_steps):  # 2 dancers x (16 dance + 16 delay)
         obs, *_ = env.step(torch.zeros(copies, dtype=torch.int64))
-        seen.append(obs)
+        if whole:
+            seen.append(obs)
     if not (obs[:, -1] > 0).all():
         raise RuntimeError("the instruction did not come after the watch phase")
-    return torch.stack(seen), env.oracle_actions().clone()
+    return (torch.stack(seen) if whole else obs), env.oracle_actions().clone()
 
 
-def fit_sequence(overrides: list[str], steps: int, seed: int, report: int, held: int = 1024) -> dict:
+def _policy(overrides: list[str], seed: int):
+    """A fresh policy of ``experiment=gru_ballet`` with ``overrides``, and its Adam (1e-3)."""
     torch.manual_seed(seed)
     env = envs.make_vec("recall/Ballet-v0", 1)
     policy = make_policy(policy_spec(compose(["experiment=gru_ballet", *overrides]), env))
-    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    return policy, torch.optim.Adam(policy.parameters(), lr=1e-3)
+
+
+def _name(overrides: list[str]) -> str:
+    return " ".join(overrides) or "(as committed)"
+
+
+def fit_sequence(overrides: list[str], steps: int, seed: int, report: int, held: int = 1024) -> dict:
+    policy, opt = _policy(overrides, seed)
 
     def logits(obs):
         T, B = obs.shape[:2]
@@ -71,10 +72,10 @@ def fit_sequence(overrides: list[str], steps: int, seed: int, report: int, held:
         y, _ = policy._core(policy.features(obs, starts), policy.initial_state(B, "cpu"), starts)
         return policy.heads(y[-1])[0]
 
-    held_obs, held_label = watched(held, 10**6 + seed)
+    held_obs, held_label = episodes(held, 10**6 + seed, whole=True)
     start, curve = time.perf_counter(), []
     for i in range(1, steps + 1):
-        obs, label = watched(256, seed * 10**5 + i)
+        obs, label = episodes(256, seed * 10**5 + i, whole=True)
         loss = F.nll_loss(logits(obs), label)
         opt.zero_grad()
         loss.backward()
@@ -84,18 +85,15 @@ def fit_sequence(overrides: list[str], steps: int, seed: int, report: int, held:
                 out = logits(held_obs)
             acc = (out.argmax(-1) == held_label).float().mean().item()
             curve.append((i * 256, F.nll_loss(out, held_label).item(), acc))
-            print(f"  {' '.join(overrides) or '(as committed)'}: {i * 256} episodes, held-out loss "
+            print(f"  {_name(overrides)}: {i * 256} episodes, held-out loss "
                   f"{curve[-1][1]:.3f}, accuracy {acc:.3f}, {time.perf_counter() - start:.0f} s", flush=True)
-    return {"overrides": " ".join(overrides) or "(as committed)", "loss": curve[-1][1],
+    return {"overrides": _name(overrides), "loss": curve[-1][1],
             "accuracy": curve[-1][2], "seconds": time.perf_counter() - start,
             "best": max(a for *_, a in curve)}
 
 
 def fit(overrides: list[str], obs, label, steps: int, seed: int) -> dict:
-    torch.manual_seed(seed)
-    env = envs.make_vec("recall/Ballet-v0", 1)
-    policy = make_policy(policy_spec(compose(["experiment=gru_ballet", *overrides]), env))
-    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    policy, opt = _policy(overrides, seed)
     held = torch.arange(512)
 
     def logits(idx):
@@ -114,7 +112,7 @@ def fit(overrides: list[str], obs, label, steps: int, seed: int) -> dict:
         out = logits(held)
         acc = (out.argmax(-1) == label[held]).float().mean().item()
         held_loss = F.nll_loss(out, label[held]).item()
-    return {"overrides": " ".join(overrides) or "(as committed)", "loss": held_loss, "accuracy": acc,
+    return {"overrides": _name(overrides), "loss": held_loss, "accuracy": acc,
             "seconds": time.perf_counter() - start}
 
 

@@ -6,9 +6,10 @@ elementwise ops that eager torch runs one by one (a few microseconds of dispatch
 each, and a fresh tensor each). Here it is traced once with ``torch.export`` (every
 tensor attribute of the env an input, written back in place where the step
 rebinds it; only the step's own results are outputs) and compiled by AOTInductor
-into a shared library of fused loops, packaged in a ``.pt2`` file. Each step is then one call into that library from Python, about
-5 µs on top of the loops themselves; ``torch.compile``'s own call path costs ~25 µs,
-as much as the whole step of 1024 copies.
+into a shared library of fused loops, packaged in a ``.pt2`` file. Each step is
+then one call into that library from Python, about 5 µs on top of the loops
+themselves; ``torch.compile``'s own call path costs ~25 µs, as much as the whole
+step of 1024 copies.
 
 The package is cached under ``$RECALL_COMPILE_CACHE`` (default
 ``~/.cache/recall-rl/compiled``), keyed by the task, its knobs, the tensors' shapes

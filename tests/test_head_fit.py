@@ -27,7 +27,7 @@ def test_too_few_copies_is_one_line():
 
 
 def test_whole_episodes_end_at_the_instruction():
-    obs, label = head_fit.watched(8, seed=0)
+    obs, label = head_fit.episodes(8, seed=0, whole=True)
     assert obs.shape[:2] == (65, 8)  # 2 dancers x (16 + 16) watch steps, then the instruction
     assert (obs[:-1, :, -1] == 0).all() and (obs[-1, :, -1] > 0).all()
     assert torch.equal(label, head_fit.episodes(8, seed=0)[1])
