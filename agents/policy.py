@@ -145,18 +145,21 @@ class Policy(nn.Module):
         return self.critic(torch.cat([y, F.one_hot(index, self.num_actions + 1).to(y.dtype)], -1)).squeeze(-1)
 
     # ------------------------------------------------------------------ paths
-    def _step(self, obs, state, starts, prev_action, prev_reward) -> tuple[torch.Tensor, State]:
+    def _step(self, obs, state, starts, prev_action, prev_reward,
+              reuse_state: bool = False, need_state: bool = True) -> tuple[torch.Tensor, State]:
         """Core output ``[B, H]`` and next state for one step of a batch ``[B, ...]``."""
         def unsq(t):
             return None if t is None else t.unsqueeze(0)
 
         x = self.features(tree_map(unsq, obs), unsq(starts), unsq(prev_action), unsq(prev_reward))
-        y, state = self._core(x, state, unsq(starts))
+        y, state = self._core(x, state, unsq(starts), reuse_state, need_state)
         return y[0], state
 
-    def _core(self, x: torch.Tensor, state: State, starts: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """The core over ``[T, B, D]`` inputs, its outputs through ``core_norm``: what the heads read."""
-        y, state = self.core(x, state, starts)
+    def _core(self, x: torch.Tensor, state: State, starts: torch.Tensor,
+              reuse_state: bool = False, need_state: bool = True) -> tuple[torch.Tensor, State]:
+        """The core over ``[T, B, D]`` inputs, its outputs through ``core_norm``: what the heads
+        read. The two flags pass on to the core (memory_modules.base)."""
+        y, state = self.core(x, state, starts, reuse_state=reuse_state, need_state=need_state)
         return self.core_norm(y), state
 
     def act(
@@ -168,9 +171,14 @@ class Policy(nn.Module):
         prev_reward: torch.Tensor | None = None,
         deterministic: bool = False,
         hint: torch.Tensor | None = None,
+        reuse_state: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
-        """One step for a batch ``[B, ...]``: (action, log-prob, value, next state)."""
-        y, state = self._step(obs, state, starts, prev_action, prev_reward)
+        """One step for a batch ``[B, ...]``: (action, log-prob, value, next state).
+
+        ``reuse_state=True`` hands ``state`` over to the core, which may write the next
+        state into its tensors (memory_modules.base); the caller must not use it after.
+        """
+        y, state = self._step(obs, state, starts, prev_action, prev_reward, reuse_state)
         logp, value = self.heads(y, hint)
         if deterministic:
             action = logp.argmax(-1)
@@ -195,7 +203,7 @@ class Policy(nn.Module):
         hint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The value of one observation per env ``[B]``, the state left as it was."""
-        y, _ = self._step(obs, state, starts, prev_action, prev_reward)
+        y, _ = self._step(obs, state, starts, prev_action, prev_reward, need_state=False)
         return self._value(y, hint)
 
     def evaluate_sequence(
@@ -214,7 +222,7 @@ class Policy(nn.Module):
         (a scalar: agents.next_obs).
         """
         x = self.features(obs, starts, prev_action, prev_reward)
-        y, _ = self._core(x, state, starts)
+        y, _ = self._core(x, state, starts, need_state=False)
         logp, value = self.heads(y, hint)
         entropy = -(logp.exp() * logp).sum(-1)
         taken = logp.gather(-1, (actions.long() - self.action_start).unsqueeze(-1)).squeeze(-1)

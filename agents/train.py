@@ -408,8 +408,10 @@ class Trainer:
                     if policy.oracle_critic:  # the critic's privileged input (training only)
                         hint = env.oracle_actions()
                         rollout.store_hint(t, hint)
+                    # The rollout copied the state it trains from, so the core may
+                    # write the next state over this one (HCAM's ring buffer).
                     action, logp, value, state = policy.act(obs, state, starts, prev_a, prev_r,
-                                                            hint=hint)
+                                                            hint=hint, reuse_state=True)
                     rollout.store_step(t, obs, starts, prev_a, prev_r, action, logp, value)
                     if algo.mask_ignored_actions:
                         rollout.store_acting(t, env.actions_matter())

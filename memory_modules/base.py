@@ -13,6 +13,15 @@ grow with the number of steps, so a rollout can store it, index it by env and
 put it back. ``T == 1`` is the acting path; ``T > 1`` is the training path and
 must equal T single steps up to float tolerance.
 
+A core never changes the tensors of the ``state`` it is given, since a rollout
+or an evaluation may hold on to them, unless the caller hands them over:
+``core(x, state, starts, reuse_state=True)`` lets the core write the new state
+into the given tensors and return them (it need not; HCAM writes its new chunk
+into its ring buffer instead of copying the buffer). Only the acting loop, which
+keeps its own copies of the states it trains from, hands its state over. A caller
+that will not read the returned state (a value estimate, a training pass) says
+``need_state=False``; the core may then skip building it and return any state.
+
 Off the interface, for videos only: ``core.record_reads(True)`` makes a core keep
 where it read at the last step of each call, returned by ``core.last_read()`` as a
 :class:`Read`. Off (the default) a core keeps nothing and computes nothing extra:
@@ -78,7 +87,12 @@ class MemoryCore(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, x: torch.Tensor, state: State, episode_starts: torch.Tensor
+        self,
+        x: torch.Tensor,
+        state: State,
+        episode_starts: torch.Tensor,
+        reuse_state: bool = False,
+        need_state: bool = True,
     ) -> tuple[torch.Tensor, State]:
         raise NotImplementedError
 

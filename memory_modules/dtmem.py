@@ -164,7 +164,7 @@ class DTMemCore(MemoryCore):
         r = self.read_out(r.squeeze(2))  # [T, B, H]
         return self.out_norm(self.out_proj(torch.cat([e, r], dim=-1)))
 
-    def forward(self, x, state, episode_starts):
+    def forward(self, x, state, episode_starts, reuse_state=False, need_state=True):
         self.check_inputs(x, episode_starts)
         if x.shape[0] == 0:
             return x.new_zeros(0, x.shape[1], self.output_size), state

@@ -163,7 +163,7 @@ class GTrXLCore(MemoryCore):
         state["valid"] = torch.zeros(batch_size, self.window, dtype=torch.bool, device=device)
         return state
 
-    def forward(self, x, state, episode_starts):
+    def forward(self, x, state, episode_starts, reuse_state=False, need_state=True):
         self.check_inputs(x, episode_starts)
         T, B, _ = x.shape
         W = self.window

@@ -25,9 +25,9 @@ A sequence forward is computed in parallel: the candidates of each query are
 the chunks cached in the state plus the chunks completed earlier in the same
 sequence, with masks for causality, episode starts and ring-buffer overwrites.
 The acting step gathers only the ``top_k`` chosen chunks, so its cost grows
-with ``max_chunks`` only through the cheap stage-1 scores and the copy of the
-ring buffer into the new state (states are never updated in place, since a
-rollout may hold on to them).
+with ``max_chunks`` only through the cheap stage-1 scores and, unless the caller
+hands its state over (``reuse_state=True``: the new chunk is written into the
+ring buffer itself), the copy of the ring buffer into the new state.
 
 Gradient: chunk contents and keys in the state come from earlier forward
 calls and are stored detached; summary keys are always detached (they only
@@ -65,15 +65,22 @@ def _rows(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.index_select(0, (index + offset).reshape(-1)).view(*index.shape, *source.shape[2:])
 
 
-def _put_rows(target: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Out-of-place ``target[b, index[b, j]] = values[b, j]``; the index of a row must be distinct."""
+def _put_rows(
+    target: torch.Tensor, index: torch.Tensor, values: torch.Tensor, in_place: bool = False
+) -> torch.Tensor:
+    """``target[b, index[b, j]] = values[b, j]``; the index of a row must be distinct.
+
+    Out of place (a new tensor) unless ``in_place`` and ``target`` is contiguous,
+    when ``target`` itself is written and returned.
+    """
     B, N = target.shape[:2]
     offset = torch.arange(B, device=index.device)[:, None] * N
     rest = target.shape[2:]
-    flat = target.reshape(B * N, *rest).index_copy(
-        0, (index + offset).reshape(-1), values.reshape(-1, *rest)
-    )
-    return flat.view(target.shape)
+    rows, values = (index + offset).reshape(-1), values.reshape(-1, *rest)
+    if in_place and target.is_contiguous():
+        target.view(B * N, *rest).index_copy_(0, rows, values)
+        return target
+    return target.reshape(B * N, *rest).index_copy(0, rows, values).view(target.shape)
 
 
 @dataclass
@@ -135,9 +142,13 @@ class HCAMLayer(nn.Module):
         partial: torch.Tensor,
         plan: _Plan,
         chunk_pos: torch.Tensor,
+        in_place: bool = False,
+        need_state: bool = True,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """h [B, T, H]; chunks [B, M, C, H]; keys [B, M, H]; partial [B, C, H];
-        chunk_pos [C, H] sinusoids. Returns the output and this layer's new state."""
+        chunk_pos [C, H] sinusoids. Returns the output and this layer's new state,
+        written into ``chunks`` and ``keys`` themselves when ``in_place``, or ``{}``
+        without ``need_state``."""
         B, T, H = h.shape
         M, C = chunks.shape[1], chunks.shape[2]
         K = plan.chunk_end.shape[1]
@@ -166,6 +177,8 @@ class HCAMLayer(nn.Module):
 
         h = h + local + read
         h = h + self.mlp(self.norm_mlp(h))
+        if not need_state:
+            return h, {}
 
         # New state of this layer: the partial chunk and the ring buffer, detached.
         new_partial = _rows(ext.detach(), plan.partial_index)
@@ -176,8 +189,8 @@ class HCAMLayer(nn.Module):
             slot, ok = plan.write_slot, plan.write_ok
             vals_c = torch.where(ok[:, :, None, None], new_chunks, _rows(chunks, slot))
             vals_k = torch.where(ok[:, :, None], new_keys, _rows(keys, slot))
-            out_chunks = _put_rows(chunks, slot, vals_c)
-            out_keys = _put_rows(keys, slot, vals_k)
+            out_chunks = _put_rows(chunks, slot, vals_c, in_place)
+            out_keys = _put_rows(keys, slot, vals_k, in_place)
         else:
             # More chunks than slots: every slot takes its latest writer.
             w, written = plan.last_writer, plan.written
@@ -390,20 +403,24 @@ class HCAMCore(MemoryCore):
             new_ptr=(ptr0 + total) % M,
         )
 
-    def forward(self, x, state, episode_starts):
+    def forward(self, x, state, episode_starts, reuse_state=False, need_state=True):
         self.check_inputs(x, episode_starts)
         plan = self._plan(state, episode_starts.t())
         h = self.embed(x).transpose(0, 1)  # [B, T, H]
         new_state: State = {}
         for i, layer in enumerate(self.layers):
             h, layer_state = layer(
-                h, state[f"chunks{i}"], state[f"keys{i}"], state[f"partial{i}"], plan, self.chunk_pos
+                h, state[f"chunks{i}"], state[f"keys{i}"], state[f"partial{i}"], plan, self.chunk_pos,
+                in_place=reuse_state, need_state=need_state,
             )
             for key, value in layer_state.items():
                 new_state[f"{key}{i}"] = value
-        new_state["chunk_valid"] = plan.new_valid
-        new_state["partial_len"] = plan.new_len
-        new_state["write_ptr"] = plan.new_ptr
+        if need_state:
+            new_state["chunk_valid"] = plan.new_valid
+            new_state["partial_len"] = plan.new_len
+            new_state["write_ptr"] = plan.new_ptr
+        else:  # the caller drops it: hand back the state as given
+            new_state = state
         if self.read_recording:
             self._keep_chunk_read(state, plan, x.shape[0])
         return self.norm_out(h).transpose(0, 1), new_state

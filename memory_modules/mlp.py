@@ -28,6 +28,6 @@ class MLPCore(MemoryCore):
         # An empty state still carries the batch dimension, so rollouts can index it.
         return {"empty": torch.zeros(batch_size, 0, device=device)}
 
-    def forward(self, x, state, episode_starts):
+    def forward(self, x, state, episode_starts, reuse_state=False, need_state=True):
         self.check_inputs(x, episode_starts)
         return self.net(x), state

@@ -150,7 +150,7 @@ class RMCCore(MemoryCore):
             + torch.sigmoid(f + self.forget_bias) * memory
         )
 
-    def forward(self, x, state, episode_starts):
+    def forward(self, x, state, episode_starts, reuse_state=False, need_state=True):
         self.check_inputs(x, episode_starts)
         T, B = x.shape[:2]
         if T == 0:

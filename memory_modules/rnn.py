@@ -129,7 +129,12 @@ class _FusedRNNCore(MemoryCore):
     # -- forward -------------------------------------------------------------------------------
 
     def forward(
-        self, x: torch.Tensor, state: State, episode_starts: torch.Tensor
+        self,
+        x: torch.Tensor,
+        state: State,
+        episode_starts: torch.Tensor,
+        reuse_state: bool = False,
+        need_state: bool = True,
     ) -> tuple[torch.Tensor, State]:
         self.check_inputs(x, episode_starts)
         T, B, _ = x.shape

@@ -55,6 +55,33 @@ def test_sequence_equals_single_steps(name):
 
 
 @pytest.mark.parametrize("name", CORES)
+def test_handing_the_state_over_changes_no_result(name):
+    """``reuse_state=True`` (the acting loop's) gives the same outputs and states,
+    ``need_state=False`` the same outputs, and without ``reuse_state`` the tensors of
+    the state given are never written."""
+    core = _core(name)
+    x = torch.randn(T, B, IN)
+    starts = _starts(T, B)
+    with torch.no_grad():
+        kept = _warm_state(core, B)
+        before = {k: v.clone() for k, v in kept.items()}
+        handed = {k: v.clone() for k, v in kept.items()}
+        state = kept
+        for t in range(T):
+            y_dropped, _ = core(x[t : t + 1], state, starts[t : t + 1], need_state=False)
+            y, state = core(x[t : t + 1], state, starts[t : t + 1])
+            torch.testing.assert_close(y_dropped, y, atol=0, rtol=0)
+            y_reused, handed = core(x[t : t + 1], handed, starts[t : t + 1], reuse_state=True)
+            torch.testing.assert_close(y_reused, y, atol=0, rtol=0)
+            for k in state:
+                torch.testing.assert_close(handed[k], state[k], atol=0, rtol=0)
+        y_seq, _ = core(x, kept, starts, need_state=False)
+        torch.testing.assert_close(y_seq, core(x, kept, starts)[0], atol=0, rtol=0)
+    for k, v in kept.items():
+        assert torch.equal(v, before[k]), f"{name}: the given state's {k!r} was written"
+
+
+@pytest.mark.parametrize("name", CORES)
 def test_episode_start_cuts_memory(name):
     core = _core(name)
     x = torch.randn(T, B, IN)

@@ -239,3 +239,19 @@ def test_forward_never_reads_tensor_data_on_the_host():
         y, new = core(torch.empty(T, 2, IN, device="meta"), state, starts)
         assert y.shape == (T, 2, 32)
         assert {k: v.shape for k, v in new.items()} == {k: v.shape for k, v in state.items()}
+
+
+def test_a_handed_over_ring_buffer_is_written_in_place():
+    """Acting with ``reuse_state=True`` files chunks into the given buffer, never a copy."""
+    M, C, T, B = 3, 2, 20, 2
+    core = _core(chunk_size=C, max_chunks=M, num_layers=2)
+    x = torch.randn(T, B, IN, dtype=torch.float64)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    state = core.initial_state(B, "cpu")
+    buffers = {k: state[k] for k in ("chunks0", "keys0", "chunks1", "keys1")}
+    with torch.no_grad():
+        for t in range(T):
+            _, state = core(x[t : t + 1], state, starts[t : t + 1], reuse_state=True)
+    for k, tensor in buffers.items():
+        assert state[k] is tensor, k
+    assert state["chunk_valid"].all() and bool(buffers["chunks0"].abs().sum() > 0)
