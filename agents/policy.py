@@ -206,6 +206,41 @@ class Policy(nn.Module):
         y, _ = self._step(obs, state, starts, prev_action, prev_reward, need_state=False)
         return self._value(y, hint)
 
+    def truncation_values(
+        self,
+        final_obs: Any,
+        state: State,
+        truncated: torch.Tensor,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        hint: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[B]``: the value of each env's final observation where a time limit cut its
+        episode (``truncated``), read with the state that follows the step; 0 elsewhere.
+
+        On the CPU only the cut envs go through the network: a gridworld's time limit cuts
+        about one env in its limit per step, and valuing the whole batch for them doubled
+        the acting cost (Ballet: docs/results.md). Picking rows needs their count on the
+        host, a sync on an accelerator, so there every env is valued and the rest masked.
+        """
+        cut = truncated.float()
+        if truncated.device.type != "cpu":
+            no_starts = torch.zeros_like(truncated)
+            return self.value(final_obs, state, no_starts, prev_action, prev_reward, hint) * cut
+        rows = truncated.nonzero().squeeze(1)
+        values = torch.zeros_like(cut)
+        if rows.numel() == 0:
+            return values
+        every = rows.numel() == truncated.numel()
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t if every else t.index_select(0, rows)
+
+        v = self.value(tree_map(take, final_obs), tree_map(take, state),
+                       torch.zeros_like(rows, dtype=torch.bool), take(prev_action), take(prev_reward),
+                       None if hint is None else take(hint))
+        return values.index_copy_(0, rows, v.to(values.dtype))
+
     def evaluate_sequence(
         self,
         obs: Any,

@@ -388,7 +388,6 @@ class Trainer:
         if self.carry is None:
             self.carry = self._fresh_episodes()
         obs, state, starts, prev_a, prev_r = (self.carry[k] for k in CARRY)
-        no_starts = torch.zeros(B, dtype=torch.bool, device=device)
         rollout = Rollout(T, B, algo.seq_len, obs, state, device)
         ep_return = torch.zeros(T, B, device=device)
         ep_length = torch.zeros(T, B, device=device)
@@ -423,9 +422,9 @@ class Trainer:
                         # read with the state that follows this step.
                         # (an oracle critic reads the step's hint: the final state's own
                         # is gone with the reset, and one move changes it little)
-                        v_final = policy.value(info["final_observation"], state, no_starts,
-                                               action, reward, hint=hint)
-                        learn_reward = reward + algo.gamma * v_final * truncated.float()
+                        v_final = policy.truncation_values(info["final_observation"], state,
+                                                           truncated, action, reward, hint)
+                        learn_reward = reward + algo.gamma * v_final
                     rollout.store_outcome(t, learn_reward, done)
                     ep_return[t] = info["episode_return"]
                     ep_length[t] = info["episode_length"]

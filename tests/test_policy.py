@@ -89,6 +89,35 @@ def test_act_step_by_step_equals_evaluate_sequence(core, prev, norm):
     assert (ent > 0).all() and (ent <= np.log(3) + 1e-5).all()
 
 
+
+@pytest.mark.parametrize("core,core_cfg", [("gru", None), ("hcam", {"chunk_size": 2, "max_chunks": 4}),
+                                           ("gtrxl", {"window": 4})])
+@pytest.mark.parametrize("cut", [[1, 4], [], [0, 1, 2, 3, 4, 5], [5]])
+def test_truncation_values_value_the_cut_envs_alone(core, core_cfg, cut):
+    torch.manual_seed(0)
+    obs_space = gym.spaces.MultiDiscrete([3, 9, 9, 9])
+    policy = Policy(obs_space, gym.spaces.Discrete(3), core=core, core_cfg=core_cfg,
+                    prev_action_reward=True).eval()
+    B = 6
+    state = policy.initial_state(B, "cpu")
+    starts = torch.ones(B, dtype=torch.bool)
+    a, r = torch.zeros(B, dtype=torch.int64), torch.zeros(B)
+    with torch.no_grad():
+        for _ in range(5):  # a state with history in it
+            a, _, _, state = policy.act(_batch(obs_space, B), state, starts, a, r)
+            starts, r = torch.zeros(B, dtype=torch.bool), torch.randn(B)
+        before = {k: v.clone() for k, v in state.items()}
+        final = _batch(obs_space, B)
+        truncated = torch.zeros(B, dtype=torch.bool)
+        truncated[cut] = True
+        got = policy.truncation_values(final, state, truncated, a, r)
+        every = policy.value(final, state, starts, a, r)
+    assert got.shape == (B,)
+    torch.testing.assert_close(got, torch.where(truncated, every, torch.zeros(B)), atol=1e-5, rtol=1e-5)
+    assert (got[~truncated] == 0).all()
+    for k, v in state.items():  # the state is read, never written
+        assert torch.equal(v, before[k])
+
 def test_core_norm_hands_the_heads_unit_scale_features():
     # A GRU's first outputs are small (its retain gate starts biased shut); the LayerNorm
     # hands the heads features of mean 0 and variance 1 per step whatever their scale.
