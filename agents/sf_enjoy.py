@@ -54,7 +54,7 @@ def load_policy(train_dir: str, experiment: str, kind: str = "latest", device: s
         raise ValueError(f"{cfg_path} was not written by agents.sf_train (no recall_core)")
     register_all()
     probe = envs.make_vec(cfg.env, 1, **parse_env_kwargs(cfg.env_kwargs))
-    space = _one_hot(probe.single_observation_space).out_space
+    space = _one_hot(probe.single_observation_space, "cpu", getattr(probe, "symbol_counts", None)).out_space
     import gymnasium as gym
 
     obs_space = space if isinstance(space, gym.spaces.Dict) else gym.spaces.Dict({"obs": space})
@@ -80,7 +80,7 @@ def play_episodes(ac, cfg, episodes: int, copies: int, seed: int, deterministic:
     from sample_factory.model.model_utils import get_rnn_size
 
     batch = envs.make_vec(cfg.env, copies, device=device, seed=seed, **parse_env_kwargs(cfg.env_kwargs))
-    encode = _one_hot(batch.single_observation_space, batch.device)
+    encode = _one_hot(batch.single_observation_space, batch.device, getattr(batch, "symbol_counts", None))
 
     def as_dict(o):
         enc = encode(o)

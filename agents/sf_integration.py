@@ -1,15 +1,20 @@
 """recall-rl inside sample-factory 2.1.1: every task as an env, every core as a model core.
 
 Envs
-    ``register_sf_envs()`` registers each id of ``envs.ENV_IDS`` (e.g.
-    ``recall/DelayedMatch-v0``) with sample-factory. An env is one
+    ``register_sf_envs()`` registers each id of ``SF_ENV_IDS``: the recall tasks
+    (``envs.ENV_IDS``, e.g. ``recall/DelayedMatch-v0``) and MiniGrid's Memory
+    rooms (``envs.MINIGRID_IDS``), with sample-factory. A recall env is one
     :class:`envs.single.RecallEnv` (sample-factory steps single gymnasium envs
     in its rollout workers) playing copy ``env_config.env_id`` of the batch, so
     every env of every worker plays different episodes. Sample-factory's MLP
     encoder wants float Box observations, so MultiDiscrete/Discrete
     observations (all symbolic tasks) become one one-hot float Box, the
     concatenation of one one-hot block per component; Box passes through; a
-    Dict is encoded key by key. Task knobs come from ``--env_kwargs`` (JSON).
+    Dict is encoded key by key; MiniGrid's view, an image of (object, colour,
+    state) ids, is one-hot cell by cell. MiniGrid rooms run batched only
+    (``--batched_sampling=True``, which ``sf_train`` turns on for them): their
+    copies are stepped together by ``envs.minigrid_memory``, with no single-env
+    twin. Task knobs come from ``--env_kwargs`` (JSON).
     Each ended episode reports ``episode_extra_stats = {"success": 0/1}``, so
     sample-factory logs ``success`` next to the return.
 
@@ -90,11 +95,15 @@ from envs.single import RecallEnv
 # ---------------------------------------------------------------------------- envs
 
 
-def _one_hot(space: gym.Space, device="cpu"):
+#: The ids sample-factory can train on: recall's tasks, then MiniGrid's Memory rooms.
+SF_ENV_IDS: tuple[str, ...] = (*envs.ENV_IDS, *envs.MINIGRID_IDS)
+
+
+def _one_hot(space: gym.Space, device="cpu", symbol_counts=None):
     # The one-hot encoding shared with the SB3 adapter (torch, batch-first).
     from envs.sb3 import _OneHot
 
-    return _OneHot(space, torch.device(device))
+    return _OneHot(space, torch.device(device), symbol_counts)
 
 
 class OneHotObservations(gym.ObservationWrapper):
@@ -158,7 +167,8 @@ class SFBatchedEnv(gym.Env):
         self.batch = batch
         self.num_agents = batch.num_envs
         self.is_multiagent = True
-        self._encode = _one_hot(batch.single_observation_space, batch.device)
+        self._encode = _one_hot(batch.single_observation_space, batch.device,
+                                getattr(batch, "symbol_counts", None))
         space = self._encode.out_space
         self.observation_space = space if isinstance(space, gym.spaces.Dict) else gym.spaces.Dict({"obs": space})
         self.action_space = batch.single_action_space
@@ -187,11 +197,15 @@ def make_sf_env(full_env_name: str, cfg=None, env_config=None, render_mode: str 
     Normal (non-batched) sampling: one recall task as a single gymnasium env.
     ``--batched_sampling=True``: ``--recall_copies`` copies in one batched env.
     """
-    if full_env_name not in envs.ENV_IDS:
-        raise ValueError(f"unknown env {full_env_name!r}; accepted: {', '.join(envs.ENV_IDS)}")
+    if full_env_name not in SF_ENV_IDS:
+        raise ValueError(f"unknown env {full_env_name!r}; accepted: {', '.join(SF_ENV_IDS)}")
     knobs = parse_env_kwargs(getattr(cfg, "env_kwargs", None) if cfg is not None else None)
     index = int(env_config["env_id"]) if env_config is not None and "env_id" in env_config else 0
-    if cfg is not None and getattr(cfg, "batched_sampling", False):
+    batched = cfg is not None and getattr(cfg, "batched_sampling", False)
+    if full_env_name in envs.MINIGRID_IDS and not batched:
+        raise ValueError(f"{full_env_name} runs batched only: --batched_sampling=True "
+                         "(sf_train sets it for MiniGrid rooms)")
+    if batched:
         copies = int(getattr(cfg, "recall_copies", 64))
         if copies < 1:
             raise ValueError(f"--recall_copies must be >= 1, got {copies}")
@@ -222,22 +236,26 @@ def check_batched_envs_per_worker(count: int) -> None:
 def register_sf_envs() -> None:
     from sample_factory.envs.env_utils import register_env
 
-    for env_id in envs.ENV_IDS:
+    for env_id in SF_ENV_IDS:
         register_env(env_id, make_sf_env)
 
 
 def resolve_env_id(name: str) -> str:
     """``DelayedMatch``, ``DelayedMatch-v0``, ``recall/DelayedMatch-v0`` or the config name
-    ``delayed_match`` -> the full id."""
+    ``delayed_match`` -> the full id; a MiniGrid Memory id, or ``minigrid_memory`` (its
+    default room, S7)."""
     from agents.config import env_names, load_env_config
 
-    if name in env_names() and load_env_config(name)["id"] in envs.ENV_IDS:
+    if name in env_names() and load_env_config(name)["id"] in SF_ENV_IDS:
         return str(load_env_config(name)["id"])
+    if name in envs.MINIGRID_IDS:
+        return name
     for env_id in envs.ENV_IDS:
         short = env_id.split("/", 1)[1]
         if name in (env_id, short, short.rsplit("-v", 1)[0]):
             return env_id
-    raise ValueError(f"unknown env {name!r}; accepted: {', '.join(envs.ENV_IDS)}")
+    raise ValueError(f"unknown env {name!r}; accepted: {', '.join(env_names())}; "
+                     f"or ids: {', '.join(SF_ENV_IDS)}")
 
 
 # ---------------------------------------------------------------------------- cores

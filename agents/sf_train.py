@@ -5,8 +5,10 @@
 
 ``key=value`` words choose the task and core:
 
-* ``env=<task>``: a recall id (``recall/DelayedMatch-v0``, ``DelayedMatch-v0``
-  or ``DelayedMatch``); ``env.<knob>=<value>`` sets a task knob;
+* ``env=<task>``: a task by its config name (``delayed_match``, ``minigrid_memory``)
+  or id (``recall/DelayedMatch-v0``, ``DelayedMatch-v0``, ``DelayedMatch``,
+  ``MiniGrid-MemoryS11-v0``); ``env.<knob>=<value>`` sets a task knob
+  (``env.room=S11`` moves a MiniGrid run to that room's id);
 * ``core=<name>``: a ``memory_modules`` core; ``core.<option>=<value>`` sets
   one of its options;
 * ``threads=<n>``: torch CPU threads (default 1: on a small shared CPU more
@@ -16,7 +18,8 @@ Values are read as JSON where they parse (``2``, ``0.5``, ``true``), else as
 text. Every ``--flag=value`` (write it with ``=``) is sample-factory's own and overrides the defaults below
 (CPU-friendly: serial mode, synchronous APPO, one worker; with
 ``--batched_sampling=True`` one batched env of ``--recall_copies`` copies per
-worker, and ``--num_envs_per_worker`` other than 1 is refused). ``--rnn_size``,
+worker, and ``--num_envs_per_worker`` other than 1 is refused; MiniGrid rooms
+run batched only, so for them it defaults to True). ``--rnn_size``,
 ``--rnn_type``, ``--rnn_num_layers`` and ``--actor_critic_share_weights`` are
 set from the core (see ``agents.sf_integration``) and may not be passed.
 """
@@ -31,6 +34,7 @@ import torch
 
 from agents.cli import one_line_errors
 from agents.sf_integration import (
+    SF_ENV_IDS,
     add_recall_args,
     check_batched_envs_per_worker,
     core_state_size,
@@ -95,6 +99,17 @@ def split_words(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
                 f"unknown setting {arg!r}; accepted: env=<task>, core=<name>, env.<knob>=<v>, "
                 "core.<option>=<v>, threads=<n>, or sample-factory --flags"
             )
+    room = words["env_kwargs"].pop("room", None)
+    if room is not None:  # MiniGrid's room is its id
+        import envs
+
+        if words["env"] not in envs.MINIGRID_IDS:
+            raise ValueError(f"env.room={room!r}: only MiniGrid's Memory rooms have a room; "
+                             f"env is {words['env']}")
+        rooms = [i[len("MiniGrid-Memory"):-len("-v0")] for i in envs.MINIGRID_IDS]
+        if room not in rooms:
+            raise ValueError(f"env.room={room!r} is not a MiniGrid Memory room; accepted: {', '.join(rooms)}")
+        words["env"] = f"MiniGrid-Memory{room}-v0"
     return words, rest
 
 
@@ -126,7 +141,7 @@ def build_argv(argv: list[str]) -> list[str]:
         if name in ("env", "recall_core", "recall_core_kwargs", "env_kwargs"):
             raise ValueError(f"--{name}: use env=/core=/env.<knob>=/core.<option>= instead")
     if words["env"] is None:
-        raise ValueError("missing env=<task>; accepted: " + ", ".join(envs.ENV_IDS))
+        raise ValueError("missing env=<task>; accepted: " + ", ".join(SF_ENV_IDS))
     if words["core"] not in CORES:
         raise ValueError(f"unknown core {words['core']!r}; accepted: {', '.join(CORES)}")
     # Validate knobs and options now, with the tasks' and cores' own error messages.
@@ -147,12 +162,17 @@ def build_argv(argv: list[str]) -> list[str]:
     ]
     defaults = dict(DEFAULTS)
     defaults["device"] = "gpu" if torch.cuda.is_available() else "cpu"
-    if _is_true(_flag(rest, "batched_sampling")):
+    if words["env"] in envs.MINIGRID_IDS:
+        # MiniGrid's copies step together (envs.minigrid_memory): batched only.
+        if _flag(rest, "batched_sampling") is not None and not _is_true(_flag(rest, "batched_sampling")):
+            raise ValueError(f"{words['env']} runs batched only; accepted: --batched_sampling=True")
+        defaults["batched_sampling"] = True
+    if _is_true(_flag(rest, "batched_sampling") or defaults.get("batched_sampling")):
         # One batched env of --recall_copies copies per worker (see sf_integration).
         defaults["num_envs_per_worker"] = 1
         if "num_envs_per_worker" in given:
             check_batched_envs_per_worker(int(_flag(rest, "num_envs_per_worker")))
-    short = words["env"].split("/", 1)[1].rsplit("-v", 1)[0]
+    short = words["env"].split("/", 1)[-1].rsplit("-v", 1)[0]
     defaults["experiment"] = f"{short}_{words['core']}"
     if "batch_size" not in given:
         # Synchronous APPO needs one iteration's samples to be a whole number of batches:

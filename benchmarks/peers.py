@@ -105,10 +105,10 @@ def task_spec(name: str) -> dict:
 
 def unsupported(fw: str, spec: dict) -> str | None:
     """Why ``fw`` cannot run this task here, or None."""
-    import envs
+    from agents.sf_integration import SF_ENV_IDS
 
-    if fw == "sf" and spec["env_id"] not in envs.ENV_IDS:
-        return "unsupported: agents.sf_integration serves the batched recall ids only, not MiniGrid"
+    if fw == "sf" and spec["env_id"] not in SF_ENV_IDS:
+        return f"unsupported: agents.sf_integration does not serve {spec['env_id']}"
     return None
 
 

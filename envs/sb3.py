@@ -22,7 +22,10 @@ would apply to MultiDiscrete, done once on the batch's device; it also avoids an
 SB3 2.x bug where ``sum(MultiDiscrete.nvec)`` is a numpy integer that
 ``torch.nn.LSTM`` rejects, which makes sb3-contrib's RecurrentPPO fail to build
 on a raw MultiDiscrete space. ``one_hot=False`` keeps the task's own spaces
-(fine for PPO/A2C, not for RecurrentPPO). Box observations pass through.
+(fine for PPO/A2C, not for RecurrentPPO). Box observations pass through, except
+an image of ids (an env with ``symbol_counts``: MiniGrid's view of object,
+colour and state ids), which is one-hot cell by cell, as recall-rl's own policy
+embeds it rather than scaling ids as intensities.
 
 The batch should report final observations: ``to_vec_env`` switches
 ``final_observation`` on if it was off. Stepping goes through the batch on its
@@ -45,15 +48,25 @@ from envs.batched import BatchedEnv
 
 
 class _OneHot:
-    """Encode one (possibly Dict) observation space's discrete parts as one-hot Boxes."""
+    """Encode one (possibly Dict) observation space's discrete parts as one-hot Boxes.
 
-    def __init__(self, space: gym.Space, device: torch.device):
+    ``symbol_counts`` (an env's attribute of that name, MiniGrid's): the Box is an image
+    of ids, ``symbol_counts[c]`` values in channel c (the last axis), so it is one-hot
+    too, cell by cell, rather than passed through as intensities.
+    """
+
+    def __init__(self, space: gym.Space, device: torch.device, symbol_counts: Sequence[int] | None = None):
         self.space = space
         if isinstance(space, gym.spaces.Dict):
             self.parts = {k: _OneHot(s, device) for k, s in space.spaces.items()}
             self.out_space = gym.spaces.Dict({k: p.out_space for k, p in self.parts.items()})
             return
         self.parts = None
+        if symbol_counts and isinstance(space, gym.spaces.Box):
+            if space.shape[-1] != len(symbol_counts):
+                raise ValueError(f"symbol_counts {tuple(symbol_counts)} name {len(symbol_counts)} channels; "
+                                 f"the observation {space.shape} has {space.shape[-1]}")
+            space = gym.spaces.MultiDiscrete(np.tile(np.asarray(symbol_counts), int(np.prod(space.shape[:-1]))))
         if isinstance(space, (gym.spaces.MultiDiscrete, gym.spaces.Discrete)):
             nvec = np.asarray(space.nvec if hasattr(space, "nvec") else [space.n], dtype=np.int64)
             if nvec.ndim != 1:
@@ -113,7 +126,8 @@ class RecallVecEnv(VecEnv):
         if not isinstance(one_hot, bool):
             raise ValueError(f"one_hot={one_hot!r}; accepted: True or False")
         space = batched_env.single_observation_space
-        self._encode = _OneHot(space, batched_env.device) if one_hot else (lambda obs: obs)
+        self._encode = (_OneHot(space, batched_env.device, getattr(batched_env, "symbol_counts", None))
+                        if one_hot else (lambda obs: obs))
         obs_space = self._encode.out_space if one_hot else space
         self._actions: torch.Tensor | None = None
         self._start = time.time()

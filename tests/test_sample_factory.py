@@ -98,9 +98,47 @@ def test_batched_sf_env_matches_the_batch():
         assert torch.equal(obs["obs"].sum(1), torch.full((8,), float(r_obs.shape[1])))
 
 
+def test_minigrid_rooms_are_batched_sample_factory_envs():
+    from sample_factory.algo.utils.context import global_env_registry
+
+    class Cfg:
+        batched_sampling = True
+        recall_copies = 4
+        env_kwargs = "{}"
+
+    assert set(envs.MINIGRID_IDS) <= set(global_env_registry())
+    env = make_sf_env("MiniGrid-MemoryS7-v0", Cfg(), {"env_id": 1})
+    ref = envs.make_vec("MiniGrid-MemoryS7-v0", 4, first_copy=4)
+    width = 7 * 7 * sum(ref.symbol_counts)  # (object, colour, state) ids one-hot per cell
+    assert env.observation_space["obs"].shape == (width,)
+    obs, _ = env.reset(seed=3)
+    ref_obs, _ = ref.reset(seed=3)
+    for _ in range(30):
+        # every cell's three ids, each a 1 at its own offset
+        assert torch.equal(obs["obs"].sum(1), torch.full((4,), 7.0 * 7 * 3))
+        a = torch.randint(0, 3, (4,))
+        obs, rew, term, trunc, info = env.step(a)
+        ref_obs, r_rew, r_term, *_ = ref.step(a)
+        torch.testing.assert_close(rew, r_rew)
+        assert torch.equal(term, r_term)
+    Cfg.batched_sampling = False
+    with pytest.raises(ValueError, match="MiniGrid-MemoryS7-v0 runs batched only"):
+        make_sf_env("MiniGrid-MemoryS7-v0", Cfg(), {"env_id": 0})
+
+
 def test_resolve_env_id_and_bad_names():
     assert resolve_env_id("DelayedMatch") == "recall/DelayedMatch-v0"
     assert resolve_env_id("NBack-v0") == "recall/NBack-v0"
+    assert resolve_env_id("minigrid_memory") == "MiniGrid-MemoryS7-v0"
+    assert resolve_env_id("MiniGrid-MemoryS11-v0") == "MiniGrid-MemoryS11-v0"
+    assert build_argv(["env=minigrid_memory", "env.room=S11"])[0] == "--env=MiniGrid-MemoryS11-v0"
+    assert "--batched_sampling=True" in build_argv(["env=MiniGrid-MemoryS9-v0"])
+    with pytest.raises(ValueError, match="runs batched only; accepted: --batched_sampling=True"):
+        build_argv(["env=minigrid_memory", "--batched_sampling=False"])
+    with pytest.raises(ValueError, match="env.room='S8' is not a MiniGrid Memory room; accepted: S7, S9"):
+        build_argv(["env=minigrid_memory", "env.room=S8"])
+    with pytest.raises(ValueError, match="only MiniGrid's Memory rooms have a room"):
+        build_argv(["env=delayed_match", "env.room=S9"])
     with pytest.raises(ValueError, match="unknown env 'Nope'.*recall/DelayedMatch-v0"):
         resolve_env_id("Nope")
     with pytest.raises(ValueError, match="unknown env"):
@@ -231,6 +269,20 @@ def test_appo_trains_and_is_evaluated(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 50 and 0.0 <= summary["success_rate"] <= 1.0
+
+
+def test_appo_trains_on_a_minigrid_room_by_name(tmp_path):
+    """sf_train takes MiniGrid by its config name and room knob (batched for it), and
+    sf_enjoy evaluates the checkpoint on the same room."""
+    from agents.sf_enjoy import evaluate
+
+    _sf_train(["env=minigrid_memory", "env.room=S9", "core=gru", "core.hidden_size=32",
+               "--recall_copies=16", "--rollout=16", "--train_for_env_steps=2000", "--seed=0",
+               "--experiment=mg_gru", f"--train_dir={tmp_path}"], timeout=240)
+    cfg = json.loads((tmp_path / "mg_gru" / "config.json").read_text())
+    assert cfg["env"] == "MiniGrid-MemoryS9-v0" and cfg["batched_sampling"] is True
+    result = evaluate(str(tmp_path), "mg_gru", episodes=4)
+    assert result["episodes"] == 4 and 0.0 <= result["success_rate"] <= 1.0
 
 
 def test_appo_single_env_path_and_resume(tmp_path):

@@ -33,6 +33,20 @@ def test_spaces_one_hot_and_raw():
     assert all(raw.observation_space.contains(o) for o in robs)
 
 
+def test_an_image_of_ids_is_one_hot_per_cell():
+    batch = envs.make_vec("MiniGrid-MemoryS7-v0", 3, seed=2)
+    counts = batch.symbol_counts  # MiniGrid's (object, colour, state) ids
+    v = to_vec_env(batch)
+    assert v.observation_space.shape == (7 * 7 * sum(counts),)
+    obs = v.reset()
+    np.testing.assert_array_equal(obs.sum(1), np.full(3, 7 * 7 * 3.0))  # one 1 per id
+    # the 1s sit at each cell's ids: decode them back to the view
+    ids = np.flatnonzero(obs[0]) - np.tile(np.concatenate([[0], np.cumsum(counts)[:-1]]), 49) \
+        - np.repeat(np.arange(49) * sum(counts), 3)
+    raw = to_vec_env(envs.make_vec("MiniGrid-MemoryS7-v0", 3, seed=2), one_hot=False).reset()
+    np.testing.assert_array_equal(ids, raw[0].reshape(-1))
+
+
 def _task_or_skip(env_id):
     try:
         return envs.task_class(env_id)
