@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 import envs
 from agents.policy import Policy
 from agents.ppo import PPOConfig
+from envs.registration import minigrid_room
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 ENCODER_KEYS = ("embed_dim", "hidden_size", "mlp_layers", "cnn_channels", "share_embeddings")
@@ -77,7 +78,7 @@ def env_choice(choice: str) -> tuple[str, dict[str, Any]]:
     if choice in by_id:
         return by_id[choice], {}
     if choice in envs.MINIGRID_IDS:
-        return "minigrid_memory", {"room": choice[len("MiniGrid-Memory"):-len("-v0")]}
+        return "minigrid_memory", {"room": minigrid_room(choice)}
     raise ValueError(
         f"unknown env {choice!r}; accepted names: {', '.join(env_names())}; "
         f"or ids: {', '.join(dict.fromkeys([*by_id, *envs.MINIGRID_IDS]))}"

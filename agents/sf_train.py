@@ -101,15 +101,15 @@ def split_words(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
             )
     room = words["env_kwargs"].pop("room", None)
     if room is not None:  # MiniGrid's room is its id
-        import envs
+        from envs.registration import MINIGRID_IDS, MINIGRID_ROOMS, minigrid_id
 
-        if words["env"] not in envs.MINIGRID_IDS:
+        if words["env"] not in MINIGRID_IDS:
             raise ValueError(f"env.room={room!r}: only MiniGrid's Memory rooms have a room; "
                              f"env is {words['env']}")
-        rooms = [i[len("MiniGrid-Memory"):-len("-v0")] for i in envs.MINIGRID_IDS]
-        if room not in rooms:
-            raise ValueError(f"env.room={room!r} is not a MiniGrid Memory room; accepted: {', '.join(rooms)}")
-        words["env"] = f"MiniGrid-Memory{room}-v0"
+        if room not in MINIGRID_ROOMS:
+            raise ValueError(f"env.room={room!r} is not a MiniGrid Memory room; "
+                             f"accepted: {', '.join(MINIGRID_ROOMS)}")
+        words["env"] = minigrid_id(room)
     return words, rest
 
 
@@ -162,12 +162,13 @@ def build_argv(argv: list[str]) -> list[str]:
     ]
     defaults = dict(DEFAULTS)
     defaults["device"] = "gpu" if torch.cuda.is_available() else "cpu"
+    batched_flag = _flag(rest, "batched_sampling")
     if words["env"] in envs.MINIGRID_IDS:
         # MiniGrid's copies step together (envs.minigrid_memory): batched only.
-        if _flag(rest, "batched_sampling") is not None and not _is_true(_flag(rest, "batched_sampling")):
+        if batched_flag is not None and not _is_true(batched_flag):
             raise ValueError(f"{words['env']} runs batched only; accepted: --batched_sampling=True")
         defaults["batched_sampling"] = True
-    if _is_true(_flag(rest, "batched_sampling") or defaults.get("batched_sampling")):
+    if _is_true(batched_flag or defaults.get("batched_sampling")):
         # One batched env of --recall_copies copies per worker (see sf_integration).
         defaults["num_envs_per_worker"] = 1
         if "num_envs_per_worker" in given:

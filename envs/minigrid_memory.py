@@ -60,7 +60,7 @@ from minigrid.core.world_object import Wall
 
 from envs import rng
 from envs.batched import BatchedEnv
-from envs.registration import MINIGRID_IDS
+from envs.registration import MINIGRID_IDS, MINIGRID_ROOMS, minigrid_id
 
 # MiniGrid's direction index -> (dx, dy): east, south, west, north.
 _DIR_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))
@@ -97,10 +97,9 @@ class MiniGridMemory(BatchedEnv):
         room: str | None = None,
         **kwargs,
     ):
-        if room is not None and env_id != f"MiniGrid-Memory{room}-v0":
-            rooms = [i[len("MiniGrid-Memory"):-len("-v0")] for i in MINIGRID_IDS]
+        if room is not None and env_id != minigrid_id(room):
             raise ValueError(f"room={room!r} does not name {env_id!r}; accepted rooms: "
-                             f"{', '.join(rooms)}")
+                             f"{', '.join(MINIGRID_ROOMS)}")
         if env_id not in MINIGRID_IDS:
             raise ValueError(
                 f"env_id={env_id!r} is not a MiniGrid Memory room; accepted: {', '.join(MINIGRID_IDS)}"

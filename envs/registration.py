@@ -21,9 +21,20 @@ TASKS: dict[str, str] = {
 
 # MiniGrid's Memory rooms, served by envs.minigrid_memory through envs.make_vec only
 # (gymnasium.make of these ids is MiniGrid's own env).
-MINIGRID_IDS: tuple[str, ...] = tuple(
-    f"MiniGrid-Memory{room}-v0" for room in ("S7", "S9", "S11", "S13", "S13Random", "S17Random")
-)
+MINIGRID_ROOMS: tuple[str, ...] = ("S7", "S9", "S11", "S13", "S13Random", "S17Random")
+
+
+def minigrid_id(room: str) -> str:
+    """The env id of MiniGrid's Memory room ``room`` (``S11`` -> ``MiniGrid-MemoryS11-v0``)."""
+    return f"MiniGrid-Memory{room}-v0"
+
+
+def minigrid_room(env_id: str) -> str:
+    """The room of a MiniGrid Memory id (``MiniGrid-MemoryS11-v0`` -> ``S11``)."""
+    return env_id[len("MiniGrid-Memory"):-len("-v0")]
+
+
+MINIGRID_IDS: tuple[str, ...] = tuple(minigrid_id(room) for room in MINIGRID_ROOMS)
 
 
 def task_class(env_id: str):
