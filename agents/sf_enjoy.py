@@ -30,7 +30,7 @@ import envs
 from agents.cli import one_line_errors
 from agents.device import check_device
 from agents.sf_integration import (
-    _one_hot,
+    _one_hot_of,
     latest_checkpoint,
     load_checkpoint,
     parse_env_kwargs,
@@ -54,7 +54,7 @@ def load_policy(train_dir: str, experiment: str, kind: str = "latest", device: s
         raise ValueError(f"{cfg_path} was not written by agents.sf_train (no recall_core)")
     register_all()
     probe = envs.make_vec(cfg.env, 1, **parse_env_kwargs(cfg.env_kwargs))
-    space = _one_hot(probe.single_observation_space, "cpu", getattr(probe, "symbol_counts", None)).out_space
+    space = _one_hot_of(probe).out_space
     import gymnasium as gym
 
     obs_space = space if isinstance(space, gym.spaces.Dict) else gym.spaces.Dict({"obs": space})
@@ -80,7 +80,7 @@ def play_episodes(ac, cfg, episodes: int, copies: int, seed: int, deterministic:
     from sample_factory.model.model_utils import get_rnn_size
 
     batch = envs.make_vec(cfg.env, copies, device=device, seed=seed, **parse_env_kwargs(cfg.env_kwargs))
-    encode = _one_hot(batch.single_observation_space, batch.device, getattr(batch, "symbol_counts", None))
+    encode = _one_hot_of(batch)
 
     def as_dict(o):
         enc = encode(o)

@@ -99,11 +99,18 @@ from envs.single import RecallEnv
 SF_ENV_IDS: tuple[str, ...] = (*envs.ENV_IDS, *envs.MINIGRID_IDS)
 
 
-def _one_hot(space: gym.Space, device="cpu", symbol_counts=None):
+def _one_hot(space: gym.Space, device="cpu"):
     # The one-hot encoding shared with the SB3 adapter (torch, batch-first).
     from envs.sb3 import _OneHot
 
-    return _OneHot(space, torch.device(device), symbol_counts)
+    return _OneHot(space, torch.device(device))
+
+
+def _one_hot_of(batch):
+    """The same encoding for a batch's observations (MiniGrid's ids included)."""
+    from envs.sb3 import _OneHot
+
+    return _OneHot.of_batch(batch)
 
 
 class OneHotObservations(gym.ObservationWrapper):
@@ -167,8 +174,7 @@ class SFBatchedEnv(gym.Env):
         self.batch = batch
         self.num_agents = batch.num_envs
         self.is_multiagent = True
-        self._encode = _one_hot(batch.single_observation_space, batch.device,
-                                getattr(batch, "symbol_counts", None))
+        self._encode = _one_hot_of(batch)
         space = self._encode.out_space
         self.observation_space = space if isinstance(space, gym.spaces.Dict) else gym.spaces.Dict({"obs": space})
         self.action_space = batch.single_action_space

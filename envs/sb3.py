@@ -86,6 +86,11 @@ class _OneHot:
                 "MultiDiscrete, or a Dict of those"
             )
 
+    @classmethod
+    def of_batch(cls, batch: BatchedEnv) -> _OneHot:
+        """The encoder of a batch's observations, on its device (its ``symbol_counts`` too)."""
+        return cls(batch.single_observation_space, batch.device, getattr(batch, "symbol_counts", None))
+
     def __call__(self, obs):
         if self.parts is not None:
             return {k: p(obs[k]) for k, p in self.parts.items()}
@@ -126,8 +131,7 @@ class RecallVecEnv(VecEnv):
         if not isinstance(one_hot, bool):
             raise ValueError(f"one_hot={one_hot!r}; accepted: True or False")
         space = batched_env.single_observation_space
-        self._encode = (_OneHot(space, batched_env.device, getattr(batched_env, "symbol_counts", None))
-                        if one_hot else (lambda obs: obs))
+        self._encode = _OneHot.of_batch(batched_env) if one_hot else (lambda obs: obs)
         obs_space = self._encode.out_space if one_hot else space
         self._actions: torch.Tensor | None = None
         self._start = time.time()
