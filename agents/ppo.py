@@ -39,6 +39,11 @@ class PPOConfig:
     clip_coef: float = 0.2
     clip_vloss: bool = True
     ent_coef: float = 0.01
+    # An entropy target instead of a fixed bonus (as SAC's temperature): the bonus starts
+    # at ent_coef and, after every minibatch, grows while the entropy is below the target
+    # and shrinks while above, by a factor exp(ent_coef_lr * gap). None: a fixed bonus.
+    target_entropy: float | None = None
+    ent_coef_lr: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     target_kl: float | None = None  # stops the epochs early; costs one host sync per epoch
@@ -67,7 +72,8 @@ class PPOConfig:
             )
 
 
-STAT_NAMES = ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "grad_norm", "loss", "next_obs_loss")
+STAT_NAMES = ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "grad_norm", "loss", "next_obs_loss",
+              "ent_coef")
 
 
 class PPO:
@@ -76,6 +82,9 @@ class PPO:
         if cfg.next_obs_coef > 0 and getattr(policy, "next_obs", None) is None:
             raise ValueError(f"next_obs_coef={cfg.next_obs_coef} needs a policy built with "
                              "predict_next_obs=True (agents.config.policy_spec sets it from algo)")
+        if cfg.target_entropy is not None and (cfg.ent_coef <= 0 or cfg.ent_coef_lr <= 0):
+            raise ValueError(f"target_entropy={cfg.target_entropy} needs ent_coef > 0 (the bonus it "
+                             f"starts from) and ent_coef_lr > 0; got {cfg.ent_coef}, {cfg.ent_coef_lr}")
         if not 0.0 < cfg.next_obs_fraction <= 1.0:
             raise ValueError(f"next_obs_fraction={cfg.next_obs_fraction} must be in (0, 1]")
         if getattr(policy, "next_obs", None) is not None:
@@ -83,6 +92,9 @@ class PPO:
         self.policy = policy
         self.cfg = cfg
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+        # The entropy bonus in force (a tensor: adapting it reads nothing on the host).
+        device = next(policy.parameters()).device
+        self.ent_coef = torch.tensor(cfg.ent_coef, dtype=torch.float32, device=device)
         # The training path, and a statistic's mean over ranks: in a run of several ranks,
         # agents.distributed puts DistributedDataParallel and an all-reduce here.
         self.evaluate = policy.evaluate_sequence
@@ -133,12 +145,12 @@ class PPO:
         else:
             v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
         ent = mean(entropy)
-        loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+        loss = pg_loss - self.ent_coef * ent + cfg.vf_coef * v_loss
         next_obs_loss = aux[0] if aux else torch.zeros((), device=loss.device)
         if aux and cfg.next_obs_coef > 0:
             loss = loss + cfg.next_obs_coef * next_obs_loss
         stats = dict(pg_loss=pg_loss, v_loss=v_loss, entropy=ent, approx_kl=approx_kl,
-                     clipfrac=clipfrac, loss=loss, next_obs_loss=next_obs_loss)
+                     clipfrac=clipfrac, loss=loss, next_obs_loss=next_obs_loss, ent_coef=self.ent_coef)
         return loss, {k: v.detach() for k, v in stats.items()}
 
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor]:
@@ -161,6 +173,8 @@ class PPO:
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 self.optimizer.step()
+                if cfg.target_entropy is not None:
+                    self._adapt_ent_coef(stats["entropy"])
                 stats["grad_norm"] = grad_norm.detach()
                 sums += torch.stack([stats[k].float() for k in STAT_NAMES])
                 count += 1
@@ -169,6 +183,12 @@ class PPO:
                 break
         means = sums / count
         return dict(zip(STAT_NAMES, means.unbind(), strict=True))
+
+    def _adapt_ent_coef(self, entropy: torch.Tensor) -> None:
+        """One step of the bonus toward the entropy target, in log space, kept in [1e-4, 1]."""
+        gap = self.cfg.target_entropy - self.mean_over_ranks(entropy)
+        log_coef = self.ent_coef.log() + self.cfg.ent_coef_lr * gap
+        self.ent_coef.copy_(log_coef.exp().clamp(1e-4, 1.0))
 
 
 def _mean(x: torch.Tensor) -> torch.Tensor:

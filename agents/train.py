@@ -259,6 +259,8 @@ class Trainer:
         check_checkpoint_fits(ckpt, self.spec, self.cfg.env.id)
         self.policy.load_state_dict(ckpt["model"])
         self.ppo.optimizer.load_state_dict(ckpt["optimizer"])
+        if "ent_coef" in ckpt:  # the adapted bonus (algo.target_entropy); older files: algo.ent_coef
+            self.ppo.ent_coef.copy_(torch.as_tensor(ckpt["ent_coef"]))
         if "lr_schedule" in ckpt:
             saved = LinearDecay(**ckpt["lr_schedule"])
         else:  # written before schedules were stored: planned over that run's own total_steps
@@ -293,6 +295,7 @@ class Trainer:
             "kind": "ppo",
             "model": self.policy.state_dict(),
             "optimizer": self.ppo.optimizer.state_dict(),
+            "ent_coef": self.ppo.ent_coef.item(),
             "config": to_dict(self.cfg),
             "policy": self.spec,
             "env_id": self.cfg.env.id,
@@ -500,6 +503,8 @@ class Trainer:
         w.add_scalar("losses/policy_loss", s["pg_loss"], step)
         w.add_scalar("losses/value_loss", s["v_loss"], step)
         w.add_scalar("losses/entropy", s["entropy"], step)
+        if self.algo.target_entropy is not None:
+            w.add_scalar("losses/ent_coef", s["ent_coef"], step)
         w.add_scalar("losses/approx_kl", s["approx_kl"], step)
         w.add_scalar("losses/clipfrac", s["clipfrac"], step)
         if self.ppo.cfg.next_obs_coef > 0:

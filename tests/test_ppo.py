@@ -74,12 +74,8 @@ def test_rollout_rejects_seq_len_not_dividing():
         Rollout(10, 2, 4, torch.zeros(2, 1), {"h": torch.zeros(2, 1)}, "cpu")
 
 
-def test_ppo_update_returns_finite_stats_and_moves_weights():
-    torch.manual_seed(0)
-    T, B, L = 16, 8, 8
-    policy = Policy(gym.spaces.MultiDiscrete([3, 5]), gym.spaces.Discrete(3), core="gru")
-    ppo = PPO(policy, PPOConfig(num_envs=B, num_steps=T, seq_len=L, num_minibatches=2,
-                                update_epochs=2))
+def _acted_rollout(policy, T, B, L):
+    """A rollout of ``policy`` acting on random observations (reward: action == obs[0])."""
     obs = torch.randint(0, 3, (B, 2))
     ro = Rollout(T, B, L, obs, policy.initial_state(B, "cpu"), "cpu")
     state = policy.initial_state(B, "cpu")
@@ -94,11 +90,50 @@ def test_ppo_update_returns_finite_stats_and_moves_weights():
             ro.store_outcome(t, (a == o[:, 0]).float(), done)
             starts = done
     ro.compute_gae(torch.zeros(B), 0.99, 0.95)
+    return ro
+
+
+def test_ppo_update_returns_finite_stats_and_moves_weights():
+    torch.manual_seed(0)
+    T, B, L = 16, 8, 8
+    policy = Policy(gym.spaces.MultiDiscrete([3, 5]), gym.spaces.Discrete(3), core="gru")
+    ppo = PPO(policy, PPOConfig(num_envs=B, num_steps=T, seq_len=L, num_minibatches=2,
+                                update_epochs=2))
+    ro = _acted_rollout(policy, T, B, L)
     before = [p.detach().clone() for p in policy.parameters()]
     stats = ppo.update(ro)
     assert set(stats) >= {"pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "grad_norm"}
     assert all(torch.isfinite(v) for v in stats.values())
     assert any(not torch.equal(b, p) for b, p in zip(before, policy.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("target, direction", [(0.2, -1), (5.0, +1), (None, 0)])
+def test_the_entropy_bonus_moves_toward_its_target(target, direction):
+    """A fresh policy's entropy is about ln 3 = 1.1: a target below it shrinks the bonus, one
+    above it (here out of reach) grows it; without a target the bonus stays put."""
+    torch.manual_seed(0)
+    T, B, L = 16, 8, 8
+    policy = Policy(gym.spaces.MultiDiscrete([3, 5]), gym.spaces.Discrete(3), core="gru")
+    ppo = PPO(policy, PPOConfig(num_envs=B, num_steps=T, seq_len=L, num_minibatches=2,
+                                update_epochs=2, ent_coef=0.01, target_entropy=target,
+                                ent_coef_lr=0.2))
+    stats = ppo.update(_acted_rollout(policy, T, B, L))
+    coef = float(ppo.ent_coef)
+    if direction == 0:
+        assert coef == pytest.approx(0.01, rel=1e-6)
+    else:
+        gap = (target - float(stats["entropy"])) * direction
+        assert gap > 0.5
+        # four minibatches, each a step of 0.2 * gap in log space
+        assert (coef - 0.01) * direction > 0
+        assert abs(np.log(coef / 0.01)) == pytest.approx(4 * 0.2 * gap, rel=0.2)
+
+
+def test_an_entropy_target_needs_a_bonus_to_start_from():
+    policy = Policy(gym.spaces.MultiDiscrete([3]), gym.spaces.Discrete(2), core="mlp")
+    with pytest.raises(ValueError, match="target_entropy=0.5 needs ent_coef > 0"):
+        PPO(policy, PPOConfig(num_envs=4, num_steps=8, seq_len=8, num_minibatches=1,
+                              ent_coef=0.0, target_entropy=0.5))
 
 
 def test_lr_annealing():

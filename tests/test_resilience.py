@@ -124,6 +124,22 @@ def test_stop_at_half_and_resume_is_bit_identical_to_a_straight_run(tmp_path, mo
     _assert_same_run(straight, Path(first["run_dir"]))
 
 
+def test_an_adapted_entropy_bonus_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """algo.target_entropy makes the bonus part of the run's state: a stopped and resumed
+    run ends with the bonus, weights and curves of one that never stopped."""
+    target = ["algo.target_entropy=0.3", "algo.ent_coef_lr=0.2"]
+    whole = Path(train_mod.run(_cfg(tmp_path / "straight", "total_steps=384",
+                                    "checkpoint_every=0", *target))["run_dir"])
+    _signal_at(monkeypatch, 3)
+    first = train_mod.run(_cfg(tmp_path / "stopped", "total_steps=384", "checkpoint_every=0",
+                               *target))
+    monkeypatch.undo()
+    assert load_checkpoint(first["run_dir"])["ent_coef"] < 0.01  # the entropy starts at ln 2
+    _resume(first["run_dir"])
+    assert load_checkpoint(first["run_dir"])["ent_coef"] == load_checkpoint(whole)["ent_coef"]
+    _assert_same_run(whole, Path(first["run_dir"]))
+
+
 def _train_child(overrides: list[str]) -> None:
     torch.set_num_threads(1)
     resume = [o for o in overrides if o.startswith("resume=")]
