@@ -21,7 +21,8 @@ from agents.ppo import PPOConfig
 from envs.registration import minigrid_room
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-ENCODER_KEYS = ("embed_dim", "hidden_size", "mlp_layers", "cnn_channels", "share_embeddings")
+ENCODER_KEYS = ("embed_dim", "hidden_size", "mlp_layers", "cnn_channels", "share_embeddings",
+                "grid_trunk")
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:

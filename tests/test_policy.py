@@ -193,6 +193,31 @@ def test_an_image_of_ids_is_embedded_not_scaled():
         make_encoder(env.single_observation_space, symbol_counts=[11, 6])
 
 
+@pytest.mark.parametrize("env_id", ["MiniGrid-MemoryS7-v0", "recall/Ballet-v0"])
+def test_a_grid_read_by_an_mlp_instead_of_the_cnn(env_id):
+    """policy.grid_trunk=mlp: the embedded cells, flattened, through an MLP; every cell
+    still counts, and the spec (what a checkpoint stores) keeps the choice."""
+    import envs
+    from agents.config import compose, make_policy, policy_spec
+    from agents.encoders import FlatTrunk
+
+    env = envs.make_vec(env_id, 2)
+    name = "minigrid_memory" if env_id.startswith("MiniGrid") else "ballet"
+    spec = policy_spec(compose([f"env={name}", "policy.grid_trunk=mlp"]), env)
+    assert spec["encoder_cfg"]["grid_trunk"] == "mlp"
+    policy = make_policy(spec)
+    trunks = [m for m in policy.encoder.modules() if isinstance(m, FlatTrunk)]
+    assert len(trunks) == 1 and not any(isinstance(m, torch.nn.Conv2d) for m in policy.modules())
+    obs, _ = env.reset()
+    far = obs.clone()
+    far.view(2, -1)[:, 0] = 5  # the first cell (a corner of the view) holds something else
+    assert (far != obs).any()
+    assert not torch.allclose(policy.encoder(obs), policy.encoder(far))
+    from agents.encoders import make_encoder
+    with pytest.raises(ValueError, match="grid_trunk='rnn' is not one of cnn, mlp"):
+        make_encoder(env.single_observation_space, **{**spec["encoder_cfg"], "grid_trunk": "rnn"})
+
+
 def test_a_view_inside_a_flat_observation_goes_through_the_cnn():
     """Ballet's symbolic observation is the 11 x 11 view, row by row, then the instruction
     token: the env says so with ``symbol_grid``, and the policy reads the view with the
