@@ -214,6 +214,9 @@ def test_a_grid_read_by_an_mlp_instead_of_the_cnn(env_id):
     assert (far != obs).any()
     assert not torch.allclose(policy.encoder(obs), policy.encoder(far))
     from agents.encoders import make_encoder
+    grid = gym.spaces.MultiDiscrete(np.full((5, 5), 4))
+    nested = make_encoder(gym.spaces.Dict({"view": grid}), grid_trunk="mlp")
+    assert any(isinstance(m, FlatTrunk) for m in nested.modules())  # a Dict's grids too
     with pytest.raises(ValueError, match="grid_trunk='rnn' is not one of cnn, mlp"):
         make_encoder(env.single_observation_space, **{**spec["encoder_cfg"], "grid_trunk": "rnn"})
 
