@@ -1,7 +1,7 @@
 """Supervised fit of Ballet's instruction-step move through the policy: does the head learn?
 
     python -m benchmarks.head_fit [--copies 4096] [--steps 300] [--overrides policy.core_norm=true ...]
-    python -m benchmarks.head_fit --sequence [--steps 2000] [--overrides ...]
+    python -m benchmarks.head_fit --sequence [--steps 2000] [--batch 256] [--overrides ...]
 
 Plays the watch phase of ``--copies`` Ballet episodes (2 dancers, delay 16; the
 task ignores actions while watching), then fits the policy of
@@ -16,7 +16,7 @@ accuracy on the first 512 copies. CPU, one thread.
 
 ``--sequence``: the same label, but from the whole episode up to the instruction
 (the 64 watch steps and the instruction step through the core from the first step),
-each Adam step on 256 fresh episodes, held-out accuracy on 1024 other episodes
+each Adam step on ``--batch`` (256) fresh episodes, held-out accuracy on 1024 other episodes
 (``--held-out``) every ``--report`` steps. Above about 0.5 the policy has bound the
 named dance to its dancer, with the label given directly: how many episodes this
 takes bounds from below what PPO, whose signal is a noisy +-1 at the end of the
@@ -62,7 +62,8 @@ def _name(overrides: list[str]) -> str:
     return " ".join(overrides) or "(as committed)"
 
 
-def fit_sequence(overrides: list[str], steps: int, seed: int, report: int, held: int = 1024) -> dict:
+def fit_sequence(overrides: list[str], steps: int, seed: int, report: int, held: int = 1024,
+                 batch: int = 256) -> dict:
     policy, opt = _policy(overrides, seed)
 
     def logits(obs):
@@ -75,7 +76,7 @@ def fit_sequence(overrides: list[str], steps: int, seed: int, report: int, held:
     held_obs, held_label = episodes(held, 10**6 + seed, whole=True)
     start, curve = time.perf_counter(), []
     for i in range(1, steps + 1):
-        obs, label = episodes(256, seed * 10**5 + i, whole=True)
+        obs, label = episodes(batch, seed * 10**5 + i, whole=True)
         loss = F.nll_loss(logits(obs), label)
         opt.zero_grad()
         loss.backward()
@@ -84,8 +85,8 @@ def fit_sequence(overrides: list[str], steps: int, seed: int, report: int, held:
             with torch.no_grad():
                 out = logits(held_obs)
             acc = (out.argmax(-1) == held_label).float().mean().item()
-            curve.append((i * 256, F.nll_loss(out, held_label).item(), acc))
-            print(f"  {_name(overrides)}: {i * 256} episodes, held-out loss "
+            curve.append((i * batch, F.nll_loss(out, held_label).item(), acc))
+            print(f"  {_name(overrides)}: {i * batch} episodes, held-out loss "
                   f"{curve[-1][1]:.3f}, accuracy {acc:.3f}, {time.perf_counter() - start:.0f} s", flush=True)
     return {"overrides": _name(overrides), "loss": curve[-1][1],
             "accuracy": curve[-1][2], "seconds": time.perf_counter() - start,
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sequence", action="store_true", help="fit from the whole episode (see above)")
     p.add_argument("--report", type=int, default=100, help="--sequence: held-out accuracy every N steps")
     p.add_argument("--held-out", type=int, default=1024, help="--sequence: held-out episodes")
+    p.add_argument("--batch", type=int, default=256, help="--sequence: fresh episodes per Adam step")
     p.add_argument("--overrides", nargs="*", action="append", default=None,
                    help="one row per use; e.g. --overrides --overrides policy.core_norm=true")
     a = p.parse_args(argv)
@@ -132,13 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     rows = a.overrides if a.overrides is not None else [[], ["policy.core_norm=true"]]
     if a.sequence:
-        print(f"Ballet instruction-step move from the whole episode, {a.steps} Adam steps of 256 "
-              "fresh episodes\n", flush=True)
-        results = [fit_sequence(over, a.steps, a.seed, a.report, a.held_out) for over in rows]
+        if a.batch < 1:
+            raise SystemExit(f"--batch {a.batch} is not accepted; accepted: >= 1")
+        print(f"Ballet instruction-step move from the whole episode, {a.steps} Adam steps of "
+              f"{a.batch} fresh episodes\n", flush=True)
+        results = [fit_sequence(over, a.steps, a.seed, a.report, a.held_out, a.batch) for over in rows]
         print("\n| policy overrides | episodes | held-out loss | held-out accuracy (best) | seconds |\n"
               "|---|---:|---:|---:|---:|")
         for r in results:
-            print(f"| {r['overrides']} | {a.steps * 256} | {r['loss']:.3f} | {r['accuracy']:.3f} "
+            print(f"| {r['overrides']} | {a.steps * a.batch} | {r['loss']:.3f} | {r['accuracy']:.3f} "
                   f"({r['best']:.3f}) | {r['seconds']:.0f} |")
         return
     obs, label = episodes(a.copies, a.seed)

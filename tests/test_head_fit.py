@@ -39,3 +39,17 @@ def test_sequence_fit_reports_held_out_accuracy(capsys):
     out = capsys.readouterr().out
     assert "policy.core_norm=true: 256 episodes, held-out loss" in out
     assert "| policy.core_norm=true | 256 |" in out
+
+
+def test_sequence_fit_counts_episodes_by_batch(capsys):
+    head_fit.main(["--sequence", "--steps", "2", "--report", "1", "--held-out", "16", "--batch", "8",
+                   "--overrides", "policy.core_norm=true"])
+    out = capsys.readouterr().out
+    assert "2 Adam steps of 8 fresh episodes" in out
+    assert "policy.core_norm=true: 8 episodes" in out and ": 16 episodes" in out
+    assert "| policy.core_norm=true | 16 |" in out
+
+
+def test_an_empty_batch_is_one_line():
+    with pytest.raises(SystemExit, match="--batch 0 is not accepted; accepted: >= 1"):
+        head_fit.main(["--sequence", "--batch", "0"])
