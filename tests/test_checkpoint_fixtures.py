@@ -1,0 +1,63 @@
+"""Checkpoints written by an earlier commit still load, act the same, resume and record.
+
+The run dirs under ``tests/fixtures/checkpoints/`` were written once by
+``tests/fixtures/make_checkpoints.py`` (one per kind: PPO and DT-Mem) and are committed
+with what they did then (``expected.json``). A change to the checkpoint format, the
+config keys, the policy's modules or its arithmetic shows up here as a failure, not as a
+user's trained agent that no longer loads or quietly acts differently.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures.make_checkpoints import EVAL_EPISODES, OUT, trace
+
+from agents import train as train_mod
+from agents.checkpoint import load_checkpoint
+from agents.config import compose
+from agents.evaluate import main as evaluate_main
+from agents.record import main as record_main
+
+EXPECTED = json.loads((OUT / "expected.json").read_text())
+PPO, DT = OUT / "ppo_gru_delayed_match", OUT / "dt_dtmem_delayed_match"
+
+
+def _evaluate(run_dir: Path, capsys) -> dict:
+    assert evaluate_main([f"checkpoint={run_dir}", f"episodes={EVAL_EPISODES}", "threads=1"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("run_dir", [PPO, DT], ids=["ppo", "dt"])
+def test_an_old_checkpoint_evaluates_as_it_did(run_dir, capsys):
+    assert _evaluate(run_dir, capsys) == EXPECTED[run_dir.name]["evaluate"]
+
+
+def test_an_old_ppo_policy_acts_as_it_did():
+    want, got = EXPECTED[PPO.name]["trace"], trace(PPO)
+    assert got["actions"] == want["actions"]
+    for key in ("logprobs", "values"):
+        torch.testing.assert_close(torch.tensor(got[key]), torch.tensor(want[key]),
+                                   rtol=1e-5, atol=1e-6, msg=f"{key} changed")
+
+
+def test_an_old_ppo_run_resumes_and_trains_on(tmp_path):
+    run_dir = tmp_path / PPO.name
+    shutil.copytree(PPO, run_dir)
+    before = load_checkpoint(run_dir)["global_step"]
+    overrides = [f"resume={run_dir}", f"total_steps={before + 128}", "threads=1"]
+    train_mod.run(compose(overrides), overrides=overrides)
+    after = load_checkpoint(run_dir)
+    assert after["global_step"] == before + 128
+    assert after["kind"] == "ppo"
+
+
+def test_an_old_ppo_checkpoint_records_a_video(tmp_path, capsys):
+    out = tmp_path / "episode.mp4"
+    assert record_main([f"checkpoint={PPO}", f"out={out}", "episodes=1"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out.stat().st_size > 0 and info["frames"] > 0
