@@ -85,16 +85,25 @@ class GTrXLLayer(nn.Module):
         visible: torch.Tensor,
         distance: torch.Tensor,
         table: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cached_kv: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """h [B, T, H]; cache [B, W, H]; visible [B, T, W+T]; distance [T, W+T] in 0..W;
-        table [W+1, H] sinusoids. Returns the layer output and [cache; h] (the raw keys)."""
+        table [W+1, H] sinusoids; ``cached_kv`` [B, W, 2H]: the cache's keys and values
+        as this layer computes them now (or None: computed here). Returns the layer
+        output, [cache; h] (the raw keys) and the keys and values of all W+T steps."""
         B, T, H = h.shape
         W = cache.shape[1]
         nh = self.num_heads
         raw = torch.cat([cache, h], dim=1)
-        normed = self.norm_attn(raw)
-        q = split_heads(self.query(normed[:, W:]), nh)  # [B, T, nh, d]
-        k, v = (split_heads(z, nh) for z in self.key_value(normed).chunk(2, dim=-1))
+        if cached_kv is None:
+            normed = self.norm_attn(raw)
+            kv = self.key_value(normed)
+            normed = normed[:, W:]
+        else:  # only the new steps go through the projections
+            normed = self.norm_attn(h)
+            kv = torch.cat([cached_kv, self.key_value(normed)], dim=1)
+        q = split_heads(self.query(normed), nh)  # [B, T, nh, d]
+        k, v = (split_heads(z, nh) for z in kv.chunk(2, dim=-1))
         content = torch.einsum("bthd,bshd->bhts", q + self.content_bias, k)
         # (q + v) . (W_r R[n]) == ((q + v) W_r) . R[n]: project the T queries
         # instead of the W+1 table rows, which is what makes the acting step cheap.
@@ -110,18 +119,32 @@ class GTrXLLayer(nn.Module):
         att = torch.einsum("bhts,bshd->bthd", probs, v).reshape(B, T, H)
         h = self.gate_attn(h, torch.relu(self.out(att)))
         h = self.gate_mlp(h, torch.relu(self.mlp(self.norm_mlp(h))))
-        return h, raw
+        return h, raw, kv
 
 
 class GTrXLCore(MemoryCore):
     """Gated Transformer-XL over a sliding window of ``window`` cached steps per layer.
 
     State: ``cache{l}`` [B, window, hidden] (layer l's input at the last
-    ``window`` steps, oldest first, zero where invalid) and ``valid``
-    [B, window] (which cached steps belong to the current episode). Cached
-    activations are stored detached: no gradient reaches steps from an earlier
-    forward call. The receptive field of the stack is ``num_layers * window``
-    steps, since layer l's cache holds outputs of layer l-1.
+    ``window`` steps, oldest first, zero where invalid), ``valid``
+    [B, window] (which cached steps belong to the current episode), and the
+    cached steps' keys and values: ``kv{l}`` [B, window, 2 * hidden] (zero where
+    invalid) with ``kv_params`` [B] (float64), a checksum of the parameters that
+    computed them. Cached activations are stored detached: no gradient reaches
+    steps from an earlier forward call. The receptive field of the stack is
+    ``num_layers * window`` steps, since layer l's cache holds outputs of layer l-1.
+
+    Keys and values: a step's are a function of its cached input and of the layer's
+    norm and key/value weights only, so an acting step (one step, no gradient, on the
+    CPU) projects only its own input and reads the cached steps' from ``kv{l}``,
+    instead of projecting all window + 1 of them again (65x the work at the default
+    window). It does so only while ``kv_params`` equals the checksum of the current
+    weights (a dot product with a fixed random vector, in float64), so after any
+    change of the weights (an optimizer step, a loaded state dict, a weight copy from
+    another process) the first step projects the whole cache again, exactly as
+    before. Elsewhere (sequences, gradients, CUDA, where reading the checksum would be
+    a host sync) every step is projected as before; the outputs are the same either way
+    to float rounding.
     """
 
     def __init__(
@@ -148,6 +171,20 @@ class GTrXLCore(MemoryCore):
         self.register_buffer(
             "table", sinusoid_table(torch.arange(window + 1), hidden_size), persistent=False
         )
+        self._probe: torch.Tensor | None = None  # the checksum's random vector
+
+    def _kv_weights(self) -> list[torch.Tensor]:
+        """The parameters a step's keys and values depend on, besides its input."""
+        return [p for layer in self.layers
+                for p in (layer.norm_attn.weight, layer.norm_attn.bias, layer.key_value.weight)]
+
+    def _kv_checksum(self) -> float:
+        """A float64 fingerprint of the key/value weights (CPU: no host sync)."""
+        flat = torch.cat([p.detach().reshape(-1) for p in self._kv_weights()]).double()
+        if self._probe is None or self._probe.shape != flat.shape:
+            gen = torch.Generator().manual_seed(0)
+            self._probe = torch.rand(flat.shape, generator=gen, dtype=torch.float64) + 0.5
+        return float(flat @ self._probe)
 
     @property
     def context_length(self) -> int:
@@ -160,7 +197,12 @@ class GTrXLCore(MemoryCore):
             f"cache{i}": torch.zeros(batch_size, self.window, self.hidden_size, device=device, dtype=dtype)
             for i in range(self.num_layers)
         }
+        for i in range(self.num_layers):
+            state[f"kv{i}"] = torch.zeros(batch_size, self.window, 2 * self.hidden_size,
+                                          device=device, dtype=dtype)
         state["valid"] = torch.zeros(batch_size, self.window, dtype=torch.bool, device=device)
+        # NaN equals nothing: a fresh state's keys and values are projected at its first step
+        state["kv_params"] = torch.full((batch_size,), math.nan, device=device, dtype=torch.float64)
         return state
 
     def forward(self, x, state, episode_starts, reuse_state=False, need_state=True):
@@ -194,13 +236,24 @@ class GTrXLCore(MemoryCore):
             key_valid[:, T:] & fresh[:, -1:],
         )
 
+        # The cached steps' keys and values can be read rather than computed (see the class
+        # docstring) on an acting step on the CPU whose state's checksum is the weights'.
+        checksum = math.nan
+        if dev.type == "cpu":
+            checksum = self._kv_checksum()
+        reuse = (T == 1 and dev.type == "cpu" and not torch.is_grad_enabled()
+                 and "kv_params" in state and bool((state["kv_params"] == checksum).all()))
+
         h = self.embed(x).transpose(0, 1)  # [B, T, H]
         new_state: State = {}
         for i, layer in enumerate(self.layers):
-            h, raw = layer(h, state[f"cache{i}"], visible, distance, self.table)
-            tail = raw[:, T:].detach()
-            new_state[f"cache{i}"] = torch.where(new_valid[..., None], tail, torch.zeros_like(tail))
+            h, raw, kv = layer(h, state[f"cache{i}"], visible, distance, self.table,
+                               state[f"kv{i}"] if reuse else None)
+            invalid = ~new_valid[..., None]
+            new_state[f"cache{i}"] = raw[:, T:].detach().masked_fill(invalid, 0.0)
+            new_state[f"kv{i}"] = kv[:, T:].detach().masked_fill(invalid, 0.0)
         new_state["valid"] = new_valid
+        new_state["kv_params"] = torch.full((B,), checksum, device=dev, dtype=torch.float64)
         if self.read_recording:
             # The last query (step T-1) sees keys T-1 .. W+T-1, i.e. W .. 0 steps back.
             weights = torch.stack([layer.last_probs[:, T - 1 :].flip(-1) for layer in self.layers], 1)

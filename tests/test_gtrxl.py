@@ -110,8 +110,9 @@ def test_gate_starts_close_to_identity():
 def test_state_layout():
     core = _core(window=7, num_layers=3)
     state = core.initial_state(4, "cpu")
-    assert set(state) == {"cache0", "cache1", "cache2", "valid"}
-    assert state["cache1"].shape == (4, 7, 32)
+    assert set(state) == {"cache0", "cache1", "cache2", "kv0", "kv1", "kv2", "valid", "kv_params"}
+    assert state["cache1"].shape == (4, 7, 32) and state["kv1"].shape == (4, 7, 64)
+    assert state["kv_params"].isnan().all()  # a fresh state's keys are computed at its first step
     assert state["valid"].shape == (4, 7) and not state["valid"].any()
 
 
@@ -125,3 +126,89 @@ def test_forward_never_reads_tensor_data_on_the_host():
         y, new = core(torch.empty(T, 2, IN, device="meta"), state, starts)
         assert y.shape == (T, 2, 32)
         assert {k: v.shape for k, v in new.items()} == {k: v.shape for k, v in state.items()}
+
+
+def _projected_rows(core):
+    """Rows each layer's key/value projection sees per call, recorded by forward hooks."""
+    rows: list[int] = []
+    for layer in core.layers:
+        layer.key_value.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[1]))
+    return rows
+
+
+def _steps(core, state, xs, starts):
+    ys = []
+    for x in xs:
+        y, state = core(x[None], state, starts)
+        ys.append(y)
+    return torch.cat(ys), state
+
+
+def test_acting_steps_project_only_the_new_step_and_match_a_full_projection():
+    W, B = 6, 3
+    core = _core(window=W, num_layers=2)
+    gen = torch.Generator().manual_seed(1)
+    xs = torch.randn(12, B, IN, generator=gen, dtype=torch.float64)
+    starts = torch.zeros(B, dtype=torch.bool)[None]
+    rows = _projected_rows(core)
+    with torch.no_grad():
+        _, state = _steps(core, core.initial_state(B, "cpu"), xs[:8], starts)
+        assert rows[:2] == [W + 1, W + 1] and set(rows[2:]) == {1}  # the first step projects all
+        rows.clear()
+        y_cached, s_cached = _steps(core, state, xs[8:], starts)
+        forced = {**state, "kv_params": torch.full((B,), float("nan"), dtype=torch.float64)}
+        y_full, s_full = core(xs[8:9], forced, starts)  # a mismatched checksum: all projected
+    assert set(rows[:8]) == {1} and rows[8:] == [W + 1, W + 1]
+    torch.testing.assert_close(y_cached[:1], y_full, atol=1e-12, rtol=1e-12)
+    # the sequence path (every step projected) agrees with the cached steps
+    with torch.no_grad():
+        y_seq, s_seq = core(xs[8:], state, torch.zeros(4, B, dtype=torch.bool))
+    torch.testing.assert_close(y_cached, y_seq, atol=1e-10, rtol=1e-10)
+    for k in s_seq:
+        torch.testing.assert_close(s_cached[k], s_seq[k], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("how", ["optimizer", "data", "load_state_dict"])
+def test_a_weight_change_projects_the_cache_again(how):
+    """Keys cached under the old weights are never read under new ones, however the
+    weights changed (``.data`` writes do not bump a tensor's version, so the check is on values)."""
+    W, B = 5, 2
+    core = _core(window=W, num_layers=1)
+    xs = torch.randn(7, B, IN, dtype=torch.float64)
+    starts = torch.zeros(1, B, dtype=torch.bool)
+    with torch.no_grad():
+        _, state = _steps(core, core.initial_state(B, "cpu"), xs[:6], starts)
+    weight = core.layers[0].key_value.weight
+    if how == "optimizer":
+        opt = torch.optim.SGD(core.parameters(), lr=0.1)
+        y, _ = core(xs[:3], core.initial_state(B, "cpu"), torch.zeros(3, B, dtype=torch.bool))
+        (y**2).sum().backward()  # not y.sum(): the output LayerNorm makes its gradient 0
+        opt.step()
+    elif how == "data":
+        weight.data.add_(0.05)
+    else:
+        sd = {k: v + 0.05 if k.endswith("key_value.weight") else v for k, v in core.state_dict().items()}
+        core.load_state_dict(sd)
+    rows = _projected_rows(core)
+    with torch.no_grad():
+        y_next, _ = core(xs[6:7], state, starts)
+        forced = {**state, "kv_params": torch.full((B,), float("nan"), dtype=torch.float64)}
+        y_full, _ = core(xs[6:7], forced, starts)
+    assert rows == [W + 1, W + 1]
+    torch.testing.assert_close(y_next, y_full, atol=0, rtol=0)
+
+
+def test_a_saved_and_restored_state_keeps_its_cached_keys():
+    """A checkpoint's carried state, cloned and loaded back, reads its keys as a run that
+    never stopped does: the resumed step's output is bit-identical."""
+    core = _core(window=4, num_layers=2)
+    xs = torch.randn(9, 2, IN, dtype=torch.float64)
+    starts = torch.zeros(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        _, state = _steps(core, core.initial_state(2, "cpu"), xs[:8], starts)
+        restored = {k: v.clone() for k, v in state.items()}
+        rows = _projected_rows(core)
+        y_straight, _ = core(xs[8:], state, starts)
+        y_resumed, _ = core(xs[8:], restored, starts)
+    assert rows == [1, 1, 1, 1]
+    assert torch.equal(y_straight, y_resumed)
