@@ -272,12 +272,15 @@ def parse_core_kwargs(text: str | None) -> dict[str, Any]:
 
 
 class StateLayout:
-    """Where each tensor of a core's state dict lives in the flat vector (after ``alive``)."""
+    """Where each tensor of a core's state dict lives in the flat vector (after ``alive``).
 
-    def __init__(self, example: dict[str, torch.Tensor]):
+    ``skip``: keys left out of the vector (a core's ``derived_state_keys``, caches it
+    rebuilds; the float32 vector could not carry GTrXL's float64 checksum anyway)."""
+
+    def __init__(self, example: dict[str, torch.Tensor], skip: tuple[str, ...] = ()):
         self.entries = []  # (key, shape without batch, dtype, start, numel)
         offset = 1
-        for key in sorted(example):
+        for key in sorted(set(example) - set(skip)):
             v = example[key]
             numel = int(np.prod(v.shape[1:], dtype=np.int64))
             self.entries.append((key, tuple(v.shape[1:]), v.dtype, offset, numel))
@@ -304,7 +307,7 @@ def core_state_size(core_name: str, core_kwargs: dict[str, Any] | None = None) -
     from memory_modules import make_core
 
     probe = make_core(core_name, 8, **(core_kwargs or {}))
-    return StateLayout(probe.initial_state(1, "cpu")).size
+    return StateLayout(probe.initial_state(1, "cpu"), probe.derived_state_keys()).size
 
 
 def _packed_positions(batch_sizes: torch.Tensor, sorted_indices: torch.Tensor | None, device):
@@ -335,7 +338,7 @@ class SFCore(_model_core_base()):
         if not name:
             raise ValueError("--recall_core is not set; accepted: a name of memory_modules.CORES")
         self.core = make_core(name, int(input_size), **parse_core_kwargs(cfg.recall_core_kwargs))
-        self.layout = StateLayout(self.core.initial_state(1, "cpu"))
+        self.layout = StateLayout(self.core.initial_state(1, "cpu"), self.core.derived_state_keys())
         self.core_output_size = self.core.output_size
         expected = self.layout.size
         if cfg.rnn_size != expected or cfg.rnn_type != "gru" or cfg.rnn_num_layers != 1:

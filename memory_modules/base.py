@@ -86,6 +86,12 @@ class MemoryCore(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         raise NotImplementedError
 
+    def derived_state_keys(self) -> tuple[str, ...]:
+        """State entries the core can rebuild from the others (caches of the weights' work).
+        A caller that stores states compactly may drop them; ``forward`` then rebuilds
+        them (and returns them in the new state). None by default."""
+        return ()
+
     def forward(
         self,
         x: torch.Tensor,

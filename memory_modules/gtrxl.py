@@ -173,6 +173,9 @@ class GTrXLCore(MemoryCore):
         )
         self._probe: torch.Tensor | None = None  # the checksum's random vector
 
+    def derived_state_keys(self) -> tuple[str, ...]:
+        return (*(f"kv{i}" for i in range(self.num_layers)), "kv_params")
+
     def _kv_weights(self) -> list[torch.Tensor]:
         """The parameters a step's keys and values depend on, besides its input."""
         return [p for layer in self.layers
@@ -242,7 +245,8 @@ class GTrXLCore(MemoryCore):
         if dev.type == "cpu":
             checksum = self._kv_checksum()
         reuse = (T == 1 and dev.type == "cpu" and not torch.is_grad_enabled()
-                 and "kv_params" in state and bool((state["kv_params"] == checksum).all()))
+                 and all(k in state for k in self.derived_state_keys())
+                 and bool((state["kv_params"] == checksum).all()))
 
         h = self.embed(x).transpose(0, 1)  # [B, T, H]
         new_state: State = {}

@@ -212,3 +212,19 @@ def test_a_saved_and_restored_state_keeps_its_cached_keys():
         y_resumed, _ = core(xs[8:], restored, starts)
     assert rows == [1, 1, 1, 1]
     assert torch.equal(y_straight, y_resumed)
+
+
+def test_a_state_without_its_derived_keys_gives_the_same_outputs():
+    """A caller that stores states compactly drops ``derived_state_keys`` (sample-factory):
+    the step projects the cache itself and hands the keys back in the new state."""
+    core = _core(window=4, num_layers=2)
+    xs = torch.randn(8, 2, IN, dtype=torch.float64)
+    starts = torch.zeros(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        _, state = _steps(core, core.initial_state(2, "cpu"), xs[:7], starts)
+        compact = {k: v for k, v in state.items() if k not in core.derived_state_keys()}
+        assert set(compact) == {"cache0", "cache1", "valid"}
+        y_full, s_full = core(xs[7:], state, starts)
+        y_compact, s_compact = core(xs[7:], compact, starts)
+    torch.testing.assert_close(y_compact, y_full, atol=1e-12, rtol=1e-12)
+    assert set(s_compact) == set(s_full)

@@ -193,6 +193,20 @@ def test_state_layout_roundtrip_keeps_bools():
     torch.testing.assert_close(back["a"], state["a"])
 
 
+def test_state_layout_leaves_out_what_the_core_rebuilds():
+    """GTrXL's cached keys and values (and their float64 checksum, which a float32 vector
+    could not carry) stay out of sample-factory's state vector: the vector is as long as
+    the cache and its mask alone, and the core rebuilds the rest at each step."""
+    from memory_modules import make_core
+
+    core = make_core("gtrxl", 8, hidden_size=32, window=8, num_layers=2)
+    full = core.initial_state(1, "cpu")
+    lay = StateLayout(full, core.derived_state_keys())
+    assert lay.size == 1 + 2 * 8 * 32 + 8  # alive + cache0, cache1 + valid
+    assert core_state_size("gtrxl", {"hidden_size": 32, "window": 8}) == lay.size
+    assert set(lay.unflatten(lay.flatten(full, 1, torch.zeros(1, lay.size)))) == {"cache0", "cache1", "valid"}
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="missing env="):
         build_argv(["core=gru"])
