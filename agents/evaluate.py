@@ -11,7 +11,8 @@ figures again at the top level, env, core and the env knobs.
 Both matter: a greedy policy in a gridworld can loop where sampling escapes. By default the env is the one the
 checkpoint was trained on; ``env=`` and ``env.<knob>=`` change it (e.g. a
 longer delay). An env whose spaces do not fit the policy is a clear error.
-Evaluation episodes are seeded apart from training (seed = training seed + 10**6).
+Evaluation episodes are seeded apart from training (seed = training seed + 10**6); the
+sampled policy's draws are seeded from the same seed, so the figures repeat exactly.
 Decision-transformer checkpoints are handed to ``agents.dt_eval``.
 """
 
@@ -82,7 +83,18 @@ def evaluate_checkpoint(
     env_cfg: dict[str, Any] | None = None,
     deterministic: bool | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint file (or run dir) on its own env or on ``env_cfg``."""
+    """Evaluate a checkpoint file (or run dir) on its own env or on ``env_cfg``.
+
+    Torch's generator is forked for the call (building the policy and the sampled
+    actions draw from it), so the caller's stream is left as it was, and seeded from the
+    evaluation seed, so the sampled figures are the same in every process."""
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        return _evaluate_checkpoint(checkpoint, episodes, num_envs, device, seed, env_cfg,
+                                    deterministic)
+
+
+def _evaluate_checkpoint(checkpoint, episodes, num_envs, device, seed, env_cfg, deterministic):
     ckpt = load_checkpoint(checkpoint, map_location=device)
     policy = policy_from_checkpoint(ckpt, device)
     env_cfg = env_cfg or ckpt["config"]["env"]
@@ -93,6 +105,7 @@ def evaluate_checkpoint(
         return make_env(env_cfg, min(num_envs, episodes), device, seed, check_actions=False)
 
     check_env_fits(policy, make_eval_env(), env_cfg["id"], checkpoint)
+    torch.manual_seed(seed)  # the sampled actions' draws (the caller's generator is forked)
     result = evaluate_modes(policy, make_eval_env, episodes, deterministic)
     return {
         **result,

@@ -61,3 +61,18 @@ def test_an_old_ppo_checkpoint_records_a_video(tmp_path, capsys):
     assert record_main([f"checkpoint={PPO}", f"out={out}", "episodes=1"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out.stat().st_size > 0 and info["frames"] > 0
+
+
+def test_sampled_figures_do_not_depend_on_what_ran_before(capsys):
+    """agents.evaluate seeds the sampled policy's draws from the evaluation seed, inside a
+    fork of torch's generator: the same figures after any use of the generator, and the
+    caller's stream untouched."""
+    torch.manual_seed(123)
+    first = _evaluate(PPO, capsys)
+    torch.rand(1000)
+    assert _evaluate(PPO, capsys) == first
+    torch.manual_seed(5)
+    _evaluate(PPO, capsys)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))
