@@ -254,8 +254,12 @@ class GTrXLCore(MemoryCore):
             h, raw, kv = layer(h, state[f"cache{i}"], visible, distance, self.table,
                                state[f"kv{i}"] if reuse else None)
             invalid = ~new_valid[..., None]
-            new_state[f"cache{i}"] = raw[:, T:].detach().masked_fill(invalid, 0.0)
-            new_state[f"kv{i}"] = kv[:, T:].detach().masked_fill(invalid, 0.0)
+            for key, full in ((f"cache{i}", raw), (f"kv{i}", kv)):
+                # Without autograd, the layer's own fresh buffer is zeroed in place and its
+                # last W rows kept (a view): one copy of the cache a step instead of two.
+                tail = full[:, T:]
+                new_state[key] = (tail.detach().masked_fill(invalid, 0.0) if full.requires_grad
+                                  else tail.masked_fill_(invalid, 0.0))
         new_state["valid"] = new_valid
         new_state["kv_params"] = torch.full((B,), checksum, device=dev, dtype=torch.float64)
         if self.read_recording:
