@@ -248,6 +248,11 @@ class GTrXLCore(MemoryCore):
                  and all(k in state for k in self.derived_state_keys())
                  and bool((state["kv_params"] == checksum).all()))
 
+        # Invalid rows of the new state are zero. On a step that reads the cached keys the
+        # state's invalid rows already are, so only the rows of an env whose episode starts
+        # now (its cached steps are of the last episode) turn invalid: those alone are zeroed.
+        restarted = starts[:, 0].nonzero().squeeze(1) if reuse else None
+
         h = self.embed(x).transpose(0, 1)  # [B, T, H]
         new_state: State = {}
         for i, layer in enumerate(self.layers):
@@ -256,10 +261,15 @@ class GTrXLCore(MemoryCore):
             invalid = ~new_valid[..., None]
             for key, full in ((f"cache{i}", raw), (f"kv{i}", kv)):
                 # Without autograd, the layer's own fresh buffer is zeroed in place and its
-                # last W rows kept (a view): one copy of the cache a step instead of two.
+                # last W rows kept (a view): no copy of the cache beyond the layer's own.
                 tail = full[:, T:]
-                new_state[key] = (tail.detach().masked_fill(invalid, 0.0) if full.requires_grad
-                                  else tail.masked_fill_(invalid, 0.0))
+                if full.requires_grad:
+                    tail = tail.detach().masked_fill(invalid, 0.0)
+                elif restarted is not None:
+                    tail[restarted, : W - 1] = 0.0  # all but the new step, of the last episode
+                else:
+                    tail.masked_fill_(invalid, 0.0)
+                new_state[key] = tail
         new_state["valid"] = new_valid
         new_state["kv_params"] = torch.full((B,), checksum, device=dev, dtype=torch.float64)
         if self.read_recording:
