@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.make_checkpoints import DT_RUN as DT
 from fixtures.make_checkpoints import EVAL_EPISODES, OUT, trace
+from fixtures.make_checkpoints import PPO_RUN as PPO
 
 from agents import train as train_mod
 from agents.checkpoint import load_checkpoint
@@ -24,7 +26,6 @@ from agents.evaluate import main as evaluate_main
 from agents.record import main as record_main
 
 EXPECTED = json.loads((OUT / "expected.json").read_text())
-PPO, DT = OUT / "ppo_gru_delayed_match", OUT / "dt_dtmem_delayed_match"
 
 
 def _evaluate(run_dir: Path, capsys) -> dict:

@@ -136,26 +136,19 @@ def _projected_rows(core):
     return rows
 
 
-def _steps(core, state, xs, starts):
-    ys = []
-    for x in xs:
-        y, state = core(x[None], state, starts)
-        ys.append(y)
-    return torch.cat(ys), state
-
-
 def test_acting_steps_project_only_the_new_step_and_match_a_full_projection():
     W, B = 6, 3
     core = _core(window=W, num_layers=2)
     gen = torch.Generator().manual_seed(1)
     xs = torch.randn(12, B, IN, generator=gen, dtype=torch.float64)
     starts = torch.zeros(B, dtype=torch.bool)[None]
+    never = torch.zeros(len(xs), starts.shape[1], dtype=torch.bool)  # one row a step
     rows = _projected_rows(core)
     with torch.no_grad():
-        _, state = _steps(core, core.initial_state(B, "cpu"), xs[:8], starts)
+        _, state = run_steps(core, xs[:8], core.initial_state(B, "cpu"), never[:8])
         assert rows[:2] == [W + 1, W + 1] and set(rows[2:]) == {1}  # the first step projects all
         rows.clear()
-        y_cached, s_cached = _steps(core, state, xs[8:], starts)
+        y_cached, s_cached = run_steps(core, xs[8:], state, never[8:])
         forced = {**state, "kv_params": torch.full((B,), float("nan"), dtype=torch.float64)}
         y_full, s_full = core(xs[8:9], forced, starts)  # a mismatched checksum: all projected
     assert set(rows[:8]) == {1} and rows[8:] == [W + 1, W + 1]
@@ -176,8 +169,9 @@ def test_a_weight_change_projects_the_cache_again(how):
     core = _core(window=W, num_layers=1)
     xs = torch.randn(7, B, IN, dtype=torch.float64)
     starts = torch.zeros(1, B, dtype=torch.bool)
+    never = torch.zeros(len(xs), starts.shape[1], dtype=torch.bool)  # one row a step
     with torch.no_grad():
-        _, state = _steps(core, core.initial_state(B, "cpu"), xs[:6], starts)
+        _, state = run_steps(core, xs[:6], core.initial_state(B, "cpu"), never[:6])
     weight = core.layers[0].key_value.weight
     if how == "optimizer":
         opt = torch.optim.SGD(core.parameters(), lr=0.1)
@@ -204,8 +198,9 @@ def test_a_saved_and_restored_state_keeps_its_cached_keys():
     core = _core(window=4, num_layers=2)
     xs = torch.randn(9, 2, IN, dtype=torch.float64)
     starts = torch.zeros(1, 2, dtype=torch.bool)
+    never = torch.zeros(len(xs), starts.shape[1], dtype=torch.bool)  # one row a step
     with torch.no_grad():
-        _, state = _steps(core, core.initial_state(2, "cpu"), xs[:8], starts)
+        _, state = run_steps(core, xs[:8], core.initial_state(2, "cpu"), never[:8])
         restored = {k: v.clone() for k, v in state.items()}
         rows = _projected_rows(core)
         y_straight, _ = core(xs[8:], state, starts)
@@ -220,8 +215,9 @@ def test_a_state_without_its_derived_keys_gives_the_same_outputs():
     core = _core(window=4, num_layers=2)
     xs = torch.randn(8, 2, IN, dtype=torch.float64)
     starts = torch.zeros(1, 2, dtype=torch.bool)
+    never = torch.zeros(len(xs), starts.shape[1], dtype=torch.bool)  # one row a step
     with torch.no_grad():
-        _, state = _steps(core, core.initial_state(2, "cpu"), xs[:7], starts)
+        _, state = run_steps(core, xs[:7], core.initial_state(2, "cpu"), never[:7])
         compact = {k: v for k, v in state.items() if k not in core.derived_state_keys()}
         assert set(compact) == {"cache0", "cache1", "valid"}
         y_full, s_full = core(xs[7:], state, starts)
