@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from agents.adam import Adam
 from agents.policy import Policy
 from agents.rollout import Rollout
 
@@ -91,7 +92,7 @@ class PPO:
             policy.next_obs.fraction = cfg.next_obs_fraction
         self.policy = policy
         self.cfg = cfg
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+        self.optimizer = Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
         # The entropy bonus in force (a tensor: adapting it reads nothing on the host).
         device = next(policy.parameters()).device
         self.ent_coef = torch.tensor(cfg.ent_coef, dtype=torch.float32, device=device)
