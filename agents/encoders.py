@@ -299,6 +299,10 @@ def make_encoder(
     """The encoder for ``space``; ``encoder.output_size`` is its feature width.
 
     ``grid_trunk`` ("cnn" or "mlp") is what reads the embedded cells of a symbol grid."""
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)) and (symbol_counts or symbol_grid):
+        raise ValueError(f"symbol_counts={symbol_counts} / symbol_grid={symbol_grid} describe one array "
+                         f"observation; {type(space).__name__} spaces do not take them (nothing would read "
+                         "them): give the env a single array observation, or leave them out")
     if isinstance(space, gym.spaces.Dict):
         return DictEncoder(
             {k: make_encoder(s, embed_dim, hidden_size, mlp_layers, cnn_channels, share_embeddings,

@@ -191,6 +191,9 @@ def test_an_image_of_ids_is_embedded_not_scaled():
     assert not torch.allclose(enc(key), enc(ball))
     with pytest.raises(ValueError, match="do not match the channels"):
         make_encoder(env.single_observation_space, symbol_counts=[11, 6])
+    nested = gym.spaces.Dict(view=env.single_observation_space, step=gym.spaces.Discrete(4))
+    with pytest.raises(ValueError, match=r"symbol_counts=\[11, 6, 3\].*Dict spaces do not take them"):
+        make_encoder(nested, symbol_counts=[11, 6, 3])
 
 
 @pytest.mark.parametrize("env_id", ["MiniGrid-MemoryS7-v0", "recall/Ballet-v0"])
