@@ -25,13 +25,16 @@ ENCODER_KEYS = ("embed_dim", "hidden_size", "mlp_layers", "cnn_channels", "share
                 "grid_trunk")
 
 
-def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
-    """The training config with command-line style overrides, without starting a Hydra app."""
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config",
+            return_hydra_config: bool = False) -> DictConfig:
+    """The training config with command-line style overrides, without starting a Hydra app
+    (with ``return_hydra_config``, Hydra's own settings too, under ``hydra``)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides),
+                             return_hydra_config=return_hydra_config)
 
 
 def to_dict(node: Any) -> dict[str, Any]:

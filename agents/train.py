@@ -53,7 +53,7 @@ from agents.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agents.cli import check_hydra_args
+from agents.cli import check_hydra_args, single_run
 from agents.config import (
     check_env_knobs,
     env_overrides,
@@ -576,14 +576,12 @@ def main() -> None:
     try:  # env=<id> -> env=<name>, and unknown envs and knobs as one line, before Hydra
         sys.argv[1:] = env_overrides(sys.argv[1:])
         check_launch(sys.argv[1:])
-        check_hydra_args(sys.argv[1:], "config", ("core", "algo", "experiment"))
+        composed = check_hydra_args(sys.argv[1:], "config", ("core", "algo", "experiment"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
 
-    @hydra.main(version_base=None, config_path="../configs", config_name="config")
-    def _app(cfg: DictConfig) -> None:
-        overrides = list(HydraConfig.get().overrides.task)
+    def job(cfg: DictConfig, overrides: list[str]) -> None:
         try:
             summary = run(cfg, overrides)
         except (NonFiniteLossError, ValueError, FileNotFoundError) as err:
@@ -594,6 +592,15 @@ def main() -> None:
             sys.exit(1)
         if summary["interrupted"] and not in_multirun():
             sys.exit(summary.get("exit_status", 130))
+
+    cfg = single_run(sys.argv[1:], composed)
+    if cfg is not None:  # a plain run: composed once, above
+        job(cfg, list(sys.argv[1:]))
+        return
+
+    @hydra.main(version_base=None, config_path="../configs", config_name="config")
+    def _app(cfg: DictConfig) -> None:
+        job(cfg, list(HydraConfig.get().overrides.task))
 
     _app()
 

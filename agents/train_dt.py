@@ -51,7 +51,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, rng_state, save_checkpoint
-from agents.cli import check_hydra_args
+from agents.cli import check_hydra_args, single_run
 from agents.collect import load_dataset
 from agents.config import env_knobs, make_env
 from agents.device import check_device
@@ -440,13 +440,12 @@ def main() -> None:
     import hydra
 
     try:  # a bad override (unknown key or config name) as one line, before Hydra
-        check_hydra_args(sys.argv[1:], "train_dt", ("core", "dt_experiment"))
+        composed = check_hydra_args(sys.argv[1:], "train_dt", ("core", "dt_experiment"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
 
-    @hydra.main(version_base=None, config_path="../configs", config_name="train_dt")
-    def _app(cfg: DictConfig) -> None:
+    def job(cfg: DictConfig) -> None:
         try:
             summary = run(cfg)
         except (ValueError, FileNotFoundError, RuntimeError) as err:
@@ -456,6 +455,15 @@ def main() -> None:
             sys.exit(1)
         if summary["interrupted"] and not in_multirun():
             sys.exit(summary["exit_status"])
+
+    cfg = single_run(sys.argv[1:], composed)
+    if cfg is not None:  # a plain run: composed once, above
+        job(cfg)
+        return
+
+    @hydra.main(version_base=None, config_path="../configs", config_name="train_dt")
+    def _app(cfg: DictConfig) -> None:
+        job(cfg)
 
     _app()
 

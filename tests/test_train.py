@@ -274,3 +274,52 @@ def test_curriculum_over_minigrid_rooms_moves_the_env_id_with_the_room(tmp_path)
     summary = train_mod.run(run)
     assert load_checkpoint(summary["run_dir"])["curriculum_stage"] == 2
     assert load_checkpoint(summary["run_dir"])["env_id"] == "MiniGrid-MemoryS11-v0"
+
+
+@pytest.mark.parametrize("via_hydra", [False, True])
+def test_a_plain_run_is_composed_once_and_hydra_flags_go_to_hydra(monkeypatch, tmp_path, via_hydra):
+    """`agents.train key=value ...` starts the job from the config its pre-check composed
+    (Hydra would compose it twice more); a Hydra flag or hydra.* override goes through
+    @hydra.main."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    from agents.cli import single_run
+    from agents.config import CONFIG_DIR
+    from agents.sweep import in_multirun
+
+    loads, seen = [], {}
+    real_load = ConfigLoaderImpl.load_configuration
+
+    def counting_load(self, *args, **kwargs):
+        loads.append(1)
+        return real_load(self, *args, **kwargs)
+
+    def fake_run(cfg, overrides):
+        seen.update(cfg=cfg, overrides=overrides, multirun=in_multirun())
+        return {"interrupted": False}
+
+    assert single_run(["seed=7", "hydra.job.chdir=true"], compose(["seed=7"], return_hydra_config=True)) is None
+    extra = ("--config-path", str(CONFIG_DIR)) if via_hydra else ()  # in-process, Hydra needs the path
+    state = Singleton.get_state()  # @hydra.main leaves its singletons behind
+    stale = compose([], return_hydra_config=True)  # as an earlier in-process multirun leaves it
+    with read_write(stale.hydra):
+        stale.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(stale)
+    assert in_multirun()
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", counting_load)
+    monkeypatch.setattr(train_mod, "run", fake_run)
+    monkeypatch.setattr(sys, "argv", ["agents.train", "env=nback", "seed=7", f"runs_root={tmp_path}", *extra])
+    try:
+        train_mod.main()
+    finally:
+        Singleton.set_state(state)
+        GlobalHydra.instance().clear()
+    assert seen["cfg"].seed == 7 and seen["cfg"].env.id == "recall/NBack-v0" and "hydra" not in seen["cfg"]
+    assert seen["overrides"] == ["env=nback", "seed=7", f"runs_root={tmp_path}"]
+    assert seen["multirun"] is False
+    assert len(loads) == (2 if via_hydra else 1)  # Hydra composes twice; the pre-check skips flags
