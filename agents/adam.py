@@ -1,17 +1,17 @@
-"""Adam for the PPO trainer, built on torch's foreach kernels instead of ``torch.optim``.
+"""Adam (and AdamW) for the trainers, built on torch's foreach kernels instead of ``torch.optim``.
 
 Why not ``torch.optim.Adam``: torch 2.13 wraps the optimizers' methods so that its
 compiler stays out of them, and the wrapper imports ``torch._dynamo`` the first time
-an optimizer is built (and again on every ``step()``). That import is 1.3-1.6 s of
-this 2-core CPU's start-up of ``agents.train``, about a quarter of a seconds-scale
-run such as RepeatFirst (docs/benchmarks.md, "Start-up"). A training run that never
-compiles has no use for it.
+an optimizer is built (and again on every ``step()``). On this 2-core CPU that import
+took a one-update run of ``agents.train`` from 3.0 s to 4.0-4.3 s, a quarter of a
+seconds-scale run such as RepeatFirst (docs/benchmarks.md, "The optimizer's share of
+start-up"). A training run that never compiles has no use for it.
 
-The update is torch.optim.Adam's with amsgrad, weight decay and maximize off
-(tests/test_adam.py checks it step for step, bit for bit on the CPU), and
-``state_dict`` has torch.optim.Adam's layout: checkpoints written with either load
-into the other. Step counts are Python integers, so a step reads nothing back from
-the device.
+The update is torch.optim.Adam's with amsgrad and maximize off, and with
+``weight_decay`` it is torch.optim.AdamW's (decoupled decay; tests/test_adam.py checks
+both step for step, bit for bit on the CPU). ``state_dict`` has torch's layout:
+checkpoints written with either load into the other. Step counts are Python integers,
+so a step reads nothing back from the device.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from collections.abc import Iterable
 import torch
 
 # The keys of torch.optim.Adam's param group, with the values this class implements.
-_FIXED = dict(weight_decay=0, amsgrad=False, maximize=False, foreach=None, capturable=False,
-              differentiable=False, fused=None, decoupled_weight_decay=False)
+_FIXED = dict(amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
+              fused=None)
 
 
 class Adam:
-    """One param group of Adam: ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``."""
+    """One param group of Adam: ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``.
+
+    ``weight_decay`` is AdamW's: each step first shrinks the weights by ``lr * weight_decay``."""
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         params = list(params)
         if not params:
             raise ValueError("Adam got an empty parameter list")
@@ -41,7 +43,10 @@ class Adam:
             raise ValueError(f"eps={eps} must be >= 0")
         if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
             raise ValueError(f"betas={betas} must be two numbers in [0, 1)")
-        self.param_groups = [dict(lr=lr, betas=tuple(betas), eps=eps, **_FIXED, params=params)]
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay={weight_decay} must be >= 0")
+        self.param_groups = [dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **_FIXED,
+                                  decoupled_weight_decay=weight_decay != 0, params=params)]
         # per parameter: the number of steps it took, and its two moment estimates
         self.state: dict[torch.Tensor, dict] = {}
 
@@ -65,6 +70,8 @@ class Adam:
             states = [self._state_of(p) for p in params]
             for s in states:
                 s["step"] += 1
+            if group["weight_decay"] != 0:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
             grads = [p.grad for p in params]
             exp_avgs = [s["exp_avg"] for s in states]
             exp_avg_sqs = [s["exp_avg_sq"] for s in states]
@@ -106,10 +113,12 @@ class Adam:
                 f"the optimizer state holds {[len(g['params']) for g in groups]} parameters per "
                 f"group; this model has one group of {len(params)}: the checkpoint is of another model")
         saved = groups[0]
-        unsupported = {k: saved[k] for k in ("weight_decay", "amsgrad", "maximize") if saved.get(k)}
+        unsupported = {k: saved[k] for k in ("amsgrad", "maximize") if saved.get(k)}
+        if saved.get("weight_decay") and not saved.get("decoupled_weight_decay"):
+            unsupported["weight_decay"] = f"{saved['weight_decay']} (L2, not decoupled)"
         if unsupported:
             raise ValueError(f"the optimizer state was written with {unsupported}; agents.adam.Adam "
-                             "implements weight_decay=0, amsgrad=False, maximize=False")
+                             "implements amsgrad=False, maximize=False and AdamW's decoupled decay")
         by_index = dict(zip(saved["params"], params, strict=True))
         state = {}
         for i, s in state_dict["state"].items():
@@ -122,8 +131,11 @@ class Adam:
                             exp_avg_sq=s["exp_avg_sq"].to(p.device, p.dtype, copy=True))
         self.state = state
         group = self.param_groups[0]
-        group.update(lr=saved["lr"], betas=tuple(saved["betas"]), eps=saved["eps"])
+        group.update(lr=saved["lr"], betas=tuple(saved["betas"]), eps=saved["eps"],
+                     weight_decay=saved.get("weight_decay", 0),
+                     decoupled_weight_decay=bool(saved.get("weight_decay")))
 
     def __repr__(self) -> str:
         g = self.param_groups[0]
-        return f"Adam(lr={g['lr']}, betas={g['betas']}, eps={g['eps']}, params={len(g['params'])})"
+        return (f"Adam(lr={g['lr']}, betas={g['betas']}, eps={g['eps']}, weight_decay={g['weight_decay']}, "
+                f"params={len(g['params'])})")

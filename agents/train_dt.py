@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from agents.adam import Adam
 from agents.checkpoint import CHECKPOINT_DIR, LATEST, load_checkpoint, rng_state, save_checkpoint
 from agents.cli import check_hydra_args, single_run
 from agents.collect import load_dataset
@@ -255,7 +256,7 @@ class DTTrainer:
             params = list(self.model.parameters())
         self.params = params
         t = cfg.train
-        self.optimizer = torch.optim.AdamW(params, lr=float(t.lr), weight_decay=float(t.weight_decay))
+        self.optimizer = Adam(params, lr=float(t.lr), weight_decay=float(t.weight_decay))  # AdamW
         self.updates = int(t.updates)
         self.update = 0
         self.writer = SummaryWriter(str(run_dir / "tb"))

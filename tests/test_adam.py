@@ -45,10 +45,15 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 
 
 @pytest.mark.parametrize("foreach", [False, True])
-def test_steps_equal_torch_adam_bit_for_bit(foreach):
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_steps_equal_torch_adam_and_adamw_bit_for_bit(foreach, weight_decay):
     ours_model, torch_model = _model(), _model()
-    ours = Adam(ours_model.parameters(), lr=3e-3, eps=1e-5)
-    ref = torch.optim.Adam(torch_model.parameters(), lr=3e-3, eps=1e-5, foreach=foreach)
+    ours = Adam(ours_model.parameters(), lr=3e-3, eps=1e-5, weight_decay=weight_decay)
+    if weight_decay:
+        ref = torch.optim.AdamW(torch_model.parameters(), lr=3e-3, eps=1e-5, weight_decay=weight_decay,
+                                foreach=foreach)
+    else:
+        ref = torch.optim.Adam(torch_model.parameters(), lr=3e-3, eps=1e-5, foreach=foreach)
     lrs = {3: 1e-3, 5: 0.0, 6: 2e-3}  # an annealed rate, a zero one included
     _train(ours_model, ours, range(8), lrs)
     _train(torch_model, ref, range(8), lrs)
@@ -60,6 +65,9 @@ def test_steps_equal_torch_adam_bit_for_bit(foreach):
         assert ours_sd["state"][i]["step"].dtype == s["step"].dtype
         assert all(torch.equal(ours_sd["state"][i][k], s[k]) for k in s), i
     assert {int(s["step"]) for s in ours_sd["state"].values()} == {8, 4}  # the spare head lags
+    # torch's layout, key for key (foreach is the flag torch.optim was built with)
+    assert {k: v for k, v in ours_sd["param_groups"][0].items() if k != "foreach"} == \
+        {k: v for k, v in ref_sd["param_groups"][0].items() if k != "foreach"}
 
 
 def test_state_dicts_load_across_both_ways():
@@ -98,10 +106,14 @@ def test_mismatched_state_is_refused_with_the_sizes():
     sd["param_groups"][0]["amsgrad"] = True
     with pytest.raises(ValueError, match="amsgrad"):
         Adam(model.parameters()).load_state_dict(sd)
+    l2 = torch.optim.Adam(model.parameters(), weight_decay=0.1)  # L2 in the gradient, not AdamW's
+    with pytest.raises(ValueError, match=r"weight_decay.*0.1 \(L2, not decoupled\)"):
+        Adam(model.parameters()).load_state_dict(l2.state_dict())
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(lr=-1.0), "lr=-1.0"), (dict(eps=-1e-8), "eps"),
-                                           (dict(betas=(0.9, 1.0)), "betas")])
+                                           (dict(betas=(0.9, 1.0)), "betas"),
+                                           (dict(weight_decay=-0.1), "weight_decay=-0.1")])
 def test_bad_hyperparameters_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Adam(_model().parameters(), **kwargs)
