@@ -180,8 +180,8 @@ def main() -> None:
     parser.add_argument(
         "--rnn-layouts",
         action="store_true",
-        help="also time the LSTM/GRU training pass without resets and in both segment "
-        "layouts (packed, padded)",
+        help="also time the LSTM/GRU training pass without resets and in each sequence "
+        "layout (packed, padded; the GRU's scan too)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -241,7 +241,7 @@ def main() -> None:
         elif kind == "layout":
             core = make_core(name, INPUT).to(dev)
             row = {"none": training_time(core, TRAIN_ENVS, dev, train_repeats, 0.0)}
-            for path in ("packed", "padded"):
+            for path in ("packed", "padded", "scan")[: 3 if name == "gru" else 2]:
                 core.sequence_path = path
                 row[path] = training_time(core, TRAIN_ENVS, dev, train_repeats)
             layouts[(name, dev.type)] = row
@@ -311,12 +311,14 @@ def main() -> None:
         print(
             f"\nLSTM/GRU training pass (forward + backward, T={TRAIN_T}, {TRAIN_ENVS} envs): "
             "no episode starts (one plain fused call), and starts at rate "
-            f"1/{round(1 / RESET_RATE)} with the segments packed or padded "
-            "(``sequence_path``; \"auto\" picks packed on CUDA, padded elsewhere).\n"
+            f"1/{round(1 / RESET_RATE)} with the segments packed or padded, or the GRU's "
+            "scan (``sequence_path``; \"auto\" picks packed on CUDA; elsewhere padded, "
+            "or the scan for a GRU when the padded buckets take more steps than T).\n"
         )
         head = "| core |"
         for dev in devices:
-            head += f" no starts {dev.type} (ms) | packed {dev.type} (ms) | padded {dev.type} (ms) |"
+            head += (f" no starts {dev.type} (ms) | packed {dev.type} (ms) | padded {dev.type} (ms) |"
+                     f" scan {dev.type} (ms) |")
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
         for name in ("lstm", "gru"):
@@ -325,7 +327,8 @@ def main() -> None:
             line = f"| {name} |"
             for dev in devices:
                 r = layouts[(name, dev.type)]
-                line += f" {fmt_time(r['none'])} | {fmt_time(r['packed'])} | {fmt_time(r['padded'])} |"
+                line += (f" {fmt_time(r['none'])} | {fmt_time(r['packed'])} | {fmt_time(r['padded'])} |"
+                         f" {fmt_time(r['scan']) if 'scan' in r else '-'} |")
             print(line)
 
 

@@ -6,15 +6,15 @@ its own single-layer ``nn.LSTM``/``nn.GRU``, so every layer's output sequence is
 at hand (the padded path below needs it).
 
 Acting (``T == 1``) masks the state of envs whose episode starts and takes one
-fused step. Training (``T > 1``) never loops over time in Python. Without episode
-starts after step 0 it is one fused pass per layer. Otherwise every env's sequence
-is cut at its episode starts into segments; an env's first segment starts from the
-stored state, every later one from zeros, and the segments of all envs run
-together, in one of two layouts:
+fused step. Training (``T > 1``): without episode starts after step 0 it is one
+fused pass per layer. Otherwise every env's sequence is cut at its episode starts
+into segments; an env's first segment starts from the stored state, every later
+one from zeros, and the segments of all envs run together, in one of two layouts
+with no Python loop over time; or the GRU scans (the third item):
 
 * ``"packed"`` (default on CUDA): one ``PackedSequence``; cuDNN runs it natively
   and returns each segment's final state.
-* ``"padded"`` (default elsewhere): segments grouped by length into buckets
+* ``"padded"`` (the LSTM's default elsewhere): segments grouped by length into buckets
   (lengths in (2^(k-1), 2^k], so at most log2(T) + 1 of them), each bucket one
   zero-padded batch of left-aligned segments and one plain fused call per layer.
   Torch's CPU kernel for packed sequences slices its input once per step, and the
@@ -26,6 +26,13 @@ together, in one of two layouts:
   from the layer's output sequence (``h``) and, for the LSTM's cell, from the
   closed form of its linear recurrence ``c_t = f_t * c_{t-1} + i_t * g_t`` with
   the gates recomputed from the layer's inputs and outputs (see ``_final_cell``).
+* ``"scan"`` (GRU only): no segments at all. :mod:`memory_modules.gru_sequence`
+  runs each layer over all T steps once, a reset being a multiply, with its
+  backward written out. Off CUDA, ``"auto"`` takes it for the GRU when the padded
+  buckets would loop over more steps than T (ragged episodes: on MiniGrid's
+  training minibatches a PPO update took 0.87 s instead of 1.41 s) and keeps the
+  padded batches otherwise (episodes that tile the sequence make one short
+  bucket, which is faster).
 
 Outputs are gathered back to ``[T, B]`` and the final state is read from each
 env's last segment. Segment ids and positions are vectorised index arithmetic on
@@ -46,13 +53,14 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from memory_modules.base import MemoryCore, State, reset_state
+from memory_modules.gru_sequence import gru_sequence
 
 # Added to the retain gate's bias at init (see _FusedRNNCore._init_retain_bias). With
 # torch's default init (bias ~ 0) an LSTM/GRU did not learn the delay-32 recall test in
 # 1500 updates; a shift of 1 was still too little, 2 learned it in 200-450 updates.
 RETAIN_BIAS = 2.0
 
-SEQUENCE_PATHS = ("auto", "packed", "padded")
+SEQUENCE_PATHS = ("auto", "packed", "padded", "scan")
 
 Hidden = tuple[torch.Tensor, ...]  # one [1, N, H] tensor per state key, for one layer
 
@@ -163,6 +171,11 @@ class _FusedRNNCore(MemoryCore):
     ) -> tuple[torch.Tensor, State]:
         T, B, D = x.shape
         device = x.device
+        path = self.sequence_path
+        if path not in SEQUENCE_PATHS:
+            raise ValueError(f"sequence_path must be one of {SEQUENCE_PATHS}, got {path!r}")
+        if path == "scan":
+            return self._run_scan(x, state, starts)
         # A new segment begins at every start after step 0 (step 0 is handled above).
         cuts = torch.cat([torch.zeros(1, B, dtype=torch.bool, device=device), starts[1:]])
         seg_in_env = cuts.long().cumsum(0)  # [T, B]: segment number within env b
@@ -190,21 +203,28 @@ class _FusedRNNCore(MemoryCore):
             return self._run_plain(x, state)
 
         lengths = lengths[:n_total]  # segments are 0..n_total-1, none empty
+        if path == "auto":
+            path = "packed" if device.type == "cuda" else self._cpu_path(lengths, T)
+        if path == "scan":
+            return self._run_scan(x, state, starts)
         # Initial states [S, L, H]: zeros, except each env's first segment takes its state.
         h0 = {
             k: v.new_zeros(n_total, *v.shape[1:]).index_put((first,), v)
             for k, v in state.items()
         }
-        path = self.sequence_path
-        if path == "auto":
-            path = "packed" if device.type == "cuda" else "padded"
         if path == "packed":
             padded = x.new_zeros(int(lengths.max()), n_total, D).index_put((pos, seg), x)
             y, finals = self._segments_packed(padded, lengths, h0, last)
             return y[pos, seg], self._stack(finals)
-        if path == "padded":
-            return self._segments_padded(x, seg, pos, lengths, n_seg_host, h0)
-        raise ValueError(f"sequence_path must be one of {SEQUENCE_PATHS}, got {path!r}")
+        return self._segments_padded(x, seg, pos, lengths, n_seg_host, h0)
+
+    def _cpu_path(self, lengths: torch.Tensor, T: int) -> str:
+        """The layout ``"auto"`` takes off CUDA for segments of these (host) lengths."""
+        return "padded"
+
+    def _run_scan(self, x: torch.Tensor, state: State, starts: torch.Tensor):
+        raise ValueError(f"sequence_path='scan' is the GRU's; {type(self).__name__} has "
+                         f"{[p for p in SEQUENCE_PATHS if p != 'scan']}")
 
     def _segments_packed(self, padded, lengths_host, h0: State, last):
         """All segments as one PackedSequence per layer; returns padded outputs [L_max, S, H]
@@ -231,7 +251,7 @@ class _FusedRNNCore(MemoryCore):
         device = x.device
         S = lengths.shape[0]
         # -- host plan ----------------------------------------------------------------------
-        key = torch.ceil(torch.log2(lengths.double())).long()  # bucket of each segment
+        key = _bucket_of(lengths)
         order = torch.argsort(key, stable=True)  # segment ids grouped by bucket
         sizes = torch.bincount(key)
         last_host = n_seg.cumsum(0) - 1  # [B] global id of each env's last segment
@@ -307,6 +327,11 @@ class _FusedRNNCore(MemoryCore):
         return (after.exp() * write).sum(0) + suffix[0].exp() * hidden[1][0, rows]
 
 
+def _bucket_of(lengths: torch.Tensor) -> torch.Tensor:
+    """The padded path's bucket of each segment length: k for lengths in (2^(k-1), 2^k]."""
+    return torch.ceil(torch.log2(lengths.double())).long()
+
+
 class LSTMCore(_FusedRNNCore):
     """Stacked LSTM; state ``{"h": [B, L, H], "c": [B, L, H]}``."""
 
@@ -319,3 +344,24 @@ class GRUCore(_FusedRNNCore):
 
     _rnn_cls = nn.GRU
     _state_keys = ("h",)
+
+    def _cpu_path(self, lengths: torch.Tensor, T: int) -> str:
+        """The scan runs T steps whatever the resets; the padded batches run the longest
+        segment of each length bucket, one after another: take whichever loops over fewer
+        steps. Segments of one length (episodes that tile the sequence) make one short
+        bucket and stay padded; ragged episodes (MiniGrid, HiddenObjects) make up to
+        log2(T) + 1 buckets, as many as 2T steps, and go to the scan (docs/benchmarks.md,
+        memory core cost)."""
+        steps = torch.zeros(T.bit_length() + 1, dtype=lengths.dtype)
+        steps.scatter_reduce_(0, _bucket_of(lengths), lengths, reduce="amax")
+        return "scan" if int(steps.sum()) > T else "padded"
+
+    def _run_scan(self, x: torch.Tensor, state: State, starts: torch.Tensor):
+        """Every layer as one :func:`gru_sequence` call, resets and all (no segments)."""
+        keep = (~starts).unsqueeze(-1).to(x.dtype)  # [T, B, 1]: 0 wipes the state
+        finals = []
+        for i, layer in enumerate(self.layers):
+            x = gru_sequence(x, state["h"][:, i], keep, layer.weight_ih_l0, layer.weight_hh_l0,
+                             layer.bias_ih_l0, layer.bias_hh_l0)
+            finals.append(x[-1])
+        return x, {"h": torch.stack(finals, dim=1)}

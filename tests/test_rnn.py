@@ -1,4 +1,4 @@
-"""LSTM/GRU cores: the packed-segment sequence path against the one-step loop."""
+"""LSTM/GRU cores: the sequence paths (packed, padded, the GRU's scan) against the one-step loop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ CASES = [("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 2)]
 IDS = [f"{n}-L{layers}" for n, layers in CASES]
 
 
-PATHS = ["packed", "padded"]
+PATHS = ["packed", "padded", "scan"]
+# The scan is the GRU's (memory_modules.gru_sequence); the LSTM refuses it (tested below).
+CASE_PATHS = [(n, layers, p) for n, layers in CASES for p in PATHS if not (n == "lstm" and p == "scan")]
+CASE_PATH_IDS = [f"{n}-L{layers}-{p}" for n, layers, p in CASE_PATHS]
 
 
 def _core(name: str, num_layers: int, hidden: int = 16, seed: int = 0, path: str = "auto"):
@@ -44,8 +47,7 @@ def _assert_same(seq, step):
         torch.testing.assert_close(s_seq[k], s_step[k], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("name,num_layers", CASES, ids=IDS)
+@pytest.mark.parametrize("name,num_layers,path", CASE_PATHS, ids=CASE_PATH_IDS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_many_resets_match_step_loop(name, num_layers, seed, path):
     """Dense random resets: runs of starts (length-1 segments), starts at t=0 and t=T-1."""
@@ -74,11 +76,12 @@ def test_no_resets_match_step_loop(name, num_layers):
         _assert_same(core(x, state, starts), _step_loop(core, x, state, starts))
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name,path", [(n, p) for n in ("lstm", "gru") for p in PATHS
+                                       if not (n == "lstm" and p == "scan")])
 def test_sequence_path_calls(name, path, monkeypatch):
     """Resets inside the sequence: each layer's fused RNN runs all segments in one
-    PackedSequence, or in one padded batch per length bucket; no loop over steps."""
+    PackedSequence, or in one padded batch per length bucket; no loop over steps in
+    Python. The scan calls no torch RNN at all, resets or not."""
     core = _core(name, 2, path=path).eval()
     calls = []
     for i, layer in enumerate(core.layers):
@@ -96,6 +99,9 @@ def test_sequence_path_calls(name, path, monkeypatch):
     starts[[3, 4, 10, 29], [0, 0, 2, 5]] = True  # segments: 4 + 2 + 1 + 1 = 10
     with torch.no_grad():
         core(torch.randn(T, B, IN), core.initial_state(B, "cpu"), starts)
+    if path == "scan":
+        assert packs == [] and calls == []
+        return
     if path == "packed":
         assert packs == [False]
         assert [i for i, _ in calls] == [0, 1]
@@ -121,19 +127,31 @@ def test_sequence_path_calls(name, path, monkeypatch):
     assert [(i, tuple(a.shape[:2])) for i, a in calls] == [(0, (T, B)), (1, (T, B))]
 
 
-def test_auto_path_is_padded_on_cpu(monkeypatch):
-    core = _core("lstm", 1)
-    assert core.sequence_path == "auto"
+def _auto_path_taken(core, monkeypatch, T: int, B: int, starts) -> list[str]:
     seen = []
-    for path in PATHS:
+    for path in ("packed", "padded"):
         real = getattr(core, f"_segments_{path}")
         monkeypatch.setattr(
             core, f"_segments_{path}", lambda *a, p=path, f=real: seen.append(p) or f(*a)
         )
-    starts = torch.zeros(5, 2, dtype=torch.bool)
-    starts[2, 0] = True
-    core(torch.randn(5, 2, IN), core.initial_state(2, "cpu"), starts)
-    assert seen == ["padded"]
+    real_scan = core._run_scan
+    monkeypatch.setattr(core, "_run_scan", lambda *a: seen.append("scan") or real_scan(*a))
+    core(torch.randn(T, B, IN), core.initial_state(B, "cpu"), starts)
+    return seen
+
+
+def test_auto_path_on_cpu(monkeypatch):
+    """Off CUDA the LSTM pads; the GRU scans when the padded buckets would loop over more
+    steps than the sequence has (ragged episodes), and pads when they would not."""
+    ragged = torch.zeros(30, 6, dtype=torch.bool)
+    ragged[[3, 4, 10, 29], [0, 0, 2, 5]] = True  # buckets of 1, 3, 10 and 30 steps: 44 > 30
+    tiled = torch.zeros(8, 3, dtype=torch.bool)
+    tiled[4] = True  # two episodes of 4 steps per env: one bucket of 4 steps
+    lstm, gru = _core("lstm", 1), _core("gru", 1)
+    assert lstm.sequence_path == gru.sequence_path == "auto"
+    assert _auto_path_taken(lstm, monkeypatch, 30, 6, ragged) == ["padded"]
+    assert _auto_path_taken(gru, monkeypatch, 30, 6, ragged) == ["scan"]
+    assert _auto_path_taken(gru, monkeypatch, 8, 3, tiled) == ["padded"]
 
 
 def test_bad_sequence_path_is_an_error():
@@ -142,10 +160,12 @@ def test_bad_sequence_path_is_an_error():
     starts[2, 0] = True
     with pytest.raises(ValueError, match="sequence_path must be one of"):
         core(torch.randn(5, 2, IN), core.initial_state(2, "cpu"), starts)
+    lstm = _core("lstm", 1, path="scan")
+    with pytest.raises(ValueError, match="sequence_path='scan' is the GRU's; LSTMCore has"):
+        lstm(torch.randn(5, 2, IN), lstm.initial_state(2, "cpu"), starts)
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("name,num_layers", CASES, ids=IDS)
+@pytest.mark.parametrize("name,num_layers,path", CASE_PATHS, ids=CASE_PATH_IDS)
 def test_gradients_match_step_loop(name, num_layers, path):
     """Backward through the packed path equals backward through T single steps,
     for the weights and for the stored state."""
