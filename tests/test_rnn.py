@@ -274,3 +274,16 @@ def test_cuda_matches_cpu(name):
     for k in s_cpu:
         assert s_gpu[k].device.type == "cuda"
         torch.testing.assert_close(s_gpu[k].cpu(), s_cpu[k], atol=1e-4, rtol=1e-4)
+
+
+def test_update_paths_benchmark_runs(capsys):
+    """benchmarks/update_paths.py times a real PPO update per layout and names what auto took."""
+    from benchmarks.update_paths import main
+
+    assert main(["--experiments", "gru_repeat_first", "--paths", "padded", "scan", "auto",
+                 "--repeats", "1"]) == 0
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| `gru_repeat_first`")]
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[1] == "64 x 102"
+    assert all(float(c) > 0 for c in cells[2:5])
+    assert cells[5] == "padded"  # two 51-step episodes tile each 102-step sequence
