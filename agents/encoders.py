@@ -29,6 +29,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -185,6 +186,7 @@ class FlatTrunk(nn.Module):
 
 
 GRID_TRUNKS = ("cnn", "mlp")
+MAX_JOINT_ROWS = 4096  # GridEncoder's joint table of all channels, at most this many rows
 
 
 class GridEncoder(nn.Module):
@@ -210,6 +212,19 @@ class GridEncoder(nn.Module):
         offsets = (torch.cumsum(sizes, 0) - sizes)[None, None, :] - torch.as_tensor(start.copy())
         self.register_buffer("offsets", offsets, persistent=False)  # [H, W, C]
         self.embed = nn.Embedding(int(sizes.sum()), embed_dim)
+        # Several channels with a small product of counts (MiniGrid: 11 objects x 6 colours
+        # x 3 states = 198): each cell looks up one row of a joint table, the sum of its
+        # channels' rows built each call, instead of C rows summed. The same sum (same
+        # order), 1/C of the lookups and of the backward's scatter (docs/benchmarks.md).
+        self.joint_sizes: list[int] | None = None
+        if c > 1 and int(torch.prod(sizes)) <= MAX_JOINT_ROWS:
+            self.joint_sizes = sizes.tolist()
+            strides = torch.ones(c, dtype=torch.long)
+            for i in range(c - 2, -1, -1):
+                strides[i] = strides[i + 1] * sizes[i + 1]
+            start_t = torch.as_tensor(start.copy())
+            self.register_buffer("strides", strides, persistent=False)  # [C]
+            self.register_buffer("joint_base", -(start_t * strides).sum(-1), persistent=False)
         self.trunk = (ConvTrunk(embed_dim, h, w, channels, hidden_size) if trunk == "cnn"
                       else FlatTrunk(embed_dim, h, w, hidden_size, mlp_layers))
         self.output_size = self.trunk.output_size
@@ -220,7 +235,14 @@ class GridEncoder(nn.Module):
             x = x.unsqueeze(-1)
         elif self.layout == "chw":
             x = x.permute(0, 2, 3, 1)
-        e = self.embed(x + self.offsets).sum(-2)  # [N, H, W, E]: channels summed per cell
+        if self.joint_sizes is None:
+            e = self.embed(x + self.offsets).sum(-2)  # [N, H, W, E]: channels summed per cell
+        else:
+            tables = self.embed.weight.split(self.joint_sizes)
+            joint = tables[0]
+            for table in tables[1:]:  # row-major over the channels, as the strides
+                joint = (joint[:, None, :] + table[None, :, :]).flatten(0, 1)
+            e = F.embedding((x * self.strides).sum(-1) + self.joint_base, joint)
         return self.trunk(e.permute(0, 3, 1, 2))
 
 

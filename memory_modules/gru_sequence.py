@@ -40,16 +40,19 @@ class _GRUSequence(torch.autograd.Function):
         n = x.new_empty(T, B, H)  # the candidate state
         out = x.new_empty(T, B, H)
         w_hh_t = w_hh.t()
+        # Every per-step view made up front (one unbind each): indexing in the loop costs
+        # as much as the small ops themselves.
         steps = zip(keep.unbind(0), gi[..., : 2 * H].unbind(0), gi[..., 2 * H :].unbind(0),
-                    hp.unbind(0), gh.unbind(0), rz.unbind(0), n.unbind(0), out.unbind(0),
-                    strict=True)
+                    hp.unbind(0), gh.unbind(0), gh[..., : 2 * H].unbind(0),
+                    gh[..., 2 * H :].unbind(0), rz.unbind(0), rz[..., :H].unbind(0),
+                    rz[..., H:].unbind(0), n.unbind(0), out.unbind(0), strict=True)
         h = h0
-        for keep_t, gi_rz, gi_n, hp_t, gh_t, rz_t, n_t, out_t in steps:
+        for keep_t, gi_rz, gi_n, hp_t, gh_t, gh_rz, gh_n, rz_t, r_t, z_t, n_t, out_t in steps:
             torch.mul(h, keep_t, out=hp_t)
             torch.addmm(b_hh, hp_t, w_hh_t, out=gh_t)
-            torch.add(gi_rz, gh_t[:, : 2 * H], out=rz_t).sigmoid_()
-            torch.addcmul(gi_n, rz_t[:, :H], gh_t[:, 2 * H :], out=n_t).tanh_()
-            h = torch.lerp(n_t, hp_t, rz_t[:, H:], out=out_t)
+            torch.add(gi_rz, gh_rz, out=rz_t).sigmoid_()
+            torch.addcmul(gi_n, r_t, gh_n, out=n_t).tanh_()
+            h = torch.lerp(n_t, hp_t, z_t, out=out_t)
         ctx.save_for_backward(x, keep, w_ih, w_hh, hp, gh, rz, n)
         ctx.mark_non_differentiable(keep)
         return out
@@ -67,15 +70,19 @@ class _GRUSequence(torch.autograd.Function):
         dr = gh[..., 2 * H :] * r * (1 - r)
         d_gh = grad_out.new_empty(T, B, 3 * H)  # gradient of W_hh hp + b_hh
         d_pn = grad_out.new_empty(T, B, H)  # gradient of the candidate's pre-activation
+        steps = zip(grad_out.unbind(0), keep.unbind(0), a.unbind(0), dz.unbind(0), dr.unbind(0),
+                    r.unbind(0), z.unbind(0), d_gh.unbind(0), d_gh[..., :H].unbind(0),
+                    d_gh[..., H : 2 * H].unbind(0), d_gh[..., 2 * H :].unbind(0),
+                    d_pn.unbind(0), strict=True)
         carry = None  # gradient reaching h_{t-1} from step t
-        for t in range(T - 1, -1, -1):
-            g = grad_out[t] if carry is None else grad_out[t] + carry
-            d_gh_t, d_pn_t = d_gh[t], d_pn[t]
-            torch.mul(g, a[t], out=d_pn_t)
-            torch.mul(g, dz[t], out=d_gh_t[:, H : 2 * H])
-            torch.mul(d_pn_t, dr[t], out=d_gh_t[:, :H])
-            torch.mul(d_pn_t, r[t], out=d_gh_t[:, 2 * H :])
-            carry = torch.addmm(g * z[t], d_gh_t, w_hh).mul_(keep[t])
+        for go_t, keep_t, a_t, dz_t, dr_t, r_t, z_t, d_gh_t, d_r_t, d_z_t, d_ghn_t, d_pn_t in reversed(
+                list(steps)):
+            g = go_t if carry is None else go_t + carry
+            torch.mul(g, a_t, out=d_pn_t)
+            torch.mul(g, dz_t, out=d_z_t)
+            torch.mul(d_pn_t, dr_t, out=d_r_t)
+            torch.mul(d_pn_t, r_t, out=d_ghn_t)
+            carry = torch.addmm(g * z_t, d_gh_t, w_hh).mul_(keep_t)
         d_gi = torch.cat([d_gh[..., : 2 * H], d_pn], dim=-1).view(T * B, 3 * H)
         d_gh_flat = d_gh.view(T * B, 3 * H)
         need = ctx.needs_input_grad

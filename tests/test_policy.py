@@ -253,3 +253,42 @@ def test_a_view_inside_a_flat_observation_goes_through_the_cnn():
     assert envs.make_vec("recall/Ballet-v0", 1, pixels=True).symbol_grid is None
     with pytest.raises(ValueError, match=r"symbol_grid \[12, 11\] needs 132 symbols; the observation has 122"):
         make_encoder(env.single_observation_space, symbol_grid=[12, 11])
+
+
+@pytest.mark.parametrize("layout", ["hwc", "chw"])
+def test_joint_table_equals_summed_channel_embeddings(layout):
+    """A grid of several channels with few ids (MiniGrid's 11 x 6 x 3) looks up one row of
+    a joint table per cell: the same features and gradients as summing the channels' rows,
+    with starts other than 0; many ids, or one channel, keep the per-channel lookup."""
+    from agents.encoders import MAX_JOINT_ROWS, GridEncoder
+
+    counts = np.array([11, 6, 3])
+    nvec = np.tile(counts, (7, 7, 1))
+    start = np.tile(np.array([0, 2, -1]), (7, 7, 1))
+    if layout == "chw":
+        nvec, start = np.moveaxis(nvec, -1, 0), np.moveaxis(start, -1, 0)
+    torch.manual_seed(0)
+    enc = GridEncoder(nvec, start, 8, 4, 32, trunk="mlp")
+    assert enc.joint_sizes == [11, 6, 3]
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.stack([torch.randint(0, int(n), (6, 7, 7), generator=gen) for n in counts], -1)
+    obs = ids + torch.as_tensor(np.moveaxis(start, 0, -1) if layout == "chw" else start)
+    if layout == "chw":
+        obs = obs.permute(0, 3, 1, 2)
+    w = torch.randn(6, enc.output_size, generator=gen)
+
+    def run(joint: bool):
+        enc.joint_sizes = [11, 6, 3] if joint else None
+        enc.zero_grad()
+        y = enc(obs)
+        (y * w).sum().backward()
+        return y.detach(), enc.embed.weight.grad.clone()
+
+    (y_joint, g_joint), (y_sum, g_sum) = run(True), run(False)
+    torch.testing.assert_close(y_joint, y_sum)
+    torch.testing.assert_close(g_joint, g_sum)
+    assert (g_joint.abs().sum(-1) > 0).all()  # every id occurs, so every row learns
+    big = np.tile(np.array([64, 64, 2]), (7, 7, 1))  # 8192 rows > MAX_JOINT_ROWS
+    assert 64 * 64 * 2 > MAX_JOINT_ROWS
+    assert GridEncoder(big, 0, 8, 4, 32).joint_sizes is None
+    assert GridEncoder(np.full((7, 7), 5), 0, 8, 4, 32).joint_sizes is None
