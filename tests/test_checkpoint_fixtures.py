@@ -1,7 +1,7 @@
 """Checkpoints written by an earlier commit still load, act the same, resume and record.
 
 The run dirs under ``tests/fixtures/checkpoints/`` were written once by
-``tests/fixtures/make_checkpoints.py`` (one per kind: PPO and DT-Mem) and are committed
+``tests/fixtures/make_checkpoints.py`` (one per kind: PPO, DT-Mem, sample-factory) and are committed
 with what they did then (``expected.json``). A change to the checkpoint format, the
 config keys, the policy's modules or its arithmetic shows up here as a failure, not as a
 user's trained agent that no longer loads or quietly acts differently.
@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures.make_checkpoints import DT_RUN as DT
-from fixtures.make_checkpoints import EVAL_EPISODES, OUT, trace
+from fixtures.make_checkpoints import EVAL_EPISODES, OUT, evaluate_sf, trace
 from fixtures.make_checkpoints import PPO_RUN as PPO
+from fixtures.make_checkpoints import SF_RUN as SF
 
 from agents import train as train_mod
 from agents.checkpoint import load_checkpoint
@@ -36,6 +37,12 @@ def _evaluate(run_dir: Path, capsys) -> dict:
 @pytest.mark.parametrize("run_dir", [PPO, DT], ids=["ppo", "dt"])
 def test_an_old_checkpoint_evaluates_as_it_did(run_dir, capsys):
     assert _evaluate(run_dir, capsys) == EXPECTED[run_dir.name]["evaluate"]
+
+
+def test_an_old_sample_factory_checkpoint_evaluates_as_it_did():
+    """agents.sf_enjoy loads sample-factory's own experiment folder (config.json and the
+    checkpoint of the recall-rl core inside its actor-critic) and plays as it did."""
+    assert evaluate_sf(SF) == EXPECTED[SF.name]["evaluate"]
 
 
 def test_an_old_ppo_policy_acts_as_it_did():
