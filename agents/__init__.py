@@ -1,8 +1,11 @@
-"""Recurrent PPO on device-resident batched rollouts: policy, rollout, PPO, scripts.
+"""Everything that trains, evaluates and shows an agent, by concern (docs/layout.md).
 
-Modules: ``encoders`` (observation encoders by space), ``policy`` (encoder ->
-memory core -> heads), ``rollout`` ([T, B] storage, GAE), ``ppo`` (the update),
-``train`` / ``evaluate`` / ``record`` (the scripts), ``checkpoint``, ``video``.
+``ppo/`` (recurrent PPO: trainer, learner, rollout, policy), ``dt/`` (the decision
+transformer with working memory and its datasets), ``integrations/`` (sample-factory
+and Stable-Baselines3), ``evaluation/`` (evaluation figures, videos), ``common/`` (run
+tools both trainers reach: config, checkpoints, CLI, signals, reports). The commands
+keep their names: ``python -m agents.train`` / ``train_dt`` / ``evaluate`` / ``record``
+/ ``collect`` / ``report`` / ``sf_train`` / ``sf_enjoy`` are the small modules here.
 """
 
 # gymnasium loads ``envs`` as a plugin while it imports; importing it first keeps

@@ -36,7 +36,7 @@ def core_overrides(experiment: str, core: str) -> list[str]:
     ``core`` does not take (an HCAM experiment's ``chunk_size`` on the mlp control)."""
     from omegaconf import OmegaConf
 
-    from agents.config import CONFIG_DIR
+    from agents.common.config import CONFIG_DIR
 
     own = OmegaConf.load(CONFIG_DIR / "experiment" / f"{experiment}.yaml").get("core", {})
     accepted = set(OmegaConf.load(CONFIG_DIR / "core" / f"{core}.yaml"))
@@ -74,7 +74,7 @@ def labels(run_dir: str) -> dict:
     """The task's level, xi, chance and the core's K, from the run's own config."""
     from omegaconf import OmegaConf
 
-    from agents.config import env_knobs, make_env, make_policy, policy_spec
+    from agents.common.config import env_knobs, make_env, make_policy, policy_spec
 
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     env = make_env(cfg.env, 1, "cpu", 0)

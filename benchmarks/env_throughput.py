@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 import envs
-from agents.config import env_knobs, env_names, load_env_config
+from agents.common.config import env_knobs, env_names, load_env_config
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: benchmarks.* from the checkout

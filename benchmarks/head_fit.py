@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import envs
-from agents.config import compose, make_policy, policy_spec
+from agents.common.config import compose, make_policy, policy_spec
 
 
 def episodes(copies: int, seed: int, whole: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,12 +25,12 @@ The frameworks, same core size (the recall-rl recipe's core width):
 * recall-rl: ``python -m agents.train experiment=<the task's experiment>``
   as committed (curriculum, lr, rollout, budget); ``eval_every_seconds`` added;
 * sample-factory 2.1.1 APPO with the same recall-rl core inside it
-  (``agents.sf_integration``), serial synchronous mode, batched sampling of 64
+  (``agents.integrations.sample_factory``), serial synchronous mode, batched sampling of 64
   copies (its fastest set-up on this CPU), rollout = recurrence = the recipe's
   sequence length (whole episodes), its own defaults otherwise
   (``agents.sf_train``: 4 epochs, lr 1e-3);
 * sb3-contrib RecurrentPPO with an LSTM (its only core) of the same width, 16
-  copies through ``envs.sb3.to_vec_env``, n_steps 128, batch 512, 4 epochs,
+  copies through ``agents.integrations.sb3.to_vec_env``, n_steps 128, batch 512, 4 epochs,
   lr 3e-4 (its defaults apart from the batch).
 
 Both peers get the recipe's discount and entropy bonus (task knowledge, not
@@ -85,7 +85,7 @@ def task_spec(name: str) -> dict:
     """Env, knobs, core and horizon settings of a task's recall-rl recipe."""
     from omegaconf import OmegaConf
 
-    from agents.config import compose, env_knobs, load_env_config
+    from agents.common.config import compose, env_knobs, load_env_config
 
     if name not in RECIPES:
         raise ValueError(f"unknown task {name!r}; accepted: {', '.join(RECIPES)}")
@@ -105,10 +105,10 @@ def task_spec(name: str) -> dict:
 
 def unsupported(fw: str, spec: dict) -> str | None:
     """Why ``fw`` cannot run this task here, or None."""
-    from agents.sf_integration import SF_ENV_IDS
+    from agents.integrations.sample_factory import SF_ENV_IDS
 
     if fw == "sf" and spec["env_id"] not in SF_ENV_IDS:
-        return f"unsupported: agents.sf_integration does not serve {spec['env_id']}"
+        return f"unsupported: agents.integrations.sample_factory does not serve {spec['env_id']}"
     return None
 
 
@@ -162,8 +162,8 @@ def sb3_greedy(model, spec: dict, episodes: int, seed: int, device: str) -> tupl
     """(success rate, mean return) of one greedy episode on each of ``episodes`` copies."""
     import numpy as np
 
-    from agents.config import make_env
-    from envs.sb3 import to_vec_env
+    from agents.common.config import make_env
+    from agents.integrations.sb3 import to_vec_env
 
     venv = to_vec_env(make_env(spec["env"], episodes, device, seed))
     obs = venv.reset()
@@ -188,8 +188,8 @@ def sb3_worker(spec: dict, seed: int, a) -> None:
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.config import make_env
-    from envs.sb3 import to_vec_env
+    from agents.common.config import make_env
+    from agents.integrations.sb3 import to_vec_env
 
     torch.set_num_threads(a.threads)
     clock = EvalClock(a.logdir, spec, a.eval_every_seconds, a.bar)
@@ -222,9 +222,9 @@ def sf_worker(spec: dict, seed: int, a) -> int:
     from sample_factory.algo.utils.misc import ExperimentStatus
     from sample_factory.train import make_runner
 
-    from agents.sf_enjoy import play_episodes
-    from agents.sf_integration import register_all
-    from agents.sf_train import parse_cfg
+    from agents.integrations.sample_factory import register_all
+    from agents.integrations.sf_enjoy import play_episodes
+    from agents.integrations.sf_train import parse_cfg
 
     register_all()
     torch.set_num_threads(a.threads)
@@ -498,7 +498,7 @@ def main(argv=None) -> int:
     if a.table_only:
         print(render(read_rows(out)))
         return 0
-    from agents.device import check_device
+    from agents.common.device import check_device
 
     try:
         check_device(a.device)

@@ -32,9 +32,9 @@ from pathlib import Path
 import gymnasium  # noqa: F401  (before envs)
 import torch
 
-from agents.config import compose
-from agents.distributed import Ranks, process_group
-from agents.train import Trainer
+from agents.common.config import compose
+from agents.ppo.distributed import Ranks, process_group
+from agents.ppo.trainer import Trainer
 from memory_modules import CORES
 
 ERROR_LINE = re.compile(r"^\w+(Error|Exception): ")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from agents.config import compose
-from agents.train import Trainer
+from agents.common.config import compose
+from agents.ppo.trainer import Trainer
 from memory_modules.rnn import SEQUENCE_PATHS
 
 DEFAULT_EXPERIMENTS = ("gru_minigrid_memory", "gru_ballet", "gru_hidden_objects", "gru_tmaze",

@@ -183,7 +183,7 @@ def compose_sweep(args: list[str]) -> int:
     ``hydra.sweeper.params``), resolve it and build its env; the number of jobs."""
     from omegaconf import OmegaConf
 
-    from agents.config import CONFIG_DIR, compose, make_env
+    from agents.common.config import CONFIG_DIR, compose, make_env
 
     base = [a for a in args if a != "-m"]
     grid = {a.split("=", 1)[0]: a.split("=", 1)[1].split(",") for a in base if "," in a}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents import train as train_mod
-from agents.config import compose
+from agents.common.config import compose
+from agents.ppo import trainer as train_mod
 from benchmarks.acceptance import core_overrides, table
 
 

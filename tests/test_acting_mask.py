@@ -7,7 +7,7 @@ import torch
 from test_env_contract import small
 
 import envs
-from agents.ppo import PPO, PPOConfig
+from agents.ppo.learner import PPO, PPOConfig
 
 IGNORING = ["recall/HiddenObjects-v0", "recall/Ballet-v0", "recall/DelayedMatch-v0",
             "recall/AssociativeRecall-v0", "recall/NBack-v0", "recall/RepeatPrevious-v0",
@@ -91,8 +91,8 @@ def test_masked_steps_get_no_policy_gradient(mask):
 def test_training_with_the_mask_learns_delayed_match(tmp_path):
     """DelayedMatch ignores every action before the choice; with those steps left out of the
     policy loss, a short run still learns the match (chance 0.5)."""
-    from agents import train as train_mod
-    from agents.config import compose
+    from agents.common.config import compose
+    from agents.ppo import trainer as train_mod
 
     cfg = compose([f"runs_root={tmp_path}", "curriculum=null", "env.delay=2", "env.num_choices=2",
                    "algo.mask_ignored_actions=true", "algo.num_envs=64", "algo.num_steps=16",

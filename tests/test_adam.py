@@ -1,4 +1,4 @@
-"""agents.adam.Adam takes torch.optim.Adam's steps, shares its state layout, and keeps
+"""agents.common.adam.Adam takes torch.optim.Adam's steps, shares its state layout, and keeps
 torch._dynamo out of a training run's start-up."""
 
 import copy
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from agents.adam import Adam
+from agents.common.adam import Adam
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,5 +131,5 @@ def test_a_training_run_never_imports_torch_dynamo(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "agents.ppo" in imported and "agents.adam" in imported
+    assert "agents.ppo.learner" in imported and "agents.common.adam" in imported
     assert "torch._dynamo" not in imported

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents import checkpoint as ck
-from agents.config import compose, make_env
-from agents.train import run
+from agents.common import checkpoint as ck
+from agents.common.config import compose, make_env
+from agents.ppo.trainer import run
 
 TINY = [
     "curriculum=null", "env.delay=2", "algo.num_envs=8", "algo.num_steps=8", "algo.seq_len=8",

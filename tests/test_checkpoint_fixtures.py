@@ -20,11 +20,11 @@ from fixtures.make_checkpoints import EVAL_EPISODES, OUT, evaluate_sf, trace
 from fixtures.make_checkpoints import PPO_RUN as PPO
 from fixtures.make_checkpoints import SF_RUN as SF
 
-from agents import train as train_mod
-from agents.checkpoint import load_checkpoint
-from agents.config import compose
-from agents.evaluate import main as evaluate_main
-from agents.record import main as record_main
+from agents.common.checkpoint import load_checkpoint
+from agents.common.config import compose
+from agents.evaluation.evaluate import main as evaluate_main
+from agents.evaluation.record import main as record_main
+from agents.ppo import trainer as train_mod
 
 EXPECTED = json.loads((OUT / "expected.json").read_text())
 

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from agents.cli import env_config
-from agents.collect import (
+from agents.common.cli import env_config
+from agents.common.config import make_env
+from agents.dt.collect import (
     OraclePolicy,
     collect_episodes,
     load_dataset,
     write_dataset,
 )
-from agents.config import make_env
 
 CFG = {"id": "recall/DelayedMatch-v0", "delay": 3, "num_symbols": 6, "num_choices": 3}
 

@@ -130,7 +130,7 @@ def test_switching_final_observation_makes_another_program(monkeypatch):
     env = envs.make_vec("recall/DelayedMatch-v0", 4, delay=0, compile=True)
     env.reset()
     assert "final_observation" not in env.step(torch.zeros(4, dtype=torch.int64))[4]
-    env.final_observation = True  # as envs.sb3.to_vec_env does
+    env.final_observation = True  # as agents.integrations.sb3.to_vec_env does
     assert "final_observation" in env.step(torch.zeros(4, dtype=torch.int64))[4]
     env.step(torch.zeros(4, dtype=torch.int64))
     assert built == [False, True]

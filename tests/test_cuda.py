@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import envs
-from agents import train as train_mod
-from agents.config import compose
+from agents.common.config import compose
+from agents.ppo import trainer as train_mod
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -1,4 +1,4 @@
-"""Data-parallel training (agents/distributed.py): two ranks on the CPU with gloo.
+"""Data-parallel training (agents/ppo/distributed.py): two ranks on the CPU with gloo.
 
 The ranks are started by a fork server (one interpreter start for the whole file,
 not one per rank) with torchrun's variables set, so they run the same code path as
@@ -29,16 +29,16 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from agents import distributed
-from agents import train as train_mod
-from agents.checkpoint import load_checkpoint
-from agents.config import compose, make_env, make_policy, policy_spec, ppo_config
-from agents.distributed import Ranks, check_world_size, process_group, world_from_env
-from agents.evaluate import evaluate_checkpoint
-from agents.ppo import PPO
-from agents.rollout import Rollout
-from agents.signals import GracefulStop
-from agents.tree import tree_map
+from agents.common.checkpoint import load_checkpoint
+from agents.common.config import compose, make_env, make_policy, policy_spec, ppo_config
+from agents.common.signals import GracefulStop
+from agents.common.tree import tree_map
+from agents.evaluation.evaluate import evaluate_checkpoint
+from agents.ppo import distributed
+from agents.ppo import trainer as train_mod
+from agents.ppo.distributed import Ranks, check_world_size, process_group, world_from_env
+from agents.ppo.learner import PPO
+from agents.ppo.rollout import Rollout
 
 ROOT = Path(__file__).resolve().parent.parent
 SPU = 64  # steps per update and rank: 8 envs x 8 steps

@@ -13,10 +13,10 @@ import torch
 from omegaconf import OmegaConf
 
 import envs
-from agents.collect import OraclePolicy, collect_episodes, write_dataset
-from agents.config import make_env
-from agents.dt import DecisionTransformer
-from agents.train_dt import DTTrainer
+from agents.common.config import make_env
+from agents.dt.collect import OraclePolicy, collect_episodes, write_dataset
+from agents.dt.model import DecisionTransformer
+from agents.dt.trainer import DTTrainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +145,7 @@ def test_collect_train_evaluate_round_trip(tmp_path):
           "train.updates=3", "train.batch_size=8", "model.d_model=16", "core.hidden_size=16",
           "eval.episodes=0", "progress=false", f"runs_root={tmp_path / 'runs'}"], ROOT, parse=False)
     run_dir = next((tmp_path / "runs" / "dt").iterdir())
-    # agents.evaluate hands kind-"dt" checkpoints to agents.dt_eval.
+    # agents.evaluate hands kind-"dt" checkpoints to agents.dt.evaluate.
     result = _run(["agents.evaluate", f"checkpoint={run_dir}", "target_return=1.0", "episodes=16"], ROOT)
     assert result["episodes"] == 16 and result["env"] == "recall/DelayedMatch-v0"
     assert result["core"] == "dtmem" and 0.0 <= result["success_rate"] <= 1.0

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 import envs
-from agents import train as train_mod
-from agents.cli import env_config, parse_args
-from agents.config import (
+from agents.common.cli import env_config, parse_args
+from agents.common.config import (
     check_env_knobs,
     compose,
     env_choice,
@@ -22,7 +21,8 @@ from agents.config import (
     ppo_config,
     to_dict,
 )
-from agents.evaluate import evaluate_checkpoint
+from agents.evaluation.evaluate import evaluate_checkpoint
+from agents.ppo import trainer as train_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["associative_recall", "autoencode", "ballet", "count_recall", "delayed_match",
@@ -177,7 +177,7 @@ def test_gridworld_navigation_is_learned_beyond_a_random_walk(tmp_path):
 
 
 def test_sample_factory_takes_config_names():
-    from agents.sf_integration import resolve_env_id
+    from agents.integrations.sample_factory import resolve_env_id
 
     assert resolve_env_id("hidden_objects") == "recall/HiddenObjects-v0"
     assert resolve_env_id("recall/PassiveTMaze-v0") == "recall/PassiveTMaze-v0"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from agents.episode_tally import EpisodeTally
+from agents.evaluation.episode_tally import EpisodeTally
 
 
 def info(done, ret, success):

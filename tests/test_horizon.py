@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import envs
-from agents.dt import DecisionTransformer
+from agents.dt.model import DecisionTransformer
 from envs.registration import MINIGRID_IDS, TASKS
 from memory_modules import CORES, make_core
 

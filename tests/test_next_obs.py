@@ -1,4 +1,4 @@
-"""Next-observation prediction (agents.next_obs, algo.next_obs_coef)."""
+"""Next-observation prediction (agents.ppo.next_obs, algo.next_obs_coef)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents import train as train_mod
-from agents.checkpoint import load_checkpoint
-from agents.config import compose
-from agents.evaluate import evaluate_checkpoint
-from agents.next_obs import NextObsHead
-from agents.policy import Policy
-from agents.ppo import PPO, PPOConfig
+from agents.common.checkpoint import load_checkpoint
+from agents.common.config import compose
+from agents.evaluation.evaluate import evaluate_checkpoint
+from agents.ppo import trainer as train_mod
+from agents.ppo.learner import PPO, PPOConfig
+from agents.ppo.next_obs import NextObsHead
+from agents.ppo.policy import Policy
 
 
 def test_a_memory_core_learns_to_predict_a_sequence_it_must_remember():

@@ -8,11 +8,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import train as train_mod
-from agents.checkpoint import load_checkpoint
-from agents.config import compose
-from agents.evaluate import evaluate_checkpoint
-from agents.policy import Policy
+from agents.common.checkpoint import load_checkpoint
+from agents.common.config import compose
+from agents.evaluation.evaluate import evaluate_checkpoint
+from agents.ppo import trainer as train_mod
+from agents.ppo.policy import Policy
 
 
 def _policy(**kw):

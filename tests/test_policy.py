@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.encoders import make_encoder
-from agents.policy import Policy
+from agents.common.encoders import make_encoder
+from agents.ppo.policy import Policy
 
 SPACES = {
     "symbols": gym.spaces.MultiDiscrete([3, 9, 9, 9]),
@@ -177,8 +177,8 @@ def test_an_image_of_ids_is_embedded_not_scaled():
     """MiniGrid's view is a uint8 image of (object, colour, state) ids: the env says so
     with ``symbol_counts`` and the policy embeds each id instead of dividing by 255."""
     import envs
-    from agents.config import compose, policy_spec
-    from agents.encoders import GridEncoder, make_encoder
+    from agents.common.config import compose, policy_spec
+    from agents.common.encoders import GridEncoder, make_encoder
 
     env = envs.make_vec("MiniGrid-MemoryS7-v0", 2)
     spec = policy_spec(compose(["env=minigrid_memory"]), env)
@@ -201,8 +201,8 @@ def test_a_grid_read_by_an_mlp_instead_of_the_cnn(env_id):
     """policy.grid_trunk=mlp: the embedded cells, flattened, through an MLP; every cell
     still counts, and the spec (what a checkpoint stores) keeps the choice."""
     import envs
-    from agents.config import compose, make_policy, policy_spec
-    from agents.encoders import FlatTrunk
+    from agents.common.config import compose, make_policy, policy_spec
+    from agents.common.encoders import FlatTrunk
 
     env = envs.make_vec(env_id, 2)
     name = "minigrid_memory" if env_id.startswith("MiniGrid") else "ballet"
@@ -216,7 +216,7 @@ def test_a_grid_read_by_an_mlp_instead_of_the_cnn(env_id):
     far.view(2, -1)[:, 0] = 5  # the first cell (a corner of the view) holds something else
     assert (far != obs).any()
     assert not torch.allclose(policy.encoder(obs), policy.encoder(far))
-    from agents.encoders import make_encoder
+    from agents.common.encoders import make_encoder
     grid = gym.spaces.MultiDiscrete(np.full((5, 5), 4))
     nested = make_encoder(gym.spaces.Dict({"view": grid}), grid_trunk="mlp")
     assert any(isinstance(m, FlatTrunk) for m in nested.modules())  # a Dict's grids too
@@ -229,8 +229,8 @@ def test_a_view_inside_a_flat_observation_goes_through_the_cnn():
     token: the env says so with ``symbol_grid``, and the policy reads the view with the
     grid encoder (the same filters at every cell) and the token with its own table."""
     import envs
-    from agents.config import compose, policy_spec
-    from agents.encoders import FlatGridEncoder, SymbolEncoder
+    from agents.common.config import compose, policy_spec
+    from agents.common.encoders import FlatGridEncoder, SymbolEncoder
 
     env = envs.make_vec("recall/Ballet-v0", 2)
     spec = policy_spec(compose(["env=ballet"]), env)
@@ -260,7 +260,7 @@ def test_joint_table_equals_summed_channel_embeddings(layout):
     """A grid of several channels with few ids (MiniGrid's 11 x 6 x 3) looks up one row of
     a joint table per cell: the same features and gradients as summing the channels' rows,
     with starts other than 0; many ids, or one channel, keep the per-channel lookup."""
-    from agents.encoders import MAX_JOINT_ROWS, GridEncoder
+    from agents.common.encoders import MAX_JOINT_ROWS, GridEncoder
 
     counts = np.array([11, 6, 3])
     nvec = np.tile(counts, (7, 7, 1))

@@ -8,11 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from agents.config import compose
-from agents.policy import Policy
-from agents.ppo import PPO, PPOConfig
-from agents.rollout import Rollout
-from agents.train import Trainer
+from agents.common.config import compose
+from agents.ppo.learner import PPO, PPOConfig
+from agents.ppo.policy import Policy
+from agents.ppo.rollout import Rollout
+from agents.ppo.trainer import Trainer
 from envs import registration
 from envs.batched import BatchedEnv
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from agents.config import compose
-from agents.train import run
-from agents.video import compose_frame
+from agents.common.config import compose
+from agents.evaluation.video import compose_frame
+from agents.ppo.trainer import run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from agents import report
+from agents.common import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = report.FIGURES

@@ -23,11 +23,11 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from torch.utils.tensorboard import SummaryWriter
 
-from agents import train as train_mod
-from agents.checkpoint import CHECKPOINT_DIR, LATEST, PREVIOUS, load_checkpoint
-from agents.config import compose
-from agents.evaluate import main as evaluate_main
-from agents.signals import exit_status
+from agents.common.checkpoint import CHECKPOINT_DIR, LATEST, PREVIOUS, load_checkpoint
+from agents.common.config import compose
+from agents.common.signals import exit_status
+from agents.evaluation.evaluate import main as evaluate_main
+from agents.ppo import trainer as train_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 SPU = 64  # steps per update: 8 envs x 8 steps
@@ -352,7 +352,7 @@ def test_evaluate_on_damaged_checkpoints_is_one_error_line(tmp_path, capsys):
 def test_dt_training_stops_between_updates_on_a_signal(tmp_path, monkeypatch):
     from test_dt import tiny_cfg
 
-    from agents.train_dt import DTTrainer
+    from agents.dt.trainer import DTTrainer
 
     cfg = tiny_cfg(tmp_path, updates=50)
     real_lr = DTTrainer._lr
@@ -402,7 +402,7 @@ def test_train_dt_failed_start_is_one_error_line_and_no_folder(tmp_path):
 
 
 def test_record_collect_and_sf_enjoy_report_expected_errors_in_one_line(tmp_path, capsys):
-    from agents import collect, record, sf_enjoy
+    from agents import collect, record, sf_enjoy  # the commands (python -m agents.<name>)
 
     (tmp_path / CHECKPOINT_DIR).mkdir()
     (tmp_path / CHECKPOINT_DIR / LATEST).write_bytes(b"garbage")
@@ -416,7 +416,7 @@ def test_record_collect_and_sf_enjoy_report_expected_errors_in_one_line(tmp_path
 
 
 def test_an_unknown_config_name_or_key_is_one_line():
-    from agents.cli import check_group_choices, check_hydra_args
+    from agents.common.cli import check_group_choices, check_hydra_args
 
     check_group_choices(["core=gru,lstm", "experiment=null", "seed=3"], ("core", "experiment"))
     with pytest.raises(ValueError, match=r"^core=bogus: no such config in configs/core/; "

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agents import train as train_mod
-from agents.config import compose
-from agents.results import RESULTS, eval_modes, memory_type, read_results
+from omegaconf import OmegaConf
+
+from agents.common.config import compose
+from agents.common.results import RESULTS, eval_modes, memory_type, read_results
+from agents.ppo import trainer as train_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["algo.num_envs=8", "algo.num_steps=16", "algo.seq_len=16", "algo.num_minibatches=1",
@@ -84,6 +86,7 @@ def test_decision_transformer_sweep_rows(tmp_path):
              f"runs_root={tmp_path / 'runs'}"], tmp_path)
     (sweep,) = (tmp_path / "runs" / "dt").iterdir()
     assert sorted(p.name for p in sweep.iterdir()) == ["memory=false", "memory=true", "multirun.yaml"]
+    assert OmegaConf.load(sweep / "multirun.yaml").hydra.job.name == "train_dt"  # the command's
     plain = read_results(sweep / "memory=false" / RESULTS)
     dtmem = read_results(sweep / "memory=true" / RESULTS)
     assert plain["algo"] == dtmem["algo"] == "dt" and plain["env_steps"] is None

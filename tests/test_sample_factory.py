@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import envs
-from agents.sf_integration import (
+from agents.integrations.sample_factory import (
     SFCore,
     StateLayout,
     core_state_size,
@@ -21,7 +21,7 @@ from agents.sf_integration import (
     register_all,
     resolve_env_id,
 )
-from agents.sf_train import build_argv, parse_cfg
+from agents.integrations.sf_train import build_argv, parse_cfg
 from memory_modules import CORES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -253,7 +253,7 @@ def _sf_train(args, timeout):
 def test_appo_trains_and_is_evaluated(tmp_path):
     """Real APPO (batched sampling, serial, synchronous) on DelayedMatch delay 1, 2 choices:
     about 60k steps; then agents.sf_enjoy evaluates the checkpoint and records a video."""
-    from agents.sf_enjoy import evaluate
+    from agents.integrations.sf_enjoy import evaluate
 
     _sf_train(
         [
@@ -288,7 +288,7 @@ def test_appo_trains_and_is_evaluated(tmp_path):
 def test_appo_trains_on_a_minigrid_room_by_name(tmp_path):
     """sf_train takes MiniGrid by its config name and room knob (batched for it), and
     sf_enjoy evaluates the checkpoint on the same room."""
-    from agents.sf_enjoy import evaluate
+    from agents.integrations.sf_enjoy import evaluate
 
     _sf_train(["env=minigrid_memory", "env.room=S9", "core=gru", "core.hidden_size=32",
                "--recall_copies=16", "--rollout=16", "--train_for_env_steps=2000", "--seed=0",

@@ -1,4 +1,4 @@
-"""envs.sb3.to_vec_env: the SB3 VecEnv contract, and real PPO / RecurrentPPO runs on it."""
+"""agents.integrations.sb3.to_vec_env: the SB3 VecEnv contract, and real PPO / RecurrentPPO runs on it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import envs
-from envs.sb3 import RecallVecEnv, to_vec_env
+from agents.integrations.sb3 import RecallVecEnv, to_vec_env
 
 SHORT = dict(delay=1, num_choices=2, num_symbols=4)  # episode: cue, 1 delay step, choice
 

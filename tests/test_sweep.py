@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from agents.config import CONFIG_DIR
-from agents.results import read_results
-from agents.sweep import job_name, planned_jobs, swept_keys
+from agents.common.config import CONFIG_DIR
+from agents.common.results import read_results
+from agents.common.sweep import job_name, planned_jobs, swept_keys
 
 
 def test_multirun_writes_one_named_run_folder_per_job_under_runs(tiny_sweep):
@@ -19,6 +20,8 @@ def test_multirun_writes_one_named_run_folder_per_job_under_runs(tiny_sweep):
     assert runs == ["core=gru,env.delay=2", "core=gru,env.delay=4",
                     "core=mlp,env.delay=2", "core=mlp,env.delay=4"]
     assert (sweep / "multirun.yaml").is_file()
+    # Hydra's job name is the command's, though its code lives in agents/ppo/trainer.py
+    assert OmegaConf.load(sweep / "multirun.yaml").hydra.job.name == "train"
     pids: set[int] = set()
     for name in runs:
         run = sweep / name
@@ -76,7 +79,7 @@ def test_launcher_configs():
 def test_horizon_sweep_config_derives_each_run_from_its_delay():
     from omegaconf import OmegaConf
 
-    from agents.sweep import doubling
+    from agents.common.sweep import doubling
 
     assert list(doubling(4, 4)) == [4] and list(doubling(4, 100)) == [4, 8, 16, 32, 64, 100]
     hydra_cfg = compose_hydra(["sweep=horizon"]).hydra
@@ -106,8 +109,8 @@ def test_a_failed_job_does_not_end_the_sweep(tmp_path, monkeypatch):
     import pytest
     import torch
 
-    from agents import train as train_mod
-    from agents.ppo import PPO
+    from agents.ppo import trainer as train_mod
+    from agents.ppo.learner import PPO
 
     real_loss = PPO.loss
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents import train as train_mod
-from agents.checkpoint import load_checkpoint
-from agents.config import compose
-from agents.evaluate import evaluate_checkpoint
-from agents.ppo import PPO
+from agents.common.checkpoint import load_checkpoint
+from agents.common.config import compose
+from agents.evaluation.evaluate import evaluate_checkpoint
+from agents.ppo import trainer as train_mod
+from agents.ppo.learner import PPO
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -255,7 +255,7 @@ def test_curriculum_of_stages_must_end_at_the_task(tmp_path):
 def test_curriculum_over_minigrid_rooms_moves_the_env_id_with_the_room(tmp_path):
     """MiniGrid's env id is made from its room (``id: MiniGrid-Memory${.room}-v0``): a stage
     that sets the room trains in that room, and the last stage is the room asked for."""
-    from agents.curriculum import Curriculum
+    from agents.ppo.curriculum import Curriculum
     from envs.minigrid_memory import MiniGridMemory
 
     cfg = compose(["env=minigrid_memory", "env.room=S11"])
@@ -288,9 +288,9 @@ def test_a_plain_run_is_composed_once_and_hydra_flags_go_to_hydra(monkeypatch, t
     from hydra.types import RunMode
     from omegaconf import read_write
 
-    from agents.cli import single_run
-    from agents.config import CONFIG_DIR
-    from agents.sweep import in_multirun
+    from agents.common.cli import single_run
+    from agents.common.config import CONFIG_DIR
+    from agents.common.sweep import in_multirun
 
     loads, seen = [], {}
     real_load = ConfigLoaderImpl.load_configuration

@@ -1,4 +1,4 @@
-"""agents.video: frames that explain themselves (the agent's pick apart from the right answer,
+"""agents.evaluation.video: frames that explain themselves (the agent's pick apart from the right answer,
 one step count, "(no effect)", the memory strip), in MP4 files and TensorBoard videos."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 
 import envs
-from agents.config import compose
-from agents.dt import DecisionTransformer
-from agents.dt_eval import DTActor
-from agents.memory_strip import EMPTY, FUTURE, HELD, READ, StepRead, draw_strip
-from agents.policy import Policy
-from agents.record import record_policy
-from agents.train import run
-from agents.video import play_steps
+from agents.common.config import compose
+from agents.dt.evaluate import DTActor
+from agents.dt.model import DecisionTransformer
+from agents.evaluation.memory_strip import EMPTY, FUTURE, HELD, READ, StepRead, draw_strip
+from agents.evaluation.record import record_policy
+from agents.evaluation.video import play_steps
+from agents.ppo.policy import Policy
+from agents.ppo.trainer import run
 
 CHOICES = 4
 PICTURE_HEIGHT = 150  # DelayedMatch's frame

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.checkpoint import same_space
-from agents.config import env_with, make_env, to_dict
+from agents.common.checkpoint import same_space
+from agents.common.config import env_with, make_env, to_dict
 
 
 class Curriculum:

@@ -10,7 +10,7 @@ counts it): the state the agent acted in, with its action drawn on it apart from
 the right answer (``env.render(0, action=a)``: green right, red wrong where the
 action is scored); the panel names the action, says "(no effect)" where the env
 ignores it, and gives the reward it earned; the strip under both shows where the
-core read at this step (``agents.memory_strip``).
+core read at this step (``agents.evaluation.memory_strip``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from agents.memory_strip import StepRead, draw_strip, step_read
-from agents.policy import Policy
+from agents.evaluation.memory_strip import StepRead, draw_strip, step_read
+from agents.ppo.policy import Policy
 
 PANEL_WIDTH = 176
 BACKGROUND = (16, 16, 22)
@@ -109,10 +109,10 @@ def play_steps(policy: Policy, env, episodes: int, deterministic: bool = True
                ) -> Iterator[tuple[list[Step], dict]]:
     """Play ``episodes`` episodes of copy 0 of ``env``; yield each one's steps and summary.
 
-    ``policy`` is a PPO :class:`Policy` or an ``agents.dt_eval.DTActor`` (a decision
+    ``policy`` is a PPO :class:`Policy` or an ``agents.dt.evaluate.DTActor`` (a decision
     transformer acting greedily; its panel shows the return-to-go instead of the value).
     """
-    from agents.dt_eval import DTActor
+    from agents.dt.evaluate import DTActor
 
     dt = isinstance(policy, DTActor)
     device = policy.device

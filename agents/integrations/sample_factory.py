@@ -101,14 +101,14 @@ SF_ENV_IDS: tuple[str, ...] = (*envs.ENV_IDS, *envs.MINIGRID_IDS)
 
 def _one_hot(space: gym.Space, device="cpu"):
     # The one-hot encoding shared with the SB3 adapter (torch, batch-first).
-    from envs.sb3 import _OneHot
+    from agents.integrations.sb3 import _OneHot
 
     return _OneHot(space, torch.device(device))
 
 
 def _one_hot_of(batch):
     """The same encoding for a batch's observations (MiniGrid's ids included)."""
-    from envs.sb3 import _OneHot
+    from agents.integrations.sb3 import _OneHot
 
     return _OneHot.of_batch(batch)
 
@@ -250,7 +250,7 @@ def resolve_env_id(name: str) -> str:
     """``DelayedMatch``, ``DelayedMatch-v0``, ``recall/DelayedMatch-v0`` or the config name
     ``delayed_match`` -> the full id; a MiniGrid Memory id, or ``minigrid_memory`` (its
     default room, S7)."""
-    from agents.config import env_names, load_env_config
+    from agents.common.config import env_names, load_env_config
 
     if name in env_names() and load_env_config(name)["id"] in SF_ENV_IDS:
         return str(load_env_config(name)["id"])
@@ -405,7 +405,7 @@ def add_recall_args(parser) -> None:
 
 def load_checkpoint(path: str, device="cpu") -> dict[str, Any]:
     """Load a sample-factory checkpoint with ``weights_only=False`` (trusted: our own runs)."""
-    from agents.checkpoint import CheckpointError
+    from agents.common.checkpoint import CheckpointError
 
     try:
         return torch.load(path, map_location=device, weights_only=False)

@@ -117,7 +117,7 @@ class Adam:
         if saved.get("weight_decay") and not saved.get("decoupled_weight_decay"):
             unsupported["weight_decay"] = f"{saved['weight_decay']} (L2, not decoupled)"
         if unsupported:
-            raise ValueError(f"the optimizer state was written with {unsupported}; agents.adam.Adam "
+            raise ValueError(f"the optimizer state was written with {unsupported}; agents.common.adam.Adam "
                              "implements amsgrad=False, maximize=False and AdamW's decoupled decay")
         by_index = dict(zip(saved["params"], params, strict=True))
         state = {}

@@ -34,8 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from agents.device import check_device
-from agents.signals import GracefulStop
+from agents.common.device import check_device
+from agents.common.signals import GracefulStop
 from envs.rng import SEED_LIMIT
 
 # A duplicate of a stop signal within this many seconds is the same request: under

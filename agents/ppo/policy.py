@@ -38,9 +38,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from agents.encoders import make_encoder
-from agents.next_obs import NextObsHead
-from agents.tree import tree_map
+from agents.common.encoders import make_encoder
+from agents.common.tree import tree_map
+from agents.ppo.next_obs import NextObsHead
 from memory_modules import State, make_core
 
 
@@ -101,7 +101,7 @@ class Policy(nn.Module):
         else:
             self.critic = _init_linear(nn.Linear(out, 1), 1.0)
         # algo.next_obs_coef > 0: a head on the core output that predicts the next
-        # observation (agents.next_obs), a self-supervised loss for the memory.
+        # observation (agents.ppo.next_obs), a self-supervised loss for the memory.
         self.next_obs = NextObsHead(observation_space, self.core.output_size) if predict_next_obs else None
 
     # ------------------------------------------------------------------ pieces
@@ -254,7 +254,7 @@ class Policy(nn.Module):
         """Log-prob of ``actions``, entropy and value, each ``[T, B]``, from the core's one call.
 
         A policy that predicts the next observation also returns that prediction's loss
-        (a scalar: agents.next_obs).
+        (a scalar: agents.ppo.next_obs).
         """
         x = self.features(obs, starts, prev_action, prev_reward)
         y, _ = self._core(x, state, starts, need_state=False)

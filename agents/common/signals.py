@@ -10,7 +10,7 @@ by that signal, so a scheduler's requeue logic reads it as such. A second
 signal exits at once with the same convention, writing nothing: the last
 checkpoint on disk (renamed into place atomically) stays the good one.
 
-In a run of several ranks (agents/distributed.py) a signal at any rank stops all
+In a run of several ranks (agents/ppo/distributed.py) a signal at any rank stops all
 of them after the same update (``adopt``), and a repeat of the first signal within
 ``repeat_grace`` seconds is not a second one: under torchrun each process gets the
 scheduler's signal and torchrun's forwarded copy of it.

@@ -2,7 +2,7 @@
 
 The config tree (``configs/``): ``env`` (``id`` plus the task's knobs),
 ``core`` (``name`` plus the core's options), ``algo`` (the fields of
-:class:`agents.ppo.PPOConfig`), ``policy`` (encoder options and
+:class:`agents.ppo.learner.PPOConfig`), ``policy`` (encoder options and
 ``prev_action_reward``), and top-level run settings.
 """
 
@@ -16,11 +16,11 @@ import gymnasium  # noqa: F401  (imported before envs: gymnasium loads envs as a
 from omegaconf import DictConfig, OmegaConf
 
 import envs
-from agents.policy import Policy
-from agents.ppo import PPOConfig
+from agents.ppo.learner import PPOConfig
+from agents.ppo.policy import Policy
 from envs.registration import minigrid_room
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 ENCODER_KEYS = ("embed_dim", "hidden_size", "mlp_layers", "cnn_channels", "share_embeddings",
                 "grid_trunk")
 

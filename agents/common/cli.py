@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config import CONFIG_DIR, compose, load_env_config, to_dict
-from agents.device import check_device
+from agents.common.config import CONFIG_DIR, compose, load_env_config, to_dict
+from agents.common.device import check_device
 
 
 def parse_args(argv: Sequence[str]) -> tuple[DictConfig, str | None]:
@@ -130,12 +130,49 @@ def single_run(argv: Sequence[str], composed: DictConfig | None) -> DictConfig |
     with read_write(composed.hydra):
         composed.hydra.mode = RunMode.RUN
     # HydraConfig.get() answers as in a run of @hydra.main (and no longer with the
-    # settings of an earlier multirun in this process: agents.sweep.in_multirun)
+    # settings of an earlier multirun in this process: agents.common.sweep.in_multirun)
     HydraConfig.instance().set_config(composed)
     configure_log(composed.hydra.job_logging, composed.hydra.verbose)
     with read_write(composed), open_dict(composed):
         del composed["hydra"]
     return composed
+
+
+def launch(run: Callable[[DictConfig, list[str]], dict[str, Any]], config_name: str,
+           composed: DictConfig | None, expected: tuple[type[BaseException], ...]) -> None:
+    """A trainer's command: ``run(cfg, overrides)`` once for a plain run (composed once, by
+    ``check_hydra_args``), else under ``@hydra.main`` (sweeps, Hydra's flags).
+
+    An ``expected`` error is one line and exit status 1; inside a sweep it is raised, so
+    the sweep marks that job failed and runs the rest. A run stopped by a signal exits
+    with its status (128 + the signal's number)."""
+    from agents.common.sweep import in_multirun
+
+    def job(cfg: DictConfig, overrides: list[str]) -> None:
+        try:
+            summary = run(cfg, overrides)
+        except expected as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            if in_multirun():
+                raise
+            sys.exit(1)
+        if summary["interrupted"] and not in_multirun():
+            sys.exit(summary.get("exit_status", 130))
+
+    cfg = single_run(sys.argv[1:], composed)
+    if cfg is not None:
+        job(cfg, list(sys.argv[1:]))
+        return
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    # The config path is absolute and the job's name set in the config (hydra.job.name),
+    # so neither depends on where this function lives.
+    @hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name=config_name)
+    def _app(cfg: DictConfig) -> None:
+        job(cfg, list(HydraConfig.get().overrides.task))
+
+    _app()
 
 
 def check_group_choices(argv: Sequence[str], groups: Sequence[str]) -> None:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from agents.encoders import make_encoder
+from agents.common.encoders import make_encoder
 from memory_modules.dtmem import DTMemCore
 
 MemState = list[torch.Tensor]  # one [B, N, H] memory per block

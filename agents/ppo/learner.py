@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agents.adam import Adam
-from agents.policy import Policy
-from agents.rollout import Rollout
+from agents.common.adam import Adam
+from agents.ppo.policy import Policy
+from agents.ppo.rollout import Rollout
 
 
 @dataclass
@@ -54,7 +54,7 @@ class PPOConfig:
     # noise; on Ballet they are 64 of about 70 steps. The value loss keeps every step.
     mask_ignored_actions: bool = False
     # Weight of a self-supervised loss: the core's output predicts the next observation
-    # (agents.next_obs; the policy gets the head when this is above 0). 0: off.
+    # (agents.ppo.next_obs; the policy gets the head when this is above 0). 0: off.
     next_obs_coef: float = 0.0
     next_obs_fraction: float = 0.125  # of each minibatch's steps that loss reads (its cost)
 
@@ -82,7 +82,7 @@ class PPO:
         cfg.validate()
         if cfg.next_obs_coef > 0 and getattr(policy, "next_obs", None) is None:
             raise ValueError(f"next_obs_coef={cfg.next_obs_coef} needs a policy built with "
-                             "predict_next_obs=True (agents.config.policy_spec sets it from algo)")
+                             "predict_next_obs=True (agents.common.config.policy_spec sets it from algo)")
         if cfg.target_entropy is not None and (cfg.ent_coef <= 0 or cfg.ent_coef_lr <= 0):
             raise ValueError(f"target_entropy={cfg.target_entropy} needs ent_coef > 0 (the bonus it "
                              f"starts from) and ent_coef_lr > 0; got {cfg.ent_coef}, {cfg.ent_coef_lr}")
@@ -97,7 +97,7 @@ class PPO:
         device = next(policy.parameters()).device
         self.ent_coef = torch.tensor(cfg.ent_coef, dtype=torch.float32, device=device)
         # The training path, and a statistic's mean over ranks: in a run of several ranks,
-        # agents.distributed puts DistributedDataParallel and an all-reduce here.
+        # agents.ppo.distributed puts DistributedDataParallel and an all-reduce here.
         self.evaluate = policy.evaluate_sequence
         self.mean_over_ranks = _same
 

@@ -156,7 +156,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def policy_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu"):
     """Rebuild the policy stored in a loaded checkpoint, weights included."""
-    from agents.config import make_policy
+    from agents.common.config import make_policy
 
     policy = make_policy(ckpt["policy"])
     policy.load_state_dict(ckpt["model"])

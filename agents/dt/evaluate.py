@@ -1,6 +1,6 @@
 """Online evaluation of a decision-transformer checkpoint in batched envs.
 
-    python -m agents.dt_eval checkpoint=<file or run dir> target_return=1.0 episodes=N
+    python -m agents.dt.evaluate checkpoint=<file or run dir> target_return=1.0 episodes=N
         [num_envs=512] [device=cpu] [seed=...] [env=<configs/env name or env id>] [env.<knob>=...]
 
 (``python -m agents.evaluate`` hands DT checkpoints to this module.) Prints the
@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from agents.checkpoint import load_checkpoint
-from agents.cli import env_config, json_command
-from agents.config import env_knobs, make_env
-from agents.dt import DecisionTransformer
-from agents.episode_tally import EpisodeTally
+from agents.common.checkpoint import load_checkpoint
+from agents.common.cli import env_config, json_command
+from agents.common.config import env_knobs, make_env
+from agents.dt.model import DecisionTransformer
+from agents.evaluation.episode_tally import EpisodeTally
 
 EVAL_SEED_OFFSET = 1_000_000  # as agents.evaluate: evaluation episodes apart from training's
 
@@ -34,7 +34,7 @@ EVAL_SEED_OFFSET = 1_000_000  # as agents.evaluate: evaluation episodes apart fr
 def model_from_checkpoint(ckpt: dict[str, Any], device) -> DecisionTransformer:
     if ckpt.get("kind") != "dt":
         raise ValueError(f"not a decision-transformer checkpoint (kind={ckpt.get('kind', 'ppo')!r}); "
-                         "accepted: kind 'dt' from agents.train_dt")
+                         "accepted: kind 'dt' from agents.dt.trainer")
     model = DecisionTransformer(**ckpt["dt"])
     model.load_state_dict(ckpt["model"])
     return model.to(device)
@@ -55,7 +55,7 @@ class DTActor:
     """Greedy acting of a decision transformer in ``num_envs`` batched envs (see the module
     docstring): ``act(obs)`` picks every copy's action, ``observe(reward, done)`` books the step.
 
-    Used by :func:`evaluate_dt` and by ``agents.video.play_episodes`` (``agents.record``).
+    Used by :func:`evaluate_dt` and by ``agents.evaluation.video.play_episodes`` (``agents.record``).
     """
 
     def __init__(self, model: DecisionTransformer, num_envs: int, target_return: float = 1.0,
@@ -107,7 +107,7 @@ class DTActor:
     def memory_read(self):
         """Where each block's DT-Mem memory was read by the observation token of the last
         ``act`` (a ``memory_modules.Read`` over the slots), when its reads are recorded
-        (``agents.video.recording_reads``); None for the plain DT or when not recording."""
+        (``agents.evaluation.video.recording_reads``); None for the plain DT or when not recording."""
         from memory_modules import Read
 
         cores = [b.memory.core for b in self.model.blocks if b.memory is not None]
@@ -186,7 +186,7 @@ def evaluate_checkpoint(
 
 
 def evaluate_from_args(args: Any, choice: str | None) -> dict[str, Any]:
-    """``evaluate_checkpoint`` from command-line arguments (see :mod:`agents.cli`)."""
+    """``evaluate_checkpoint`` from command-line arguments (see :mod:`agents.common.cli`)."""
     saved = load_checkpoint(args.checkpoint)["config"]["env"]
     target = args.get("target_return")
     return evaluate_checkpoint(

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.config import env_knobs, make_env, to_dict
+from agents.common.config import env_knobs, make_env, to_dict
 
 RESULTS = "results.json"
 EVAL_KEYS = ("success_rate", "mean_return", "episodes", "mean_length")
@@ -67,7 +67,7 @@ def _row(trainer, env_cfg, summary: dict[str, Any], K: float, **fields) -> dict[
 
 
 def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
-    """The row of a PPO run (agents/train.py)."""
+    """The row of a PPO run (agents/ppo/trainer.py)."""
     cfg = trainer.cfg
     core_cfg = to_dict(cfg.core)
     core_name = core_cfg.pop("name")
@@ -82,7 +82,7 @@ def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
         seed=int(cfg.seed),
         env_steps=int(trainer.global_step),
         updates=int(trainer.update),
-        world_size=trainer.ranks.world_size,  # data-parallel ranks (agents.distributed)
+        world_size=trainer.ranks.world_size,  # data-parallel ranks (agents.ppo.distributed)
         budget_steps=int(cfg.total_steps),
         resumed=bool(cfg.get("resume")),
         curriculum=to_dict(cfg.curriculum) if cfg.get("curriculum") else None,
@@ -93,7 +93,7 @@ def results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def dt_results_row(trainer, summary: dict[str, Any]) -> dict[str, Any]:
-    """The row of a decision-transformer run (agents/train_dt.py): offline, so no env
+    """The row of a decision-transformer run (agents/dt/trainer.py): offline, so no env
     steps; the model's context K is its window, unbounded with the working memory."""
     cfg, model = trainer.cfg, trainer.model
     spec = model.spec()

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from agents.tree import tree_map
+from agents.common.tree import tree_map
 from memory_modules import State
 
 

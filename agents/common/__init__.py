@@ -1,0 +1,8 @@
+"""Run tools both trainers reach.
+
+``config`` (compose, env knobs, building envs and policies), ``cli`` (argument checks,
+the Hydra launch), ``checkpoint``, ``run_dir``, ``signals`` (a clean stop on SIGTERM
+and friends), ``device``, ``adam``, ``encoders`` (observation encoders by space),
+``results`` (``results.json``), ``sweep`` (multirun folders), ``report`` (statistics
+over a sweep; ``python -m agents.report``), ``tree``.
+"""

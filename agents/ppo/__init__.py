@@ -1,0 +1,8 @@
+"""Recurrent PPO: the trainer (``python -m agents.train``) and its parts.
+
+``trainer`` (the run: rollouts on the device, updates, checkpoints, TensorBoard),
+``learner`` (``PPOConfig`` and the clipped-surrogate update over whole sequences),
+``rollout`` ([T, B] storage, GAE), ``policy`` (encoder -> memory core -> heads),
+``curriculum``, ``next_obs`` (an auxiliary loss), ``lr_schedule``, ``distributed``
+(torchrun data parallelism).
+"""
