@@ -181,7 +181,7 @@ def main() -> None:
         "--rnn-layouts",
         action="store_true",
         help="also time the LSTM/GRU training pass without resets and in each sequence "
-        "layout (packed, padded; the GRU's scan too)",
+        "layout (packed, padded, scan)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -241,7 +241,7 @@ def main() -> None:
         elif kind == "layout":
             core = make_core(name, INPUT).to(dev)
             row = {"none": training_time(core, TRAIN_ENVS, dev, train_repeats, 0.0)}
-            for path in ("packed", "padded", "scan")[: 3 if name == "gru" else 2]:
+            for path in ("packed", "padded", "scan"):
                 core.sequence_path = path
                 row[path] = training_time(core, TRAIN_ENVS, dev, train_repeats)
             layouts[(name, dev.type)] = row
@@ -311,9 +311,9 @@ def main() -> None:
         print(
             f"\nLSTM/GRU training pass (forward + backward, T={TRAIN_T}, {TRAIN_ENVS} envs): "
             "no episode starts (one plain fused call), and starts at rate "
-            f"1/{round(1 / RESET_RATE)} with the segments packed or padded, or the GRU's "
-            "scan (``sequence_path``; \"auto\" picks packed on CUDA; elsewhere padded, "
-            "or the scan for a GRU when the padded buckets take more steps than T).\n"
+            f"1/{round(1 / RESET_RATE)} with the segments packed or padded, or one scan "
+            "(``sequence_path``; \"auto\" picks packed on CUDA; elsewhere padded, "
+            "or the scan when the padded buckets take more steps than T).\n"
         )
         head = "| core |"
         for dev in devices:
@@ -328,7 +328,7 @@ def main() -> None:
             for dev in devices:
                 r = layouts[(name, dev.type)]
                 line += (f" {fmt_time(r['none'])} | {fmt_time(r['packed'])} | {fmt_time(r['padded'])} |"
-                         f" {fmt_time(r['scan']) if 'scan' in r else '-'} |")
+                         f" {fmt_time(r['scan'])} |")
             print(line)
 
 

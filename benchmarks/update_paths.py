@@ -1,14 +1,15 @@
 """One PPO update of committed experiments with each LSTM/GRU sequence layout.
 
     python benchmarks/update_paths.py [--experiments gru_minigrid_memory gru_repeat_first]
-        [--paths padded auto] [--repeats 6] [--threads 1]
+        [--paths padded auto] [--repeats 6] [--threads 1] [key=value ...]
 
 For each experiment: the trainer as ``python -m agents.train experiment=<name>``
 builds it, collects one rollout, and times ``PPO.update`` on that rollout with
 ``policy.core.sequence_path`` set to each of ``--paths`` in turn, ``--repeats``
 times round (after one untimed round). Prints the median per path, and which
 path "auto" took (memory_modules/rnn.py). The weights move with every update;
-the rollout stays the same.
+the rollout stays the same. ``key=value`` overrides apply to every experiment
+(``core=lstm``: the same experiments with an LSTM).
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ DEFAULT_EXPERIMENTS = ("gru_minigrid_memory", "gru_ballet", "gru_hidden_objects"
                        "gru_repeat_first", "gru_delayed_match")
 
 
-def measure(experiment: str, paths: list[str], repeats: int) -> dict:
+def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str] = ()) -> dict:
     """Median seconds of one update per path, and the paths "auto" took."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose([f"experiment={experiment}", "progress=false", "curriculum=null",
                        "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0",
-                       "threads=null", f"runs_root={tmp}"])
+                       "threads=null", f"runs_root={tmp}", *overrides])
         trainer = Trainer(cfg, Path(tmp), None)
         core = trainer.policy.core
         if not hasattr(core, "sequence_path"):
@@ -80,18 +81,20 @@ def main(argv=None) -> int:
     parser.add_argument("--paths", nargs="+", default=["padded", "auto"], choices=SEQUENCE_PATHS)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", help="key=value for every experiment, e.g. core=lstm")
     a = parser.parse_args(argv)
     if a.repeats < 1:
         parser.error(f"--repeats={a.repeats} must be at least 1")
     torch.set_num_threads(a.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {a.threads} torch thread(s), "
-          f"load average {load:.1f}; median of {a.repeats} alternated updates\n")
+          f"load average {load:.1f}; median of {a.repeats} alternated updates; overrides: "
+          f"{' '.join(a.overrides) or 'none'}\n")
     print("| experiment | copies x steps | " + " | ".join(f"{p} (ms)" for p in a.paths)
           + " | auto took |")
     print("|---|---|" + "---:|" * len(a.paths) + "---|")
     for exp in a.experiments:
-        r = measure(exp, a.paths, a.repeats)
+        r = measure(exp, a.paths, a.repeats, a.overrides)
         cells = " | ".join(f"{1000 * r['median'][p]:.0f}" for p in a.paths)
         print(f"| `{exp}` | {r['shape'][0]} x {r['shape'][1]} | {cells} | "
               f"{', '.join(r['auto']) or '-'} |", flush=True)

@@ -10,11 +10,11 @@ fused step. Training (``T > 1``): without episode starts after step 0 it is one
 fused pass per layer. Otherwise every env's sequence is cut at its episode starts
 into segments; an env's first segment starts from the stored state, every later
 one from zeros, and the segments of all envs run together, in one of two layouts
-with no Python loop over time; or the GRU scans (the third item):
+with no Python loop over time; or each layer scans all T steps (the third item):
 
 * ``"packed"`` (default on CUDA): one ``PackedSequence``; cuDNN runs it natively
   and returns each segment's final state.
-* ``"padded"`` (the LSTM's default elsewhere): segments grouped by length into buckets
+* ``"padded"``: segments grouped by length into buckets
   (lengths in (2^(k-1), 2^k], so at most log2(T) + 1 of them), each bucket one
   zero-padded batch of left-aligned segments and one plain fused call per layer.
   Torch's CPU kernel for packed sequences slices its input once per step, and the
@@ -26,13 +26,13 @@ with no Python loop over time; or the GRU scans (the third item):
   from the layer's output sequence (``h``) and, for the LSTM's cell, from the
   closed form of its linear recurrence ``c_t = f_t * c_{t-1} + i_t * g_t`` with
   the gates recomputed from the layer's inputs and outputs (see ``_final_cell``).
-* ``"scan"`` (GRU only): no segments at all. :mod:`memory_modules.gru_sequence`
-  runs each layer over all T steps once, a reset being a multiply, with its
-  backward written out. Off CUDA, ``"auto"`` takes it for the GRU when the padded
-  buckets would loop over more steps than T (ragged episodes: on MiniGrid's
-  training minibatches a PPO update took 0.87 s instead of 1.41 s) and keeps the
-  padded batches otherwise (episodes that tile the sequence make one short
-  bucket, which is faster).
+* ``"scan"``: no segments at all. :mod:`memory_modules.gru_sequence` and
+  :mod:`memory_modules.lstm_sequence` run each layer over all T steps once, a
+  reset being a multiply, with their backward written out. Off CUDA, ``"auto"``
+  takes the scan when the padded buckets would loop over more steps than T
+  (ragged episodes: on MiniGrid's training minibatches a GRU PPO update took
+  0.67 s instead of 1.34 s) and keeps the padded batches otherwise (episodes
+  that tile the sequence make one short bucket, which is faster).
 
 Outputs are gathered back to ``[T, B]`` and the final state is read from each
 env's last segment. Segment ids and positions are vectorised index arithmetic on
@@ -54,6 +54,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from memory_modules.base import MemoryCore, State, reset_state
 from memory_modules.gru_sequence import gru_sequence
+from memory_modules.lstm_sequence import lstm_sequence
 
 # Added to the retain gate's bias at init (see _FusedRNNCore._init_retain_bias). With
 # torch's default init (bias ~ 0) an LSTM/GRU did not learn the delay-32 recall test in
@@ -219,12 +220,30 @@ class _FusedRNNCore(MemoryCore):
         return self._segments_padded(x, seg, pos, lengths, n_seg_host, h0)
 
     def _cpu_path(self, lengths: torch.Tensor, T: int) -> str:
-        """The layout ``"auto"`` takes off CUDA for segments of these (host) lengths."""
-        return "padded"
+        """The scan runs T steps whatever the resets; the padded batches run the longest
+        segment of each length bucket, one after another: take whichever loops over fewer
+        steps. Segments of one length (episodes that tile the sequence) make one short
+        bucket and stay padded; ragged episodes (MiniGrid, HiddenObjects) make up to
+        log2(T) + 1 buckets, as many as 2T steps, and go to the scan (docs/benchmarks.md,
+        memory core cost)."""
+        steps = torch.zeros(T.bit_length() + 1, dtype=lengths.dtype)
+        steps.scatter_reduce_(0, _bucket_of(lengths), lengths, reduce="amax")
+        return "scan" if int(steps.sum()) > T else "padded"
 
     def _run_scan(self, x: torch.Tensor, state: State, starts: torch.Tensor):
-        raise ValueError(f"sequence_path='scan' is the GRU's; {type(self).__name__} has "
-                         f"{[p for p in SEQUENCE_PATHS if p != 'scan']}")
+        """Every layer as one scan over all T steps, resets and all (no segments)."""
+        keep = (~starts).unsqueeze(-1).to(x.dtype)  # [T, B, 1]: 0 wipes the state
+        finals = []
+        for i, layer in enumerate(self.layers):
+            x, final = self._scan_layer(layer, x, tuple(state[k][:, i] for k in self._state_keys),
+                                        keep)
+            finals.append(final)
+        return x, self._stack(finals)
+
+    def _scan_layer(self, layer: nn.RNNBase, x, hidden: Hidden, keep) -> tuple[torch.Tensor, Hidden]:
+        """Layer ``layer`` over x [T, B, D] from ``hidden`` ([B, H] per state key), ``keep``
+        [T, B, 1]: its outputs [T, B, H] and final state ([B, H] per key)."""
+        raise NotImplementedError
 
     def _segments_packed(self, padded, lengths_host, h0: State, last):
         """All segments as one PackedSequence per layer; returns padded outputs [L_max, S, H]
@@ -338,6 +357,11 @@ class LSTMCore(_FusedRNNCore):
     _rnn_cls = nn.LSTM
     _state_keys = ("h", "c")
 
+    def _scan_layer(self, layer: nn.LSTM, x, hidden: Hidden, keep):  # noqa: D102
+        out, c = lstm_sequence(x, hidden[0], hidden[1], keep, layer.weight_ih_l0,
+                               layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+        return out, (out[-1], c)
+
 
 class GRUCore(_FusedRNNCore):
     """Stacked GRU; state ``{"h": [B, L, H]}``."""
@@ -345,23 +369,7 @@ class GRUCore(_FusedRNNCore):
     _rnn_cls = nn.GRU
     _state_keys = ("h",)
 
-    def _cpu_path(self, lengths: torch.Tensor, T: int) -> str:
-        """The scan runs T steps whatever the resets; the padded batches run the longest
-        segment of each length bucket, one after another: take whichever loops over fewer
-        steps. Segments of one length (episodes that tile the sequence) make one short
-        bucket and stay padded; ragged episodes (MiniGrid, HiddenObjects) make up to
-        log2(T) + 1 buckets, as many as 2T steps, and go to the scan (docs/benchmarks.md,
-        memory core cost)."""
-        steps = torch.zeros(T.bit_length() + 1, dtype=lengths.dtype)
-        steps.scatter_reduce_(0, _bucket_of(lengths), lengths, reduce="amax")
-        return "scan" if int(steps.sum()) > T else "padded"
-
-    def _run_scan(self, x: torch.Tensor, state: State, starts: torch.Tensor):
-        """Every layer as one :func:`gru_sequence` call, resets and all (no segments)."""
-        keep = (~starts).unsqueeze(-1).to(x.dtype)  # [T, B, 1]: 0 wipes the state
-        finals = []
-        for i, layer in enumerate(self.layers):
-            x = gru_sequence(x, state["h"][:, i], keep, layer.weight_ih_l0, layer.weight_hh_l0,
-                             layer.bias_ih_l0, layer.bias_hh_l0)
-            finals.append(x[-1])
-        return x, {"h": torch.stack(finals, dim=1)}
+    def _scan_layer(self, layer: nn.GRU, x, hidden: Hidden, keep):  # noqa: D102
+        out = gru_sequence(x, hidden[0], keep, layer.weight_ih_l0, layer.weight_hh_l0,
+                           layer.bias_ih_l0, layer.bias_hh_l0)
+        return out, (out[-1],)

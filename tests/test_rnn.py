@@ -14,8 +14,7 @@ IDS = [f"{n}-L{layers}" for n, layers in CASES]
 
 
 PATHS = ["packed", "padded", "scan"]
-# The scan is the GRU's (memory_modules.gru_sequence); the LSTM refuses it (tested below).
-CASE_PATHS = [(n, layers, p) for n, layers in CASES for p in PATHS if not (n == "lstm" and p == "scan")]
+CASE_PATHS = [(n, layers, p) for n, layers in CASES for p in PATHS]
 CASE_PATH_IDS = [f"{n}-L{layers}-{p}" for n, layers, p in CASE_PATHS]
 
 
@@ -76,8 +75,7 @@ def test_no_resets_match_step_loop(name, num_layers):
         _assert_same(core(x, state, starts), _step_loop(core, x, state, starts))
 
 
-@pytest.mark.parametrize("name,path", [(n, p) for n in ("lstm", "gru") for p in PATHS
-                                       if not (n == "lstm" and p == "scan")])
+@pytest.mark.parametrize("name,path", [(n, p) for n in ("lstm", "gru") for p in PATHS])
 def test_sequence_path_calls(name, path, monkeypatch):
     """Resets inside the sequence: each layer's fused RNN runs all segments in one
     PackedSequence, or in one padded batch per length bucket; no loop over steps in
@@ -141,17 +139,17 @@ def _auto_path_taken(core, monkeypatch, T: int, B: int, starts) -> list[str]:
 
 
 def test_auto_path_on_cpu(monkeypatch):
-    """Off CUDA the LSTM pads; the GRU scans when the padded buckets would loop over more
-    steps than the sequence has (ragged episodes), and pads when they would not."""
+    """Off CUDA a core scans when the padded buckets would loop over more steps than the
+    sequence has (ragged episodes), and pads when they would not."""
     ragged = torch.zeros(30, 6, dtype=torch.bool)
     ragged[[3, 4, 10, 29], [0, 0, 2, 5]] = True  # buckets of 1, 3, 10 and 30 steps: 44 > 30
     tiled = torch.zeros(8, 3, dtype=torch.bool)
     tiled[4] = True  # two episodes of 4 steps per env: one bucket of 4 steps
     lstm, gru = _core("lstm", 1), _core("gru", 1)
     assert lstm.sequence_path == gru.sequence_path == "auto"
-    assert _auto_path_taken(lstm, monkeypatch, 30, 6, ragged) == ["padded"]
-    assert _auto_path_taken(gru, monkeypatch, 30, 6, ragged) == ["scan"]
-    assert _auto_path_taken(gru, monkeypatch, 8, 3, tiled) == ["padded"]
+    for core in (lstm, gru):
+        assert _auto_path_taken(core, monkeypatch, 30, 6, ragged) == ["scan"]
+        assert _auto_path_taken(core, monkeypatch, 8, 3, tiled) == ["padded"]
 
 
 def test_bad_sequence_path_is_an_error():
@@ -160,9 +158,6 @@ def test_bad_sequence_path_is_an_error():
     starts[2, 0] = True
     with pytest.raises(ValueError, match="sequence_path must be one of"):
         core(torch.randn(5, 2, IN), core.initial_state(2, "cpu"), starts)
-    lstm = _core("lstm", 1, path="scan")
-    with pytest.raises(ValueError, match="sequence_path='scan' is the GRU's; LSTMCore has"):
-        lstm(torch.randn(5, 2, IN), lstm.initial_state(2, "cpu"), starts)
 
 
 @pytest.mark.parametrize("name,num_layers,path", CASE_PATHS, ids=CASE_PATH_IDS)
