@@ -29,10 +29,11 @@ with no Python loop over time; or each layer scans all T steps (the third item):
 * ``"scan"``: no segments at all. :mod:`memory_modules.gru_sequence` and
   :mod:`memory_modules.lstm_sequence` run each layer over all T steps once, a
   reset being a multiply, with their backward written out. Off CUDA, ``"auto"``
-  takes the scan when the padded buckets would loop over more steps than T
-  (ragged episodes: on MiniGrid's training minibatches a GRU PPO update took
-  0.67 s instead of 1.34 s) and keeps the padded batches otherwise (episodes
-  that tile the sequence make one short bucket, which is faster).
+  takes the scan for the GRU when the padded buckets would loop over more steps
+  than T (ragged episodes: on MiniGrid's training minibatches a GRU PPO update
+  took 0.67 s instead of 1.34 s) and keeps the padded batches otherwise
+  (episodes that tile the sequence make one short bucket, which is faster). The
+  LSTM stays padded (see ``LSTMCore._cpu_path``).
 
 Outputs are gathered back to ``[T, B]`` and the final state is read from each
 env's last segment. Segment ids and positions are vectorised index arithmetic on
@@ -356,6 +357,13 @@ class LSTMCore(_FusedRNNCore):
 
     _rnn_cls = nn.LSTM
     _state_keys = ("h", "c")
+
+    def _cpu_path(self, lengths: torch.Tensor, T: int) -> str:
+        """Padded, ragged or not: torch's CPU LSTM is one fused oneDNN kernel a call, and
+        on MiniGrid's minibatches (4 sequences x 128 steps) a PPO update took 0.76 s
+        padded against 0.87 s scanned (at 256 sequences the scan wins, 0.45 s against
+        0.61 s: ``sequence_path="scan"`` takes it; docs/benchmarks.md)."""
+        return "padded"
 
     def _scan_layer(self, layer: nn.LSTM, x, hidden: Hidden, keep):  # noqa: D102
         out, c = lstm_sequence(x, hidden[0], hidden[1], keep, layer.weight_ih_l0,
