@@ -32,6 +32,21 @@ DEFAULT_EXPERIMENTS = ("gru_minigrid_memory", "gru_ballet", "gru_hidden_objects"
                        "gru_repeat_first", "gru_delayed_match")
 
 
+# The core's method behind each layout (memory_modules/rnn.py); "plain": no episode
+# starts inside the sequences, one fused call.
+LAYOUTS = {"_segments_packed": "packed", "_segments_padded": "padded", "_run_scan": "scan",
+           "_run_plain": "plain"}
+
+
+def _noting(method, layout: str, taken: list[set[str] | None]):
+    """``method``, adding ``layout`` to ``taken[0]`` while that is a set (not None)."""
+    def call(*args):
+        if taken[0] is not None:
+            taken[0].add(layout)
+        return method(*args)
+    return call
+
+
 def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str] = ()) -> dict:
     """Median seconds of one update per path, and the paths "auto" took."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,35 +58,30 @@ def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str
         if not hasattr(core, "sequence_path"):
             raise ValueError(f"{experiment}: core {cfg.core.name!r} has no sequence_path (lstm, gru)")
         times: dict[str, list[float]] = {p: [] for p in paths}
-        taken: set[str] = set()
+        auto_took: set[str] = set()  # the layouts the timed updates under "auto" ran
+        taken: list[set[str] | None] = [None]  # where the layouts called now go (None: nowhere)
+        for method, layout in LAYOUTS.items():
+            setattr(core, method, _noting(getattr(core, method), layout, taken))
         real_update = trainer.ppo.update
 
-        def note(name):
-            real = getattr(core, name)
-            return lambda *a: taken.add(name) or real(*a)
-
         def timed(rollout):
-            for name in ("_segments_packed", "_segments_padded", "_run_scan", "_run_plain"):
-                setattr(core, name, note(name))
             for rep in range(repeats + 1):
                 for path in paths:
                     core.sequence_path = path
+                    taken[0] = auto_took if path == "auto" else None
                     t = time.perf_counter()
                     real_update(rollout)
+                    taken[0] = None
                     if rep:  # the first round warms up
                         times[path].append(time.perf_counter() - t)
-                    if path == "auto" and rep == 0:
-                        auto_took = sorted(taken)
-                    taken.clear()
             core.sequence_path = "auto"
-            timed.auto = auto_took if "auto" in paths else []
             return real_update(rollout)
 
         trainer.ppo.update = timed  # type: ignore[method-assign]
         trainer.num_updates = 1
         trainer.train()
         return {"median": {p: statistics.median(v) for p, v in times.items()},
-                "auto": [n.strip("_").replace("segments_", "") for n in timed.auto],
+                "auto": sorted(auto_took),
                 "shape": (trainer.algo.num_envs, trainer.algo.num_steps)}
 
 
