@@ -129,7 +129,7 @@ def _worker_cmd(fw, spec, a, seed, logdir):
             "--seeds", str(seed), "--logdir", str(logdir), "--device", a.device,
             "--threads", str(a.threads), "--max-minutes", str(a.max_minutes),
             "--eval-episodes", str(a.eval_episodes), "--eval-every-seconds", str(a.eval_every_seconds),
-            "--bar", str(a.bar)]
+            "--bar", str(a.bar), *(["--sf-flags", *a.sf_flags] if fw == "sf" and a.sf_flags else [])]
 
 
 # -------------------------------------------------------------------------------- workers
@@ -215,6 +215,22 @@ def sb3_worker(spec: dict, seed: int, a) -> None:
     model.learn(10**12, callback=Stop(), tb_log_name="sb3", log_interval=1)
 
 
+def sf_argv(spec: dict, seed: int, a) -> list[str]:
+    """``agents.sf_train`` words and flags of a peer run; ``--sf-flags`` come last, so they win."""
+    words = [f"env={spec['env_id']}", f"core={spec['core']}",
+             *(f"env.{k}={json.dumps(v)}" for k, v in spec["knobs"].items()),
+             *(f"core.{k}={json.dumps(v)}" for k, v in spec["core_kwargs"].items()),
+             f"threads={a.threads}"]
+    flags = ["--batched_sampling=True", "--num_envs_per_worker=1", f"--recall_copies={SF_COPIES}",
+             f"--rollout={spec['seq_len']}", f"--gamma={spec['gamma']}",
+             f"--exploration_loss_coeff={spec['ent_coef']}", f"--seed={seed}",
+             f"--train_for_seconds={int(a.max_minutes * 60)}", "--train_for_env_steps=1000000000000",
+             "--experiment=peers", f"--train_dir={a.logdir}", "--save_every_sec=1000000",
+             "--experiment_summaries_interval=10",
+             f"--device={'gpu' if a.device.startswith('cuda') else 'cpu'}"]
+    return words + flags + [f"--{f}" for f in a.sf_flags]
+
+
 def sf_worker(spec: dict, seed: int, a) -> int:
     """sample-factory's APPO with the recipe's recall-rl core, evaluated greedily by training time."""
     import torch
@@ -228,18 +244,7 @@ def sf_worker(spec: dict, seed: int, a) -> int:
 
     register_all()
     torch.set_num_threads(a.threads)
-    words = [f"env={spec['env_id']}", f"core={spec['core']}",
-             *(f"env.{k}={json.dumps(v)}" for k, v in spec["knobs"].items()),
-             *(f"core.{k}={json.dumps(v)}" for k, v in spec["core_kwargs"].items()),
-             f"threads={a.threads}"]
-    flags = ["--batched_sampling=True", "--num_envs_per_worker=1", f"--recall_copies={SF_COPIES}",
-             f"--rollout={spec['seq_len']}", f"--gamma={spec['gamma']}",
-             f"--exploration_loss_coeff={spec['ent_coef']}", f"--seed={seed}",
-             f"--train_for_seconds={int(a.max_minutes * 60)}", "--train_for_env_steps=1000000000000",
-             "--experiment=peers", f"--train_dir={a.logdir}", "--save_every_sec=1000000",
-             "--experiment_summaries_interval=10",
-             f"--device={'gpu' if a.device.startswith('cuda') else 'cpu'}"]
-    cfg = parse_cfg(words + flags)
+    cfg = parse_cfg(sf_argv(spec, seed, a))
     clock = EvalClock(a.logdir, spec, a.eval_every_seconds, a.bar)
 
     class Evaluate(AlgoObserver):
@@ -338,6 +343,7 @@ def run_one(fw: str, spec: dict, seed: int, a, workdir: Path) -> dict:
            "max_minutes": a.max_minutes, "threads": a.threads, "device": a.device,
            "eval_every_s": a.eval_every_seconds, "eval_episodes": a.eval_episodes,
            **({"recall_overrides": a.recall_overrides} if fw == "recall" and a.recall_overrides else {}),
+           **({"sf_flags": a.sf_flags} if fw == "sf" and a.sf_flags else {}),
            "commit": _commit(), "machine": f"{os.cpu_count()} CPUs {platform.machine()}",
            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "load_before": round(os.getloadavg()[0], 2), "log": str(logdir / "stdout.txt")}
@@ -437,7 +443,7 @@ def render(rows: list[dict]) -> str:
     for r in rows:
         def g(k, f="{}", r=r):
             return f.format(r[k]) if r.get(k) is not None else "-"
-        name = " ".join([NAMES[r["framework"]], *r.get("recall_overrides", [])])
+        name = " ".join([NAMES[r["framework"]], *r.get("recall_overrides", []), *r.get("sf_flags", [])])
         out.append(f"| {name} | {r['task']} | {r['seed']} | {r['status']} "
                    f"| {g('solve_s')} | {g('solve_wall_s')} | {g('steps_at_solve', '{:,}')} "
                    f"| {g('sps', '{:,}')} | {g('best', '{:.3f}')} | {g('evals')} "
@@ -466,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, all frameworks")
     p.add_argument("--recall-overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra agents.train overrides for recall-rl (a probe, not its recipe)")
+    p.add_argument("--sf-flags", nargs="*", default=[], metavar="FLAG=VALUE",
+                   help="extra sample-factory flags for its APPO, without the dashes (a probe, not its "
+                        "set-up; e.g. normalize_input=False); a flag given here wins over the script's")
     p.add_argument("--out", default="runs/peers/solve.jsonl",
                    help="JSON lines, one per run (appended); the runs' logs go beside it")
     p.add_argument("--table-only", action="store_true", help="print the table of --out and stop")

@@ -97,3 +97,18 @@ def test_bad_settings_are_one_line(flag, value, accepted):
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip() == f"error: {flag} {value} is not accepted; accepted: {accepted}"
+
+
+def test_sf_flags_reach_the_worker_and_win_over_the_scripts_own(tmp_path):
+    from agents.integrations.sf_train import parse_cfg
+
+    a = peers.build_parser().parse_args(["--sf-flags", "normalize_input=False", "rollout=64"])
+    spec = peers.task_spec("repeat_previous")
+    cmd = peers._worker_cmd("sf", spec, a, 0, tmp_path)
+    assert cmd[-3:] == ["--sf-flags", "normalize_input=False", "rollout=64"]
+    assert "--sf-flags" not in peers._worker_cmd("sb3", spec, a, 0, tmp_path)
+    worker = peers.build_parser().parse_args(cmd[3:])
+    worker.logdir = str(tmp_path)
+    cfg = parse_cfg(peers.sf_argv(spec, 0, worker))
+    assert cfg.normalize_input is False and cfg.rollout == 64  # the recipe's rollout is 102
+    assert parse_cfg(peers.sf_argv(spec, 0, peers.build_parser().parse_args([]))).normalize_input is True
