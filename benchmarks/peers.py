@@ -51,6 +51,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -213,6 +214,13 @@ def sb3_worker(spec: dict, seed: int, a) -> None:
         device=a.device, seed=seed, verbose=0,
     )
     model.learn(10**12, callback=Stop(), tb_log_name="sb3", log_interval=1)
+
+
+def new_workdir(out: Path) -> Path:
+    """A fresh folder for one invocation's run logs, beside ``out``: two sweeps started in the
+    same second (side by side, or into the same ``--out``) never share one."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.mkdtemp(prefix=f"logs_{out.stem}_{stamp}_", dir=out.parent))
 
 
 def sf_argv(spec: dict, seed: int, a) -> list[str]:
@@ -514,7 +522,7 @@ def main(argv=None) -> int:
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    workdir = out.parent / f"logs_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    workdir = new_workdir(out)
     jobs = [(t, fw, s) for t in a.tasks for s in a.seeds for fw in a.frameworks]
     for i, (task, fw, seed) in enumerate(jobs, 1):
         spec = task_spec(task)

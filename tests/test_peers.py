@@ -112,3 +112,12 @@ def test_sf_flags_reach_the_worker_and_win_over_the_scripts_own(tmp_path):
     cfg = parse_cfg(peers.sf_argv(spec, 0, worker))
     assert cfg.normalize_input is False and cfg.rollout == 64  # the recipe's rollout is 102
     assert parse_cfg(peers.sf_argv(spec, 0, peers.build_parser().parse_args([]))).normalize_input is True
+
+
+def test_each_invocation_logs_into_its_own_folder(tmp_path):
+    # Two sweeps started in the same second beside each other once shared a folder (and
+    # their evaluation event files): each invocation gets a fresh one, named for its --out.
+    out = tmp_path / "probe.jsonl"
+    first, second = peers.new_workdir(out), peers.new_workdir(out)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert first.parent == tmp_path and first.name.startswith("logs_probe_")
