@@ -12,7 +12,11 @@
 * ``MultiDiscrete`` of two or three dimensions (symbol grids, ``[H, W]`` or
   ``[H, W, C]`` / ``[C, H, W]``): every cell's symbols embedded (one table per
   channel, summed), then the small CNN (``grid_trunk="cnn"``, the default) or an
-  MLP over the flattened cells (``grid_trunk="mlp"``: cheaper on small views).
+  MLP over the flattened cells (``grid_trunk="mlp"``: cheaper on small views); or,
+  with ``grid_trunk="onehot"``, every cell's symbols one-hot, each feature
+  normalised by its running mean and standard deviation (``RunningNorm``:
+  sample-factory's ``normalize_input``, so a rare symbol, MiniGrid's cue, stands
+  out), then the MLP.
 * ``Discrete``: one embedding table.
 * ``Box`` with an image shape (``[H, W, C]`` or ``[C, H, W]``, C in 1..4, or
   ``uint8`` pixels): the small CNN (pixels scaled to [0, 1]); with
@@ -185,13 +189,57 @@ class FlatTrunk(nn.Module):
         return self.mlp(x.flatten(1))
 
 
-GRID_TRUNKS = ("cnn", "mlp")
+class RunningNorm(nn.Module):
+    """``(x - mean) / std`` per feature (clipped to +-``clip``), with the running mean and
+    variance of every batch it was trained on.
+
+    The statistics move only in a training forward with gradients on (PPO's minibatches),
+    never while acting or evaluating, which read them. They are buffers, so checkpoints
+    carry them; under torch.distributed each batch's moments are summed over the ranks
+    first, so every rank holds the same statistics. Until the first update it is the
+    identity (mean 0, variance 1) up to the clip.
+    """
+
+    def __init__(self, size: int, clip: float = 5.0, eps: float = 1e-5):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("var", torch.ones(size))
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            self.update(x.detach())
+        return ((x - self.mean) * torch.rsqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch ``[..., size]`` into the statistics (Chan et al.'s parallel update)."""
+        flat = x.reshape(-1, x.shape[-1]).float()
+        n = torch.full((1,), flat.shape[0], dtype=flat.dtype, device=flat.device)
+        moments = torch.cat([flat.sum(0), flat.square().sum(0), n])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(moments)
+        size = flat.shape[1]
+        n = moments[-1]
+        batch_mean = moments[:size] / n
+        batch_var = (moments[size:2 * size] / n - batch_mean.square()).clamp(min=0.0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.var.copy_((self.var * self.count + batch_var * n + delta.square() * self.count * n / total)
+                       / total)
+        self.mean.add_(delta * n / total)
+        self.count.copy_(total)
+
+
+GRID_TRUNKS = ("cnn", "mlp", "onehot")
 MAX_JOINT_ROWS = 4096  # GridEncoder's joint table of all channels, at most this many rows
 
 
 class GridEncoder(nn.Module):
     """MultiDiscrete grids ``[H, W]`` or ``[H, W, C]`` / ``[C, H, W]``: cell embeddings, then
-    a CNN (``trunk="cnn"``) or an MLP over the flattened cells (``trunk="mlp"``)."""
+    a CNN (``trunk="cnn"``) or an MLP over the flattened cells (``trunk="mlp"``); or the
+    cells' symbols one-hot, normalised by ``RunningNorm``, then the MLP (``trunk="onehot"``)."""
 
     def __init__(self, nvec: np.ndarray, start, embed_dim: int, channels: int, hidden_size: int,
                  trunk: str = "cnn", mlp_layers: int = 1):
@@ -211,7 +259,14 @@ class GridEncoder(nn.Module):
         sizes = torch.as_tensor(nvec.reshape(-1, c).max(0))
         offsets = (torch.cumsum(sizes, 0) - sizes)[None, None, :] - torch.as_tensor(start.copy())
         self.register_buffer("offsets", offsets, persistent=False)  # [H, W, C]
-        self.embed = nn.Embedding(int(sizes.sum()), embed_dim)
+        self.num_ids = int(sizes.sum())
+        if trunk == "onehot":  # no embedding: each (cell, symbol) is one normalised input
+            self.norm = RunningNorm(h * w * self.num_ids)
+            self.trunk = FlatTrunk(self.num_ids, h, w, hidden_size, mlp_layers)
+            self.output_size = self.trunk.output_size
+            return
+        self.norm = None
+        self.embed = nn.Embedding(self.num_ids, embed_dim)
         # Several channels with a small product of counts (MiniGrid: 11 objects x 6 colours
         # x 3 states = 198): each cell looks up one row of a joint table, the sum of its
         # channels' rows built each call, instead of C rows summed. The same sum (same
@@ -235,6 +290,9 @@ class GridEncoder(nn.Module):
             x = x.unsqueeze(-1)
         elif self.layout == "chw":
             x = x.permute(0, 2, 3, 1)
+        if self.norm is not None:  # the channels' id ranges are disjoint: a multi-hot per cell
+            hot = F.one_hot(x + self.offsets, self.num_ids).sum(-2)  # [N, H, W, ids]
+            return self.trunk(self.norm(hot.flatten(1).float()))
         if self.joint_sizes is None:
             e = self.embed(x + self.offsets).sum(-2)  # [N, H, W, E]: channels summed per cell
         else:
@@ -320,7 +378,7 @@ def make_encoder(
 ) -> nn.Module:
     """The encoder for ``space``; ``encoder.output_size`` is its feature width.
 
-    ``grid_trunk`` ("cnn" or "mlp") is what reads the embedded cells of a symbol grid."""
+    ``grid_trunk`` ("cnn", "mlp" or "onehot") is what reads the cells of a symbol grid."""
     if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)) and (symbol_counts or symbol_grid):
         raise ValueError(f"symbol_counts={symbol_counts} / symbol_grid={symbol_grid} describe one array "
                          f"observation; {type(space).__name__} spaces do not take them (nothing would read "
