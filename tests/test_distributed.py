@@ -454,3 +454,26 @@ def test_one_process_is_one_rank_that_changes_nothing():
     values = torch.tensor([3.0, 1.0])
     assert ranks.reduce_log(values, sums=1) is values and ranks.gather(7) == [7]
     assert ranks.broadcast("x") == "x" and ranks.seed(5) == 5 and ranks.first_copy(8) == 0
+
+
+def _running_norm_update(rank: int):
+    from agents.common.encoders import RunningNorm
+
+    dist.init_process_group("gloo")
+    norm = RunningNorm(2).train()
+    data = torch.tensor([[0.0, 1.0], [2.0, 5.0]]) if rank == 0 else torch.tensor([[4.0, -3.0]])
+    norm(data)
+    dist.destroy_process_group()
+    return {k: v.clone() for k, v in norm.state_dict().items()}
+
+
+def test_running_norm_on_every_rank_holds_the_statistics_of_all_ranks_batches():
+    # policy.grid_trunk=onehot's input statistics (tests/test_running_norm.py): the same on
+    # both ranks, from both ranks' batches, so the ranks act alike (DDP broadcasts no buffers)
+    r0, r1 = _ranks(_running_norm_update, timeout=120)
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    pooled = torch.tensor([[0.0, 1.0], [2.0, 5.0], [4.0, -3.0]])
+    torch.testing.assert_close(r0["mean"], pooled.mean(0))
+    torch.testing.assert_close(r0["var"], pooled.var(0, unbiased=False))
+    assert r0["count"].item() == 3

@@ -1,0 +1,92 @@
+"""``policy.grid_trunk=onehot``: a grid's cells one-hot, normalised by ``RunningNorm``.
+
+The statistics equal the pooled mean and variance of every batch trained on, move only
+in a training forward with gradients on (never while acting or evaluating), travel in
+checkpoints, and are the same on every rank of a distributed run (tests/test_distributed.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from agents.common.config import compose, make_policy, policy_spec
+from agents.common.encoders import GridEncoder, RunningNorm
+
+
+def test_statistics_are_the_pooled_moments_of_every_training_batch():
+    torch.manual_seed(0)
+    norm = RunningNorm(3).train()
+    batches = [torch.randn(n, 3) * torch.tensor([1.0, 3.0, 0.1]) + torch.tensor([2.0, -1.0, 0.5])
+               for n in (7, 50, 1)]
+    norm.eval()  # before any training batch: the identity, clipped to +-5
+    torch.testing.assert_close(norm(torch.tensor([[9.0, -0.5, 2.0]])), torch.tensor([[5.0, -0.5, 2.0]]))
+    norm.train()
+    for b in batches:
+        norm(b)
+    pooled = torch.cat(batches)
+    torch.testing.assert_close(norm.mean, pooled.mean(0))
+    torch.testing.assert_close(norm.var, pooled.var(0, unbiased=False), rtol=1e-4, atol=1e-6)
+    assert norm.count.item() == 58
+    out = norm(pooled)  # normalised: zero mean, unit variance per feature (one more update)
+    torch.testing.assert_close(out.mean(0), torch.zeros(3), atol=0.05, rtol=0)
+    torch.testing.assert_close(out.std(0, unbiased=False), torch.ones(3), atol=0.05, rtol=0)
+
+
+def test_acting_and_evaluation_read_the_statistics_and_never_move_them():
+    norm = RunningNorm(2).train()
+    norm(torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
+    before = {k: v.clone() for k, v in norm.state_dict().items()}
+    with torch.no_grad():  # acting in the rollout
+        acted = norm(torch.tensor([[100.0, -100.0]]))
+    norm.eval()  # evaluation
+    evaluated = norm(torch.tensor([[100.0, -100.0]]))
+    for k, v in norm.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(acted, evaluated) and torch.equal(acted, torch.tensor([[5.0, -5.0]]))
+
+
+def test_a_rare_symbol_stands_out_and_the_policy_keeps_its_statistics():
+    env = envs.make_vec("MiniGrid-MemoryS7-v0", 4)
+    spec = policy_spec(compose(["env=minigrid_memory", "policy.grid_trunk=onehot"]), env)
+    policy = make_policy(spec)
+    enc = policy.encoder
+    assert isinstance(enc, GridEncoder) and not hasattr(enc, "embed")  # no embedding table
+    obs, _ = env.reset()
+    view = obs.shape[1:]
+    ids = enc.num_ids
+    assert enc.norm.mean.shape == (int(np.prod(view[:2])) * ids,)
+    batch = obs.repeat(64, 1, 1, 1)  # 256 views
+    rare = batch.clone()
+    rare[0].view(-1, view[-1])[0, 0] = 6  # one copy sees a ball (object id 6) in a corner
+    policy.train()
+    enc(rare)  # a training forward: the statistics learn that the ball is rare there
+    hot = torch.nn.functional.one_hot(rare.long() + enc.offsets, ids).sum(-2).flatten(1).float()
+    z = (hot - enc.norm.mean) * torch.rsqrt(enc.norm.var + enc.norm.eps)  # as read when acting
+    ball = (0 * ids) + 6  # the first cell's object channel starts at offset 0
+    assert z[0, ball] > 7 and abs(z[1, ball]) < 0.2  # (1 - p) / sqrt(p (1 - p)) = 16 for p = 1/256
+    state = policy.state_dict()
+    assert torch.equal(state["encoder.norm.mean"], enc.norm.mean) and state["encoder.norm.count"] == 256
+    again = make_policy(spec)
+    again.load_state_dict(state)  # a checkpoint restores them
+    assert torch.equal(again.encoder.norm.var, enc.norm.var)
+
+
+def test_a_short_minigrid_run_trains_with_it(tmp_path):
+    from agents.ppo.trainer import run
+
+    overrides = ["experiment=gru_minigrid_memory", "policy.grid_trunk=onehot", "algo.num_envs=16",
+                 "total_steps=4096", f"runs_root={tmp_path}", "progress=false", "eval.episodes=8",
+                 "eval.num_envs=8", "eval.video_episodes=0"]
+    summary = run(compose(overrides), overrides)
+    ckpt = torch.load(next((tmp_path).rglob("latest.pt")), weights_only=False)
+    assert ckpt["model"]["encoder.norm.count"].item() == 2 * summary["global_step"]  # 2 epochs
+    assert ckpt["config"]["policy"]["grid_trunk"] == "onehot"
+
+
+@pytest.mark.parametrize("bad", ["onehots", "embed"])
+def test_an_unknown_trunk_names_the_accepted_ones(bad):
+    with pytest.raises(ValueError, match=f"grid_trunk='{bad}' is not one of cnn, mlp, onehot"):
+        GridEncoder(np.full((3, 3, 2), 4), 0, 8, 8, 16, bad)
