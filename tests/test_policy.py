@@ -220,7 +220,7 @@ def test_a_grid_read_by_an_mlp_instead_of_the_cnn(env_id):
     grid = gym.spaces.MultiDiscrete(np.full((5, 5), 4))
     nested = make_encoder(gym.spaces.Dict({"view": grid}), grid_trunk="mlp")
     assert any(isinstance(m, FlatTrunk) for m in nested.modules())  # a Dict's grids too
-    with pytest.raises(ValueError, match="grid_trunk='rnn' is not one of cnn, mlp, onehot"):
+    with pytest.raises(ValueError, match="grid_trunk='rnn' is not one of cnn, mlp"):
         make_encoder(env.single_observation_space, **{**spec["encoder_cfg"], "grid_trunk": "rnn"})
 
 

@@ -1,4 +1,4 @@
-"""``policy.grid_trunk=onehot``: a grid's cells one-hot, normalised by ``RunningNorm``.
+"""``policy.symbols=onehot``: symbols one-hot, normalised by ``RunningNorm``.
 
 The statistics equal the pooled mean and variance of every batch trained on, move only
 in a training forward with gradients on (never while acting or evaluating), travel in
@@ -7,13 +7,14 @@ checkpoints, and are the same on every rank of a distributed run (tests/test_dis
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import envs
 from agents.common.config import compose, make_policy, policy_spec
-from agents.common.encoders import GridEncoder, RunningNorm
+from agents.common.encoders import ConvTrunk, GridEncoder, RunningNorm, SymbolEncoder, make_encoder
 
 
 def test_statistics_are_the_pooled_moments_of_every_training_batch():
@@ -50,7 +51,7 @@ def test_acting_and_evaluation_read_the_statistics_and_never_move_them():
 
 def test_a_rare_symbol_stands_out_and_the_policy_keeps_its_statistics():
     env = envs.make_vec("MiniGrid-MemoryS7-v0", 4)
-    spec = policy_spec(compose(["env=minigrid_memory", "policy.grid_trunk=onehot"]), env)
+    spec = policy_spec(compose(["env=minigrid_memory", "policy.symbols=onehot"]), env)
     policy = make_policy(spec)
     enc = policy.encoder
     assert isinstance(enc, GridEncoder) and not hasattr(enc, "embed")  # no embedding table
@@ -77,16 +78,46 @@ def test_a_rare_symbol_stands_out_and_the_policy_keeps_its_statistics():
 def test_a_short_minigrid_run_trains_with_it(tmp_path):
     from agents.ppo.trainer import run
 
-    overrides = ["experiment=gru_minigrid_memory", "policy.grid_trunk=onehot", "algo.num_envs=16",
+    overrides = ["experiment=gru_minigrid_memory", "policy.symbols=onehot", "algo.num_envs=16",
                  "total_steps=4096", f"runs_root={tmp_path}", "progress=false", "eval.episodes=8",
                  "eval.num_envs=8", "eval.video_episodes=0"]
     summary = run(compose(overrides), overrides)
     ckpt = torch.load(next((tmp_path).rglob("latest.pt")), weights_only=False)
     assert ckpt["model"]["encoder.norm.count"].item() == 2 * summary["global_step"]  # 2 epochs
-    assert ckpt["config"]["policy"]["grid_trunk"] == "onehot"
+    assert ckpt["config"]["policy"]["symbols"] == "onehot"
 
 
-@pytest.mark.parametrize("bad", ["onehots", "embed"])
-def test_an_unknown_trunk_names_the_accepted_ones(bad):
-    with pytest.raises(ValueError, match=f"grid_trunk='{bad}' is not one of cnn, mlp, onehot"):
-        GridEncoder(np.full((3, 3, 2), 4), 0, 8, 8, 16, bad)
+@pytest.mark.parametrize("bad", ["onehots", "mlp"])
+def test_an_unknown_symbol_input_names_the_accepted_ones(bad):
+    with pytest.raises(ValueError, match=f"symbols='{bad}' is not one of embed, onehot"):
+        make_encoder(gym.spaces.Discrete(3), symbols=bad)
+    with pytest.raises(ValueError, match=f"symbols='{bad}' is not one of embed, onehot"):
+        GridEncoder(np.full((3, 3, 2), 4), 0, 8, 8, 16, "mlp", 1, bad)
+
+
+def test_every_symbol_encoder_reads_the_normalised_one_hot():
+    """Symbols (NBack, DelayedMatch), a Discrete, a grid through the CNN, and Ballet's
+    view-plus-token: each position's value is one input column, none is looked up."""
+    sym = make_encoder(gym.spaces.MultiDiscrete([3, 5], start=[1, 0]), hidden_size=8, symbols="onehot")
+    assert isinstance(sym, SymbolEncoder) and not hasattr(sym, "embed") and sym.norm.mean.shape == (8,)
+    sym.eval()
+    hot = sym.norm  # identity before any update: the MLP reads the raw multi-hot
+    x = torch.tensor([[1, 0], [3, 4]])
+    seen = []
+    hot.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    sym(x)
+    assert torch.equal(seen[0], torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 1]]))
+    disc = make_encoder(gym.spaces.Discrete(4, start=2), symbols="onehot").eval()
+    assert disc.output_size == 4
+    torch.testing.assert_close(disc(torch.tensor([2, 5])), torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 1]]),
+                               atol=1e-4, rtol=0)
+    grid = make_encoder(gym.spaces.MultiDiscrete(np.full((5, 5, 2), [3, 2])), grid_trunk="cnn",
+                        cnn_channels=4, hidden_size=8, symbols="onehot")
+    assert isinstance(grid.trunk, ConvTrunk) and grid(torch.zeros(2, 5, 5, 2, dtype=torch.long)).shape == (2, 8)
+    env = envs.make_vec("recall/Ballet-v0", 2)
+    spec = policy_spec(compose(["env=ballet", "policy.symbols=onehot"]), env)
+    policy = make_policy(spec)
+    norms = [m for m in policy.encoder.modules() if isinstance(m, RunningNorm)]
+    assert len(norms) == 2 and not any(isinstance(m, torch.nn.Embedding) for m in policy.encoder.modules())
+    obs, _ = env.reset()
+    assert policy.encoder(obs).shape[0] == 2

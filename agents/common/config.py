@@ -22,7 +22,7 @@ from envs.registration import minigrid_room
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 ENCODER_KEYS = ("embed_dim", "hidden_size", "mlp_layers", "cnn_channels", "share_embeddings",
-                "grid_trunk")
+                "grid_trunk", "symbols")
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config",

@@ -12,17 +12,18 @@
 * ``MultiDiscrete`` of two or three dimensions (symbol grids, ``[H, W]`` or
   ``[H, W, C]`` / ``[C, H, W]``): every cell's symbols embedded (one table per
   channel, summed), then the small CNN (``grid_trunk="cnn"``, the default) or an
-  MLP over the flattened cells (``grid_trunk="mlp"``: cheaper on small views); or,
-  with ``grid_trunk="onehot"``, every cell's symbols one-hot, each feature
-  normalised by its running mean and standard deviation (``RunningNorm``:
-  sample-factory's ``normalize_input``, so a rare symbol, MiniGrid's cue, stands
-  out), then the MLP.
+  MLP over the flattened cells (``grid_trunk="mlp"``: cheaper on small views).
 * ``Discrete``: one embedding table.
 * ``Box`` with an image shape (``[H, W, C]`` or ``[C, H, W]``, C in 1..4, or
   ``uint8`` pixels): the small CNN (pixels scaled to [0, 1]); with
   ``symbol_counts`` (an image whose channels hold ids, as MiniGrid's: the
   env's ``symbol_counts``), the symbol-grid encoder instead.
 * any other ``Box`` and ``MultiBinary``: flattened, then an MLP.
+
+How symbols enter (``symbols``): ``"embed"`` (the default) looks each one up in a
+learned table, as above; ``"onehot"`` makes each (position or cell, symbol) one input,
+normalised by its running mean and standard deviation (``RunningNorm``: sample-factory's
+``normalize_input``), so a rare symbol, MiniGrid's cue, stands out from the first update.
 * ``Dict`` / ``Tuple``: every sub-space encoded as above, features concatenated.
 
 The optional previous action and reward are added by the policy, not here.
@@ -53,7 +54,8 @@ class SymbolEncoder(nn.Module):
     cue and the options of DelayedMatch) read one token table, and a learned
     position embedding is added, so equal symbols get equal vectors wherever
     they appear: comparing them is then easy to learn. Without it every
-    position has its own table.
+    position has its own table. With ``symbols="onehot"`` every (position, symbol)
+    is one input, normalised by ``RunningNorm``, then the MLP (no tables).
     """
 
     def __init__(
@@ -64,10 +66,19 @@ class SymbolEncoder(nn.Module):
         hidden_size: int,
         mlp_layers: int,
         share_embeddings: bool = True,
+        symbols: str = "embed",
     ):
         super().__init__()
         nvec = [int(n) for n in np.asarray(nvec).reshape(-1)]
         start = [int(s) for s in np.asarray(start).reshape(-1)]
+        self.positions = len(nvec)
+        self.norm = None
+        if check_symbols(symbols) == "onehot":  # position i's values: columns base_i + v
+            base = np.cumsum([0, *nvec[:-1]]) - np.asarray(start)
+            self.register_buffer("offsets", torch.as_tensor(base, dtype=torch.int64), persistent=False)
+            self.norm = RunningNorm(sum(nvec))
+            self.mlp, self.output_size = _mlp(sum(nvec), hidden_size, mlp_layers)
+            return
         rows, base, tables = 0, [], {}
         for n, s in zip(nvec, start, strict=True):
             key = (n, s) if share_embeddings else len(base)
@@ -77,7 +88,6 @@ class SymbolEncoder(nn.Module):
             base.append(tables[key] - s)
         # Row of value v at position i in the one table: base_i + v.
         self.register_buffer("offsets", torch.tensor(base, dtype=torch.int64), persistent=False)
-        self.positions = len(nvec)
         self.embed = nn.Embedding(rows, embed_dim)
         self.position = nn.Parameter(torch.zeros(self.positions, embed_dim)) if share_embeddings else None
         if self.position is not None:
@@ -85,6 +95,8 @@ class SymbolEncoder(nn.Module):
         self.mlp, self.output_size = _mlp(self.positions * embed_dim, hidden_size, mlp_layers)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.norm is not None:
+            return self.mlp(self.norm(one_hot(obs.long() + self.offsets, self.norm.mean.shape[0])))
         e = self.embed(obs.long() + self.offsets)
         if self.position is not None:
             e = e + self.position
@@ -92,14 +104,23 @@ class SymbolEncoder(nn.Module):
 
 
 class DiscreteEncoder(nn.Module):
-    def __init__(self, n: int, embed_dim: int, start: int = 0):
+    """``Discrete``: one embedding table, or (``symbols="onehot"``) the normalised one-hot."""
+
+    def __init__(self, n: int, embed_dim: int, start: int = 0, symbols: str = "embed"):
         super().__init__()
-        self.embed = nn.Embedding(n, embed_dim)
         self.start = start
+        if check_symbols(symbols) == "onehot":
+            self.norm, self.n, self.output_size = RunningNorm(n), n, n
+            return
+        self.norm = None
+        self.embed = nn.Embedding(n, embed_dim)
         self.output_size = embed_dim
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.embed(obs.long().reshape(-1) - self.start)
+        x = obs.long().reshape(-1, 1) - self.start
+        if self.norm is not None:
+            return self.norm(one_hot(x, self.n))
+        return self.embed(x[:, 0])
 
 
 class VectorEncoder(nn.Module):
@@ -232,18 +253,34 @@ class RunningNorm(nn.Module):
         self.count.copy_(total)
 
 
-GRID_TRUNKS = ("cnn", "mlp", "onehot")
+def one_hot(index: torch.Tensor, width: int) -> torch.Tensor:
+    """``[..., K]`` column indices (disjoint ranges) -> ``[..., width]`` float multi-hot."""
+    out = torch.zeros(*index.shape[:-1], width, device=index.device)
+    return out.scatter_(-1, index, 1.0)
+
+
+SYMBOL_INPUTS = ("embed", "onehot")
+
+
+def check_symbols(symbols: str) -> str:
+    if symbols not in SYMBOL_INPUTS:
+        raise ValueError(f"symbols={symbols!r} is not one of {', '.join(SYMBOL_INPUTS)}")
+    return symbols
+
+
+GRID_TRUNKS = ("cnn", "mlp")
 MAX_JOINT_ROWS = 4096  # GridEncoder's joint table of all channels, at most this many rows
 
 
 class GridEncoder(nn.Module):
-    """MultiDiscrete grids ``[H, W]`` or ``[H, W, C]`` / ``[C, H, W]``: cell embeddings, then
-    a CNN (``trunk="cnn"``) or an MLP over the flattened cells (``trunk="mlp"``); or the
-    cells' symbols one-hot, normalised by ``RunningNorm``, then the MLP (``trunk="onehot"``)."""
+    """MultiDiscrete grids ``[H, W]`` or ``[H, W, C]`` / ``[C, H, W]``: cell embeddings (or,
+    ``symbols="onehot"``, each cell's symbols one-hot, normalised by ``RunningNorm``), then
+    a CNN (``trunk="cnn"``) or an MLP over the flattened cells (``trunk="mlp"``)."""
 
     def __init__(self, nvec: np.ndarray, start, embed_dim: int, channels: int, hidden_size: int,
-                 trunk: str = "cnn", mlp_layers: int = 1):
+                 trunk: str = "cnn", mlp_layers: int = 1, symbols: str = "embed"):
         super().__init__()
+        check_symbols(symbols)
         if trunk not in GRID_TRUNKS:
             raise ValueError(f"grid_trunk={trunk!r} is not one of {', '.join(GRID_TRUNKS)}")
         nvec = np.asarray(nvec, dtype=np.int64)
@@ -260,9 +297,10 @@ class GridEncoder(nn.Module):
         offsets = (torch.cumsum(sizes, 0) - sizes)[None, None, :] - torch.as_tensor(start.copy())
         self.register_buffer("offsets", offsets, persistent=False)  # [H, W, C]
         self.num_ids = int(sizes.sum())
-        if trunk == "onehot":  # no embedding: each (cell, symbol) is one normalised input
+        if symbols == "onehot":  # no embedding: each (cell, symbol) is one normalised input
             self.norm = RunningNorm(h * w * self.num_ids)
-            self.trunk = FlatTrunk(self.num_ids, h, w, hidden_size, mlp_layers)
+            self.trunk = (ConvTrunk(self.num_ids, h, w, channels, hidden_size) if trunk == "cnn"
+                          else FlatTrunk(self.num_ids, h, w, hidden_size, mlp_layers))
             self.output_size = self.trunk.output_size
             return
         self.norm = None
@@ -291,8 +329,10 @@ class GridEncoder(nn.Module):
         elif self.layout == "chw":
             x = x.permute(0, 2, 3, 1)
         if self.norm is not None:  # the channels' id ranges are disjoint: a multi-hot per cell
-            hot = F.one_hot(x + self.offsets, self.num_ids).sum(-2)  # [N, H, W, ids]
-            return self.trunk(self.norm(hot.flatten(1).float()))
+            z = self.norm(one_hot(x + self.offsets, self.num_ids).flatten(1))  # [N, H * W * ids]
+            if isinstance(self.trunk, FlatTrunk):
+                return self.trunk(z)
+            return self.trunk(z.view(*x.shape[:3], self.num_ids).permute(0, 3, 1, 2))
         if self.joint_sizes is None:
             e = self.embed(x + self.offsets).sum(-2)  # [N, H, W, E]: channels summed per cell
         else:
@@ -314,7 +354,8 @@ class FlatGridEncoder(nn.Module):
     """
 
     def __init__(self, nvec, start, grid: tuple[int, int], embed_dim: int, channels: int,
-                 hidden_size: int, mlp_layers: int, share_embeddings: bool, trunk: str = "cnn"):
+                 hidden_size: int, mlp_layers: int, share_embeddings: bool, trunk: str = "cnn",
+                 symbols: str = "embed"):
         super().__init__()
         nvec = np.asarray(nvec, dtype=np.int64).reshape(-1)
         start = np.broadcast_to(np.asarray(start, dtype=np.int64), nvec.shape)
@@ -325,11 +366,11 @@ class FlatGridEncoder(nn.Module):
                              f"{len(nvec)}")
         self.shape = (h, w)
         self.grid = GridEncoder(nvec[: self.cells].reshape(h, w), start[: self.cells].reshape(h, w),
-                                embed_dim, channels, hidden_size, trunk, mlp_layers)
+                                embed_dim, channels, hidden_size, trunk, mlp_layers, symbols)
         self.rest = None
         if self.cells < len(nvec):
             self.rest = SymbolEncoder(nvec[self.cells:], start[self.cells:], embed_dim,
-                                      hidden_size, mlp_layers, share_embeddings)
+                                      hidden_size, mlp_layers, share_embeddings, symbols)
         self.output_size = self.grid.output_size + (self.rest.output_size if self.rest else 0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -375,10 +416,13 @@ def make_encoder(
     symbol_counts: list[int] | None = None,
     symbol_grid: list[int] | None = None,
     grid_trunk: str = "cnn",
+    symbols: str = "embed",
 ) -> nn.Module:
     """The encoder for ``space``; ``encoder.output_size`` is its feature width.
 
-    ``grid_trunk`` ("cnn", "mlp" or "onehot") is what reads the cells of a symbol grid."""
+    ``grid_trunk`` ("cnn" or "mlp") is what reads the cells of a symbol grid; ``symbols``
+    ("embed" or "onehot") is how discrete symbols enter (the module docstring)."""
+    check_symbols(symbols)
     if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)) and (symbol_counts or symbol_grid):
         raise ValueError(f"symbol_counts={symbol_counts} / symbol_grid={symbol_grid} describe one array "
                          f"observation; {type(space).__name__} spaces do not take them (nothing would read "
@@ -386,13 +430,13 @@ def make_encoder(
     if isinstance(space, gym.spaces.Dict):
         return DictEncoder(
             {k: make_encoder(s, embed_dim, hidden_size, mlp_layers, cnn_channels, share_embeddings,
-                             grid_trunk=grid_trunk)
+                             grid_trunk=grid_trunk, symbols=symbols)
              for k, s in space.spaces.items()}
         )
     if isinstance(space, gym.spaces.Tuple):
         return DictEncoder(
             {i: make_encoder(s, embed_dim, hidden_size, mlp_layers, cnn_channels, share_embeddings,
-                             grid_trunk=grid_trunk)
+                             grid_trunk=grid_trunk, symbols=symbols)
              for i, s in enumerate(space.spaces)}
         )
     if isinstance(space, gym.spaces.MultiDiscrete):
@@ -400,16 +444,15 @@ def make_encoder(
         start = np.zeros_like(space.nvec) if start is None else start
         if space.nvec.ndim == 1 and symbol_grid is not None:
             return FlatGridEncoder(space.nvec, start, tuple(symbol_grid), embed_dim, cnn_channels,
-                                   hidden_size, mlp_layers, share_embeddings, grid_trunk)
+                                   hidden_size, mlp_layers, share_embeddings, grid_trunk, symbols)
         if space.nvec.ndim == 1:
-            return SymbolEncoder(
-                space.nvec, start, embed_dim, hidden_size, mlp_layers, share_embeddings
-            )
+            return SymbolEncoder(space.nvec, start, embed_dim, hidden_size, mlp_layers,
+                                 share_embeddings, symbols)
         if space.nvec.ndim in (2, 3):
             return GridEncoder(space.nvec, start, embed_dim, cnn_channels, hidden_size,
-                               grid_trunk, mlp_layers)
+                               grid_trunk, mlp_layers, symbols)
     if isinstance(space, gym.spaces.Discrete):
-        return DiscreteEncoder(int(space.n), embed_dim, int(space.start))
+        return DiscreteEncoder(int(space.n), embed_dim, int(space.start), symbols)
     if isinstance(space, gym.spaces.MultiBinary):
         return VectorEncoder(tuple(np.atleast_1d(space.n)), hidden_size, mlp_layers)
     if isinstance(space, gym.spaces.Box):
@@ -422,7 +465,7 @@ def make_encoder(
             shape = (1, 1, len(counts)) if axis == 2 else (len(counts), 1, 1)
             nvec = np.broadcast_to(counts.reshape(shape), space.shape)
             return GridEncoder(nvec, 0, embed_dim, cnn_channels, hidden_size, grid_trunk,
-                               mlp_layers)
+                               mlp_layers, symbols)
         if _is_image(space):
             return ImageEncoder(space, cnn_channels, hidden_size)
         return VectorEncoder(space.shape, hidden_size, mlp_layers)
