@@ -121,3 +121,12 @@ def test_every_symbol_encoder_reads_the_normalised_one_hot():
     assert len(norms) == 2 and not any(isinstance(m, torch.nn.Embedding) for m in policy.encoder.modules())
     obs, _ = env.reset()
     assert policy.encoder(obs).shape[0] == 2
+
+
+def test_the_minigrid_recipes_take_the_input_they_were_measured_with():
+    # gru_minigrid_memory_s11 builds on gru_minigrid_memory: the S7 recipe's one-hot input
+    # must not leak into S11's, whose acceptance ran with the embedded cells and the CNN.
+    s7 = compose(["experiment=gru_minigrid_memory"]).policy
+    s11 = compose(["experiment=gru_minigrid_memory_s11"]).policy
+    assert (s7.symbols, s7.grid_trunk) == ("onehot", "mlp")
+    assert (s11.symbols, s11.grid_trunk) == ("embed", "cnn")
