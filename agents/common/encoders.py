@@ -19,12 +19,12 @@
   ``symbol_counts`` (an image whose channels hold ids, as MiniGrid's: the
   env's ``symbol_counts``), the symbol-grid encoder instead.
 * any other ``Box`` and ``MultiBinary``: flattened, then an MLP.
+* ``Dict`` / ``Tuple``: every sub-space encoded as above, features concatenated.
 
 How symbols enter (``symbols``): ``"embed"`` (the default) looks each one up in a
 learned table, as above; ``"onehot"`` makes each (position or cell, symbol) one input,
 normalised by its running mean and standard deviation (``RunningNorm``: sample-factory's
 ``normalize_input``), so a rare symbol, MiniGrid's cue, stands out from the first update.
-* ``Dict`` / ``Tuple``: every sub-space encoded as above, features concatenated.
 
 The optional previous action and reward are added by the policy, not here.
 """
