@@ -468,7 +468,7 @@ def _running_norm_update(rank: int):
 
 
 def test_running_norm_on_every_rank_holds_the_statistics_of_all_ranks_batches():
-    # policy.grid_trunk=onehot's input statistics (tests/test_running_norm.py): the same on
+    # policy.symbols=onehot's input statistics (tests/test_running_norm.py): the same on
     # both ranks, from both ranks' batches, so the ranks act alike (DDP broadcasts no buffers)
     r0, r1 = _ranks(_running_norm_update, timeout=120)
     for k in r0:

@@ -44,6 +44,7 @@ import torch
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
+from agents.common.encoders import one_hot
 from envs.batched import BatchedEnv
 
 
@@ -96,9 +97,7 @@ class _OneHot:
             return {k: p(obs[k]) for k, p in self.parts.items()}
         if self.offsets is None:
             return obs
-        idx = obs.long().view(obs.shape[0], -1) + self.offsets
-        out = torch.zeros(obs.shape[0], self.width, device=obs.device)
-        return out.scatter_(1, idx, 1.0)
+        return one_hot(obs.long().view(obs.shape[0], -1) + self.offsets, self.width)
 
 
 def _to_numpy(x):

@@ -178,7 +178,8 @@ class Ranks:
         if not self.parallel:
             return
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        # The buffers are constant tables (embedding offsets, positions): nothing to broadcast.
+        # No buffer to broadcast: the others are constant tables (embedding offsets, positions),
+        # and RunningNorm (policy.symbols=onehot) all-reduces its own statistics as it updates.
         ppo.evaluate = _DDP(_SequenceEvaluator(ppo.policy), device_ids=device_ids,
                             **{_NO_BUFFER_SYNC: False})
         ppo.mean_over_ranks = self.mean
