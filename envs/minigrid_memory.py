@@ -302,6 +302,7 @@ def _no_obs() -> None:
 # MiniGrid's cell encodings (Grid.encode): cells the agent can't see stay all zero ("unseen").
 _EMPTY = np.array([OBJECT_TO_IDX["empty"], 0, 0], dtype=np.uint8)
 _WALL = np.array(Wall().encode(), dtype=np.uint8)  # Grid.slice fills cells off the grid with walls
+_EMPTY_CELL = (OBJECT_TO_IDX["empty"], 0, 0, True)  # an empty cell's code bytes, and sight passes it
 
 
 class _Views:
@@ -354,12 +355,11 @@ class _Views:
         """Encode copy ``i``'s room (call after each reset; the room is static within an episode)."""
         grid, p = self.envs[i].grid, self.pad
         w, h = grid.width, grid.height
-        room = self.cells[i, p:p + w, p:p + h]
-        room[..., :3] = grid.encode()
-        room[..., 3] = [
-            [c is None or c.see_behind() for c in (grid.get(x, y) for y in range(h))]
-            for x in range(w)
-        ]
+        # What ``grid.encode()`` and each cell's ``see_behind()`` give, in one pass over
+        # the grid's flat row-major list: a third of the time of encode's per-cell
+        # ``get`` and item writes, and a reset is most of a step here.
+        codes = [_EMPTY_CELL if c is None else (*c.encode(), c.see_behind()) for c in grid.grid]
+        self.cells[i, p:p + w, p:p + h] = np.array(codes, dtype=np.uint8).reshape(h, w, 4).transpose(1, 0, 2)
 
     def observe(self, index: np.ndarray) -> np.ndarray:
         """The views ``[len(index), view, view, 3]`` of copies ``index`` at their current state."""

@@ -231,7 +231,9 @@ class RunningNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
             self.update(x.detach())
-        return ((x - self.mean) * torch.rsqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
+        scale = torch.rsqrt(self.var + self.eps)
+        # x * scale - mean * scale: one pass over x and one in place, not three
+        return torch.addcmul(-self.mean * scale, x, scale).clamp_(-self.clip, self.clip)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:

@@ -61,6 +61,7 @@ from agents.common.checkpoint import (
 from agents.common.cli import check_hydra_args, launch
 from agents.common.config import env_knobs, make_env
 from agents.common.device import check_device
+from agents.common.malloc import keep_freed_memory
 from agents.common.results import dt_results_row, write_results
 from agents.common.run_dir import new_run_dir
 from agents.common.signals import GracefulStop
@@ -187,6 +188,8 @@ class DTTrainer:
         self.started = time.time()  # the wall time of results.json
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
+        if cfg.get("keep_freed_memory", True):
+            keep_freed_memory()  # glibc: reuse freed heap memory, not fresh pages (malloc.py)
         self.device = torch.device(cfg.device)
         seed = int(cfg.seed)
         random.seed(seed)
