@@ -126,7 +126,7 @@ def test_every_symbol_encoder_reads_the_normalised_one_hot():
 def test_the_minigrid_recipes_take_the_input_they_were_measured_with():
     # gru_minigrid_memory_s11 builds on gru_minigrid_memory: the S7 recipe's one-hot input
     # must not leak into S11's, whose acceptance ran with the embedded cells and the CNN.
-    s7 = compose(["experiment=gru_minigrid_memory"]).policy
-    s11 = compose(["experiment=gru_minigrid_memory_s11"]).policy
-    assert (s7.symbols, s7.grid_trunk) == ("onehot", "mlp")
-    assert (s11.symbols, s11.grid_trunk) == ("embed", "cnn")
+    # Nor its 32-step training sequences.
+    s7, s11 = compose(["experiment=gru_minigrid_memory"]), compose(["experiment=gru_minigrid_memory_s11"])
+    assert (s7.policy.symbols, s7.policy.grid_trunk, s7.algo.seq_len) == ("onehot", "mlp", 32)
+    assert (s11.policy.symbols, s11.policy.grid_trunk, s11.algo.seq_len) == ("embed", "cnn", 128)
