@@ -83,7 +83,8 @@ def test_a_short_minigrid_run_trains_with_it(tmp_path):
                  "eval.num_envs=8", "eval.video_episodes=0"]
     summary = run(compose(overrides), overrides)
     ckpt = torch.load(next((tmp_path).rglob("latest.pt")), weights_only=False)
-    assert ckpt["model"]["encoder.norm.count"].item() == 2 * summary["global_step"]  # 2 epochs
+    epochs = ckpt["config"]["algo"]["update_epochs"]  # each epoch's minibatches count each step once
+    assert ckpt["model"]["encoder.norm.count"].item() == epochs * summary["global_step"]
     assert ckpt["config"]["policy"]["symbols"] == "onehot"
 
 
@@ -123,10 +124,13 @@ def test_every_symbol_encoder_reads_the_normalised_one_hot():
     assert policy.encoder(obs).shape[0] == 2
 
 
-def test_the_minigrid_recipes_take_the_input_they_were_measured_with():
+def test_the_minigrid_recipes_take_the_input_and_update_they_were_measured_with():
     # gru_minigrid_memory_s11 builds on gru_minigrid_memory: the S7 recipe's one-hot input
     # must not leak into S11's, whose acceptance ran with the embedded cells and the CNN.
-    # Nor its 32-step training sequences.
+    # Nor its update: 32-step rollouts, 4 epochs x 4 minibatches.
     s7, s11 = compose(["experiment=gru_minigrid_memory"]), compose(["experiment=gru_minigrid_memory_s11"])
-    assert (s7.policy.symbols, s7.policy.grid_trunk, s7.algo.seq_len) == ("onehot", "mlp", 32)
-    assert (s11.policy.symbols, s11.policy.grid_trunk, s11.algo.seq_len) == ("embed", "cnn", 128)
+    assert (s7.policy.symbols, s7.policy.grid_trunk) == ("onehot", "mlp")
+    assert (s11.policy.symbols, s11.policy.grid_trunk) == ("embed", "cnn")
+    update = ("num_steps", "seq_len", "update_epochs", "num_minibatches")
+    assert tuple(s7.algo[k] for k in update) == (32, 32, 4, 4)
+    assert tuple(s11.algo[k] for k in update) == (128, 128, 2, 16)
