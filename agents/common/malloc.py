@@ -6,7 +6,8 @@ still trimmed once twice that much lies free there). A PPO update allocates and 
 the same few-MB temporaries thousands of times, so each of them faults its pages in
 again, zero-filled by the kernel, every time. On the project's 2-core CPU machine a
 ``RunningNorm`` of a [512, 980] batch written as three plain tensor ops took 1.7-3.4 ms
-that way and 0.16 ms with the memory kept (docs/benchmarks.md, "Freed memory kept").
+that way and 0.16 ms with the memory kept (docs/benchmarks.md, MiniGrid-MemoryS7 with
+sample-factory's own update).
 
 :func:`keep_freed_memory` sets what the ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` variables would set at start-up: allocations below 32 MB
