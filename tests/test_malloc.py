@@ -56,11 +56,12 @@ def test_elsewhere_it_changes_nothing(monkeypatch):
 
 @pytest.mark.parametrize("setting,calls", [(True, 1), (False, 0)])
 def test_the_trainer_sets_it_unless_the_config_says_no(monkeypatch, tmp_path, setting, calls):
+    from agents.common import device
     from agents.common.config import compose
     from agents.ppo import trainer
 
     seen = []
-    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: seen.append(1) or True)
+    monkeypatch.setattr(device, "keep_freed_memory", lambda: seen.append(1) or True)
     cfg = compose(["env=delayed_match", "core=gru", f"keep_freed_memory={setting}",
                    f"runs_root={tmp_path}", "algo.num_envs=8", "algo.num_steps=8", "algo.seq_len=8"])
     trainer.Trainer(cfg, tmp_path / "run", None)

@@ -1,8 +1,11 @@
-"""A ``device=`` argument checked before anything is built on it."""
+"""A ``device=`` argument checked before anything is built on it, and the CPU settings
+a trainer's process takes (``set_up_cpu``)."""
 
 from __future__ import annotations
 
 import torch
+
+from agents.common.malloc import keep_freed_memory
 
 CUDA_HINT = ("install a CUDA build of torch (https://pytorch.org/get-started/locally/, e.g. "
              "pip install torch --index-url https://download.pytorch.org/whl/cu126) or use device=cpu")
@@ -27,3 +30,13 @@ def check_device(name) -> torch.device:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={name}: MPS is not available here; use device=cpu")
     return device
+
+
+def set_up_cpu(cfg) -> None:
+    """A trainer's process settings: torch's thread count (``threads``; null keeps torch's
+    default) and glibc's reuse of freed memory (``keep_freed_memory``, on unless set
+    false; agents/common/malloc.py)."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()

@@ -60,8 +60,7 @@ from agents.common.checkpoint import (
 )
 from agents.common.cli import check_hydra_args, launch
 from agents.common.config import env_knobs, make_env
-from agents.common.device import check_device
-from agents.common.malloc import keep_freed_memory
+from agents.common.device import check_device, set_up_cpu
 from agents.common.results import dt_results_row, write_results
 from agents.common.run_dir import new_run_dir
 from agents.common.signals import GracefulStop
@@ -186,10 +185,7 @@ class DTTrainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.ckpt_path = run_dir / CHECKPOINT_DIR / LATEST
         self.started = time.time()  # the wall time of results.json
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
-        if cfg.get("keep_freed_memory", True):
-            keep_freed_memory()  # glibc: reuse freed heap memory, not fresh pages (malloc.py)
+        set_up_cpu(cfg)  # torch threads, glibc's freed-memory reuse
         self.device = torch.device(cfg.device)
         seed = int(cfg.seed)
         random.seed(seed)

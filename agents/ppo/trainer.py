@@ -63,8 +63,7 @@ from agents.common.config import (
     ppo_config,
     to_dict,
 )
-from agents.common.device import check_device
-from agents.common.malloc import keep_freed_memory
+from agents.common.device import check_device, set_up_cpu
 from agents.common.results import write_results
 from agents.common.run_dir import new_run_dir
 from agents.common.signals import GracefulStop
@@ -203,10 +202,7 @@ class Trainer:
         self.run_dir = run_dir
         self.ckpt_path = run_dir / CHECKPOINT_DIR / LATEST
         self.started = time.time()  # the wall time of results.json
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
-        if cfg.get("keep_freed_memory", True):
-            keep_freed_memory()  # glibc: reuse freed heap memory, not fresh pages (malloc.py)
+        set_up_cpu(cfg)  # torch threads, glibc's freed-memory reuse
         self.device = self.ranks.device
         seed = rng.check_seed(cfg.seed)
         # The final evaluation's env is seeded seed + EVAL_SEED_OFFSET: refuse now, not at the end.
