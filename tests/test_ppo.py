@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from agents.common.config import compose
 from agents.ppo.learner import PPO, PPOConfig
 from agents.ppo.policy import Policy
+from agents.ppo.return_norm import ReturnNorm
 from agents.ppo.rollout import Rollout
 from agents.ppo.trainer import Trainer
 from envs import registration
@@ -53,6 +54,40 @@ def test_gae_matches_reference():
                          last.numpy(), 0.97, 0.9)
     np.testing.assert_allclose(ro.advantages.numpy(), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ro.returns, ro.advantages + ro.values)
+
+
+def test_normalised_returns_keep_the_advantages_and_scale_the_targets():
+    """algo.normalize_returns: values stored on the head's scale give the advantages of
+    the task's scale; the targets and stored values come out under statistics that now
+    include this rollout's returns."""
+    raw = _filled_rollout()
+    raw.rewards.mul_(0.02)  # a POPGym-sized reward: +-1/N a step
+    raw.values.mul_(0.05)
+    last = torch.randn(5) * 0.05
+    norm = ReturnNorm()
+    norm.stats.mean.fill_(0.1)
+    norm.stats.var.fill_(0.01)
+    norm.stats.count.fill_(100.0)
+    scaled = _filled_rollout()
+    scaled.rewards.copy_(raw.rewards)
+    scaled.values.copy_(norm.normalize(raw.values))  # what the head said
+    norm.returns(scaled, norm.normalize(last), 0.97, 0.9)
+    raw.compute_gae(last, 0.97, 0.9)
+    torch.testing.assert_close(scaled.advantages, raw.advantages)
+    assert norm.stats.count == 100 + raw.returns.numel()
+    torch.testing.assert_close(norm.denormalize(scaled.returns), raw.returns)
+    torch.testing.assert_close(norm.denormalize(scaled.values), raw.values)
+    # a fresh one learns this rollout's moments: the targets have mean 0 and std 1
+    fresh = ReturnNorm()
+    again = _filled_rollout()
+    again.rewards.copy_(raw.rewards)
+    again.values.copy_(raw.values)
+    fresh.returns(again, last, 0.97, 0.9)
+    assert abs(float(again.returns.mean())) < 1e-4
+    var = float(raw.returns.var(unbiased=False))
+    assert float(fresh.stats.var) == pytest.approx(var, rel=1e-4)
+    # std 1 up to the eps under the root
+    assert float(again.returns.std(unbiased=False)) == pytest.approx((var / (var + 1e-5)) ** 0.5, rel=1e-4)
 
 
 def test_sequences_are_chunks_with_their_stored_state():
@@ -184,14 +219,15 @@ def treadmill(monkeypatch):
     monkeypatch.setitem(registration.TASKS, Treadmill.env_id, f"{__name__}:Treadmill")
 
 
-def test_truncated_episodes_bootstrap_from_the_final_observation(treadmill, tmp_path):
+@pytest.mark.parametrize("normalize_returns", [False, True])
+def test_truncated_episodes_bootstrap_from_the_final_observation(treadmill, tmp_path, normalize_returns):
     gamma = 0.5
     cfg = compose([
         f"runs_root={tmp_path}", "curriculum=null", "algo.num_envs=16", "algo.num_steps=12", "algo.seq_len=12",
         "algo.num_minibatches=1", "algo.update_epochs=4", f"algo.gamma={gamma}",
         "algo.learning_rate=1e-2", "algo.anneal_lr=false", "total_steps=7680",
         "progress=false", "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0",
-        "core=mlp",
+        "core=mlp", f"algo.normalize_returns={normalize_returns}",
     ])
     cfg.env = OmegaConf.create({"id": Treadmill.env_id, "limit": 3})
     (tmp_path / "run").mkdir()
@@ -200,7 +236,8 @@ def test_truncated_episodes_bootstrap_from_the_final_observation(treadmill, tmp_
     policy = trainer.policy
     obs = torch.arange(3)[:, None]
     with torch.no_grad():
-        v = policy.value(obs, policy.initial_state(3, "cpu"), torch.ones(3, dtype=torch.bool))
+        v = trainer.ppo.task_value(
+            policy.value(obs, policy.initial_state(3, "cpu"), torch.ones(3, dtype=torch.bool)))
     # With bootstrapping every state is worth 1 / (1 - gamma) = 2; without it the last
     # step of an episode would be worth 1.
     torch.testing.assert_close(v, torch.full((3,), 2.0), atol=0.25, rtol=0)

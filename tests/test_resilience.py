@@ -140,6 +140,23 @@ def test_an_adapted_entropy_bonus_resumes_where_it_stopped(tmp_path, monkeypatch
     _assert_same_run(whole, Path(first["run_dir"]))
 
 
+def test_return_statistics_resume_where_they_stopped(tmp_path, monkeypatch):
+    """algo.normalize_returns keeps running statistics of the returns: a stopped and
+    resumed run ends with the statistics, weights and curves of one that never stopped."""
+    flag = ["algo.normalize_returns=true"]
+    whole = Path(train_mod.run(_cfg(tmp_path / "straight", "total_steps=384",
+                                    "checkpoint_every=0", *flag))["run_dir"])
+    _signal_at(monkeypatch, 3)
+    first = train_mod.run(_cfg(tmp_path / "stopped", "total_steps=384", "checkpoint_every=0", *flag))
+    monkeypatch.undo()
+    stats = load_checkpoint(first["run_dir"])["return_norm"]
+    assert stats["stats.count"] > 0 and stats["stats.var"] != 1.0
+    _resume(first["run_dir"])
+    for key, value in load_checkpoint(whole)["return_norm"].items():
+        torch.testing.assert_close(load_checkpoint(first["run_dir"])["return_norm"][key], value)
+    _assert_same_run(whole, Path(first["run_dir"]))
+
+
 def _train_child(overrides: list[str]) -> None:
     torch.set_num_threads(1)
     resume = [o for o in overrides if o.startswith("resume=")]

@@ -21,6 +21,7 @@ from torch import nn
 
 from agents.common.adam import Adam
 from agents.ppo.policy import Policy
+from agents.ppo.return_norm import ReturnNorm
 from agents.ppo.rollout import Rollout
 
 
@@ -37,6 +38,9 @@ class PPOConfig:
     num_minibatches: int = 4
     update_epochs: int = 4
     norm_adv: bool = True
+    # The value head fits returns scaled by their running mean and std (agents.ppo.return_norm;
+    # sample-factory's normalize_returns): tasks paying +-1/N a step need it.
+    normalize_returns: bool = False
     clip_coef: float = 0.2
     clip_vloss: bool = True
     ent_coef: float = 0.01
@@ -96,6 +100,7 @@ class PPO:
         # The entropy bonus in force (a tensor: adapting it reads nothing on the host).
         device = next(policy.parameters()).device
         self.ent_coef = torch.tensor(cfg.ent_coef, dtype=torch.float32, device=device)
+        self.return_norm = ReturnNorm().to(device) if cfg.normalize_returns else None
         # The training path, and a statistic's mean over ranks: in a run of several ranks,
         # agents.ppo.distributed puts DistributedDataParallel and an all-reduce here.
         self.evaluate = policy.evaluate_sequence
@@ -112,6 +117,17 @@ class PPO:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
+
+    def task_value(self, value: torch.Tensor) -> torch.Tensor:
+        """A value the policy gave, on the task's reward scale."""
+        return value if self.return_norm is None else self.return_norm.denormalize(value)
+
+    def compute_returns(self, rollout: Rollout, last_value: torch.Tensor) -> None:
+        """The rollout's advantages and value targets (normalised when ``normalize_returns``)."""
+        if self.return_norm is None:
+            rollout.compute_gae(last_value, self.cfg.gamma, self.cfg.gae_lambda)
+        else:
+            self.return_norm.returns(rollout, last_value, self.cfg.gamma, self.cfg.gae_lambda)
 
     def loss(self, mb: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The PPO loss of one minibatch of sequences, and its diagnostics."""

@@ -259,6 +259,8 @@ class Trainer:
         self.ppo.optimizer.load_state_dict(ckpt["optimizer"])
         if "ent_coef" in ckpt:  # the adapted bonus (algo.target_entropy); older files: algo.ent_coef
             self.ppo.ent_coef.copy_(torch.as_tensor(ckpt["ent_coef"]))
+        if self.ppo.return_norm is not None and "return_norm" in ckpt:
+            self.ppo.return_norm.load_state_dict(ckpt["return_norm"])
         if "lr_schedule" in ckpt:
             saved = LinearDecay(**ckpt["lr_schedule"])
         else:  # written before schedules were stored: planned over that run's own total_steps
@@ -294,6 +296,7 @@ class Trainer:
             "model": self.policy.state_dict(),
             "optimizer": self.ppo.optimizer.state_dict(),
             "ent_coef": self.ppo.ent_coef.item(),
+            **({} if self.ppo.return_norm is None else {"return_norm": self.ppo.return_norm.state_dict()}),
             "config": to_dict(self.cfg),
             "policy": self.spec,
             "env_id": self.cfg.env.id,
@@ -425,6 +428,8 @@ class Trainer:
                         # is gone with the reset, and one move changes it little)
                         v_final = policy.truncation_values(info["final_observation"], state,
                                                            truncated, action, reward, hint)
+                        # (zero where no time limit cut: a terminal state is worth nothing)
+                        v_final = torch.where(truncated, self.ppo.task_value(v_final), 0.0)
                         learn_reward = reward + algo.gamma * v_final
                     rollout.store_outcome(t, learn_reward, done)
                     ep_return[t] = info["episode_return"]
@@ -433,7 +438,7 @@ class Trainer:
                     starts, prev_a, prev_r = done, action, reward
                 last_value = policy.value(obs, state, starts, prev_a, prev_r,
                                           hint=env.oracle_actions() if policy.oracle_critic else None)
-            rollout.compute_gae(last_value, algo.gamma, algo.gae_lambda)
+            self.ppo.compute_returns(rollout, last_value)
             stats = self.ppo.update(rollout)
 
             self.update += 1
