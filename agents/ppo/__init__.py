@@ -2,7 +2,8 @@
 
 ``trainer`` (the run: rollouts on the device, updates, checkpoints, TensorBoard),
 ``learner`` (``PPOConfig`` and the clipped-surrogate update over whole sequences),
-``rollout`` ([T, B] storage, GAE), ``policy`` (encoder -> memory core -> heads),
+``rollout`` ([T, B] storage, GAE), ``return_norm`` (the value head's targets on a unit
+scale), ``policy`` (encoder -> memory core -> heads),
 ``curriculum``, ``next_obs`` (an auxiliary loss), ``lr_schedule``, ``distributed``
 (torchrun data parallelism).
 """
