@@ -7,7 +7,8 @@ this on, the head predicts ``(return - mean) / std`` under running statistics of
 every return it was trained on (sample-factory's ``normalize_returns``); the
 rollout turns its values back to the task's scale for GAE, then the targets and
 the stored values are put on the scale of the statistics that include this
-rollout. Advantages are computed on the task's scale, as without it.
+rollout. Advantages are computed on the task's scale, as without it. The value
+loss and explained variance that TensorBoard shows are then in the normalised units.
 """
 
 from __future__ import annotations
