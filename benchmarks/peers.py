@@ -417,17 +417,20 @@ def render(rows: list[dict]) -> str:
             if not runs:
                 cells.append("-")
                 continue
-            solved = [r["solve_s"] for r in runs if r.get("solved")]
-            caps[fw] = max(r["max_minutes"] for r in runs) * 60
-            core = f"{runs[0]['core']} {runs[0]['hidden']}"
-            if all(r["status"].startswith(("unsupported", "failed")) for r in runs):
+            # a run that crashed (or could not start) says nothing about the time to the bar
+            ran = [r for r in runs if not r["status"].startswith(("unsupported", "failed"))]
+            if not ran:
                 cells.append(runs[0]["status"].split(":")[0])
                 continue
-            if len(solved) == len(runs):
+            failed = f", {len(runs) - len(ran)} failed" if len(ran) < len(runs) else ""
+            solved = [r["solve_s"] for r in ran if r.get("solved")]
+            caps[fw] = max(r["max_minutes"] for r in ran) * 60
+            core = f"{runs[0]['core']} {runs[0]['hidden']}"
+            if len(solved) == len(ran):
                 medians[fw] = _median(solved)
-                cells.append(f"{medians[fw]:.0f} s ({core}, {len(solved)}/{len(runs)})")
+                cells.append(f"{medians[fw]:.0f} s ({core}, {len(solved)}/{len(ran)}{failed})")
             else:
-                cells.append(f"not in {caps[fw] / 60:g} min ({core}, {len(solved)}/{len(runs)} solved)")
+                cells.append(f"not in {caps[fw] / 60:g} min ({core}, {len(solved)}/{len(ran)} solved{failed})")
         peers = {f: m for f, m in medians.items() if f != "recall"}
         ours = medians.get("recall")
         if ours is None:

@@ -59,6 +59,12 @@ def test_the_table_gives_the_best_peer_ratio_and_the_target():
     assert "| > 6.0x | yes |" in text
     text = peers.render([_row("recall", False), _row("sf", True, 50.0)])
     assert "no (recall-rl not solved)" in text
+    # a peer that crashed is no lower bound: no ratio, and the cell says it failed
+    crashed = _row("sf", False, status="failed: no evaluation logged (exit 1): Ratio is 0.5")
+    text = peers.render([_row("recall", True, 4.0), crashed])
+    assert "| failed |" in text and "| - | - |" in text and "> " not in text.split("\n\n")[0]
+    text = peers.render([_row("recall", True, 4.0), _row("sf", True, 16.0), crashed])
+    assert "16 s (gru 128, 1/1, 1 failed)" in text and "| 4.0x | yes |" in text
 
 
 @pytest.mark.parametrize("fw", ["recall", "sb3", "sf"])

@@ -207,6 +207,16 @@ def test_state_layout_leaves_out_what_the_core_rebuilds():
     assert set(lay.unflatten(lay.flatten(full, 1, torch.zeros(1, lay.size)))) == {"cache0", "cache1", "valid"}
 
 
+def test_a_flag_given_twice_sizes_the_batch_by_its_last_value():
+    """benchmarks/peers.py puts --sf-flags after the recipe's own --rollout; sample-factory
+    reads the last, so the batch (one synchronous iteration's samples over
+    num_batches_per_epoch) must be cut from it too, or sample-factory refuses the ratio."""
+    words = [*SHORT, "--batched_sampling=True", "--recall_copies=64", "--rollout=51", "--rollout=102"]
+    assert "--batch_size=1632" in build_argv(words)  # 64 copies x 102 steps / 4 batches
+    cfg = parse_cfg(words)
+    assert (cfg.rollout, cfg.batch_size) == (102, 1632)
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="missing env="):
         build_argv(["core=gru"])

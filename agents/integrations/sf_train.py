@@ -114,8 +114,9 @@ def split_words(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def _flag(rest: list[str], name: str) -> str | None:
-    """The value of ``--name=value`` among sample-factory's flags, or None."""
-    for f in rest:
+    """The value of ``--name=value`` among sample-factory's flags, or None; a flag given
+    twice has its last value, as sample-factory's argparse reads it."""
+    for f in reversed(rest):
         if f.lstrip("-").startswith(name + "="):
             return f.split("=", 1)[1]
     return None
