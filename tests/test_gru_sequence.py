@@ -64,3 +64,25 @@ def test_no_grad_inputs_and_float32():
         out = gru_sequence(x.float(), h0.float(), keep.float(), *(w.float() for w in weights))
     assert out.dtype == torch.float32 and not out.requires_grad
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_keep_none_is_no_resets():
+    """keep=None (no episode starts inside) gives the outputs and every gradient of an
+    all-ones keep, and passes gradcheck."""
+    _, x, h0, _, weights = _setup()
+    ones = torch.ones(T, B, 1, dtype=x.dtype)
+    w = torch.randn(T, B, H, dtype=x.dtype)
+
+    def grads(keep):
+        for p in (x, h0, *weights):
+            p.grad = None
+        out = gru_sequence(x, h0, keep, *weights)
+        (out * w).sum().backward()
+        return out.detach(), [p.grad.clone() for p in (x, h0, *weights)]
+
+    (y_none, g_none), (y_ones, g_ones) = grads(None), grads(ones)
+    torch.testing.assert_close(y_none, y_ones)
+    for a, b in zip(g_none, g_ones, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda *a: gru_sequence(a[0], a[1], None, *a[2:]),
+                                    (x, h0, *weights))

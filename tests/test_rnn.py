@@ -140,8 +140,8 @@ def _auto_path_taken(core, monkeypatch, T: int, B: int, starts) -> list[str]:
 
 def test_auto_path_on_cpu(monkeypatch):
     """Off CUDA the GRU scans when the padded buckets would loop over more steps than the
-    sequence has (ragged episodes), and pads when they would not; the LSTM pads (its
-    padded batches run torch's fused oneDNN kernel)."""
+    sequence has (ragged episodes) or when no episode starts inside it, and pads when
+    episodes tile it; the LSTM pads (its padded batches run torch's fused oneDNN kernel)."""
     ragged = torch.zeros(30, 6, dtype=torch.bool)
     ragged[[3, 4, 10, 29], [0, 0, 2, 5]] = True  # buckets of 1, 3, 10 and 30 steps: 44 > 30
     tiled = torch.zeros(8, 3, dtype=torch.bool)
@@ -151,6 +151,12 @@ def test_auto_path_on_cpu(monkeypatch):
     assert _auto_path_taken(lstm, monkeypatch, 30, 6, ragged) == ["padded"]
     assert _auto_path_taken(gru, monkeypatch, 30, 6, ragged) == ["scan"]
     assert _auto_path_taken(gru, monkeypatch, 8, 3, tiled) == ["padded"]
+    # No start inside the sequence: the GRU scans (without the reset multiply), the LSTM
+    # makes one fused call.
+    uncut = torch.zeros(8, 3, dtype=torch.bool)
+    uncut[0] = True
+    assert _auto_path_taken(gru, monkeypatch, 8, 3, uncut) == ["scan"]
+    assert _auto_path_taken(lstm, monkeypatch, 8, 3, uncut) == []
 
 
 def test_bad_sequence_path_is_an_error():
@@ -165,10 +171,23 @@ def test_bad_sequence_path_is_an_error():
 def test_gradients_match_step_loop(name, num_layers, path):
     """Backward through the packed path equals backward through T single steps,
     for the weights and for the stored state."""
-    T, B = 16, 5
-    x = torch.randn(T, B, IN)
-    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts = torch.zeros(16, 5, dtype=torch.bool)
     starts[[0, 2, 3, 9, 15], [1, 0, 0, 3, 4]] = True
+    _check_gradients(name, num_layers, path, starts)
+
+
+@pytest.mark.parametrize("name,num_layers", CASES, ids=IDS)
+def test_gradients_without_starts_inside(name, num_layers):
+    """"auto" with a start at step 0 only (the GRU's scan without the reset multiply off
+    CUDA, the LSTM's fused call): backward equals T single steps."""
+    starts = torch.zeros(16, 5, dtype=torch.bool)
+    starts[0, 1] = True
+    _check_gradients(name, num_layers, "auto", starts)
+
+
+def _check_gradients(name, num_layers, path, starts):
+    T, B = starts.shape
+    x = torch.randn(T, B, IN)
     w = torch.randn(T, B, 16)
     state0 = _warm_state(_core(name, num_layers), B)
 
