@@ -45,31 +45,21 @@ class _GRUSequence(torch.autograd.Function):
         n = x.new_empty(T, B, H)
         out = x.new_empty(T, B, H)
         w_hh_t = w_hh.t()
-        gi_n = gi[..., 2 * H :]
-        if keep is None:
-            hp = None
-            steps = zip(pre.unbind(0), pre[..., : 2 * H].unbind(0), pre[..., 2 * H :].unbind(0),
-                        gi_n.unbind(0), rz.unbind(0), rz[..., :H].unbind(0), rz[..., H:].unbind(0),
-                        n.unbind(0), out.unbind(0), strict=True)
-            h = h0
-            for pre_t, pre_rz, gh_n, gi_n_t, rz_t, r_t, z_t, n_t, out_t in steps:
-                pre_t.addmm_(h, w_hh_t)
-                torch.sigmoid(pre_rz, out=rz_t)
-                torch.addcmul(gi_n_t, r_t, gh_n, out=n_t).tanh_()
-                h = torch.lerp(n_t, h, z_t, out=out_t)
-        else:
-            hp = x.new_empty(T, B, H)
-            steps = zip(keep.unbind(0), hp.unbind(0), pre.unbind(0), pre[..., : 2 * H].unbind(0),
-                        pre[..., 2 * H :].unbind(0), gi_n.unbind(0), rz.unbind(0),
-                        rz[..., :H].unbind(0), rz[..., H:].unbind(0), n.unbind(0),
-                        out.unbind(0), strict=True)
-            h = h0
-            for keep_t, hp_t, pre_t, pre_rz, gh_n, gi_n_t, rz_t, r_t, z_t, n_t, out_t in steps:
-                torch.mul(h, keep_t, out=hp_t)
-                pre_t.addmm_(hp_t, w_hh_t)
-                torch.sigmoid(pre_rz, out=rz_t)
-                torch.addcmul(gi_n_t, r_t, gh_n, out=n_t).tanh_()
-                h = torch.lerp(n_t, hp_t, z_t, out=out_t)
+        # The state each step reads: after its reset with resets, else the previous output.
+        hp = None if keep is None else x.new_empty(T, B, H)
+        per_step = [None] * T if keep is None else list(zip(keep.unbind(0), hp.unbind(0), strict=True))
+        steps = zip(per_step, pre.unbind(0), pre[..., : 2 * H].unbind(0),
+                    pre[..., 2 * H :].unbind(0), gi[..., 2 * H :].unbind(0), rz.unbind(0),
+                    rz[..., :H].unbind(0), rz[..., H:].unbind(0), n.unbind(0), out.unbind(0),
+                    strict=True)
+        h = h0
+        for reset, pre_t, pre_rz, gh_n, gi_n, rz_t, r_t, z_t, n_t, out_t in steps:
+            if reset is not None:
+                h = torch.mul(h, reset[0], out=reset[1])
+            pre_t.addmm_(h, w_hh_t)
+            torch.sigmoid(pre_rz, out=rz_t)
+            torch.addcmul(gi_n, r_t, gh_n, out=n_t).tanh_()
+            h = torch.lerp(n_t, h, z_t, out=out_t)
         ctx.save_for_backward(x, h0, keep, w_ih, w_hh, hp, pre, rz, n, out)
         if keep is not None:
             ctx.mark_non_differentiable(keep)
@@ -97,7 +87,7 @@ class _GRUSequence(torch.autograd.Function):
         d = grad_out.new_empty(T, B, 4 * H)
         d_pz = d[..., : 2 * H].view(T, B, 2, H)
         d_rh = d[..., 2 * H :].view(T, B, 2, H)
-        w_hh_p = torch.cat([w_hh[H : 2 * H], w_hh[:H], w_hh[2 * H :]])  # rows (z, r, n)
+        w_hh_p = _swap_blocks(w_hh, 0, 1)  # rows (z, r, n)
         steps = list(zip(grad_out.unbind(0), az.unbind(0), rr.unbind(0), z.unbind(0),
                          d_pz.unbind(0), d_rh.unbind(0), d[..., H:].unbind(0),
                          (keep.unbind(0) if keep is not None else [None] * T), strict=True))
@@ -118,20 +108,21 @@ class _GRUSequence(torch.autograd.Function):
         d_gi = d[..., : 3 * H].reshape(T * B, 3 * H)  # gate order (n, z, r)
         d_gh = d[..., H:].reshape(T * B, 3 * H)  # gate order (z, r, n)
         need = ctx.needs_input_grad
-        w_ih_p = torch.cat([w_ih[2 * H :], w_ih[H : 2 * H], w_ih[:H]])
-        d_x = (d_gi @ w_ih_p).view(T, B, D) if need[0] else None
-
-        def ih_order(t):  # (n, z, r) -> (r, z, n)
-            return torch.cat([t[2 * H :], t[H : 2 * H], t[:H]])
-
-        def hh_order(t):  # (z, r, n) -> (r, z, n)
-            return torch.cat([t[H : 2 * H], t[:H], t[2 * H :]])
-
-        d_w_ih = ih_order(d_gi.t() @ x.reshape(T * B, D)) if need[3] else None
-        d_w_hh = hh_order(d_gh.t() @ hp.reshape(T * B, H)) if need[4] else None
-        d_b_ih = ih_order(d_gi.sum(0)) if need[5] else None
-        d_b_hh = hh_order(d_gh.sum(0)) if need[6] else None
+        # Each permutation swaps two gate blocks, so it is its own inverse: the same call
+        # puts the weights in the gradients' order and the gradients back in torch's.
+        d_x = (d_gi @ _swap_blocks(w_ih, 0, 2)).view(T, B, D) if need[0] else None
+        d_w_ih = _swap_blocks(d_gi.t() @ x.reshape(T * B, D), 0, 2) if need[3] else None
+        d_w_hh = _swap_blocks(d_gh.t() @ hp.reshape(T * B, H), 0, 1) if need[4] else None
+        d_b_ih = _swap_blocks(d_gi.sum(0), 0, 2) if need[5] else None
+        d_b_hh = _swap_blocks(d_gh.sum(0), 0, 1) if need[6] else None
         return d_x, d_h0, None, d_w_ih, d_w_hh, d_b_ih, d_b_hh
+
+
+def _swap_blocks(t: torch.Tensor, i: int, j: int) -> torch.Tensor:
+    """``t`` [3H, ...] (three gate blocks along dim 0) with blocks i and j swapped."""
+    blocks = list(t.chunk(3))
+    blocks[i], blocks[j] = blocks[j], blocks[i]
+    return torch.cat(blocks)
 
 
 def gru_sequence(x: torch.Tensor, h0: torch.Tensor, keep: torch.Tensor | None, w_ih: torch.Tensor,

@@ -181,7 +181,10 @@ class _FusedRNNCore(MemoryCore):
         path = self.sequence_path
         if path not in SEQUENCE_PATHS:
             raise ValueError(f"sequence_path must be one of {SEQUENCE_PATHS}, got {path!r}")
-        if path == "scan":
+        if path == "scan" or (path == "auto" and self._cpu_uncut_scan and device.type != "cuda"
+                              and not bool(starts[1:].any())):
+            # The GRU off CUDA scans a sequence with no start inside it, before any segment
+            # planning (``_cpu_uncut_scan``); asking costs no sync there.
             return self._run_scan(x, state, starts)
         # A new segment begins at every start after step 0 (step 0 is handled above).
         cuts = torch.cat([torch.zeros(1, B, dtype=torch.bool, device=device), starts[1:]])
@@ -206,10 +209,7 @@ class _FusedRNNCore(MemoryCore):
         n_total = int(n_seg_host.sum())
 
         if n_total == B:
-            # No episode starts inside the sequence: one plain fused pass per layer, or
-            # off CUDA the GRU's scan, which then skips the resets (``_cpu_uncut_scan``).
-            if path == "auto" and device.type != "cuda" and self._cpu_uncut_scan:
-                return self._run_scan(x, state, starts)
+            # No episode starts inside the sequence: one plain fused pass per layer.
             return self._run_plain(x, state)
 
         lengths = lengths[:n_total]  # segments are 0..n_total-1, none empty
