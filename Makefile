@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, gymnasium, envs, memory_modules, agents"
 # agents.report's statistics: rliable imports arch, which breaks on the wrong pandas
 	$(PY) -c "import rliable.library, hydra_plugins.hydra_joblib_launcher"
+# the GRU scan's C++ loops, built once per machine (~30 s; memory_modules/gru_native.py)
+	$(PY) -m memory_modules.gru_native
 	touch $(STAMP)
 
 # The default experiment (configs/experiment/default.yaml): GRU on DelayedMatch on the CPU,

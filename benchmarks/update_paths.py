@@ -1,7 +1,7 @@
 """One PPO update of committed experiments with each LSTM/GRU sequence layout.
 
     python benchmarks/update_paths.py [--experiments gru_minigrid_memory gru_repeat_first]
-        [--paths padded auto] [--repeats 6] [--threads 1] [key=value ...]
+        [--paths padded auto] [--kernels native python] [--repeats 6] [--threads 1] [key=value ...]
 
 For each experiment: the trainer as ``python -m agents.train experiment=<name>``
 builds it, collects one rollout, and times ``PPO.update`` on that rollout with
@@ -9,7 +9,9 @@ builds it, collects one rollout, and times ``PPO.update`` on that rollout with
 times round (after one untimed round). Prints the median per path, and which
 path "auto" took (memory_modules/rnn.py). The weights move with every update;
 the rollout stays the same. ``key=value`` overrides apply to every experiment
-(``core=lstm``: the same experiments with an LSTM).
+(``core=lstm``: the same experiments with an LSTM). ``--kernels`` times each path
+once per GRU scan kernel (memory_modules/gru_native.py: the C++ step loops, or the
+Python ones), columns ``<path>/<kernel>``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from agents.common.config import compose
 from agents.ppo.trainer import Trainer
+from memory_modules import gru_native
 from memory_modules.rnn import SEQUENCE_PATHS
 
 DEFAULT_EXPERIMENTS = ("gru_minigrid_memory", "gru_ballet", "gru_hidden_objects", "gru_tmaze",
@@ -47,8 +50,15 @@ def _noting(method, layout: str, taken: list[set[str] | None]):
     return call
 
 
-def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str] = ()) -> dict:
-    """Median seconds of one update per path, and the paths "auto" took."""
+def use_kernel(kernel: str) -> None:
+    """Run the GRU scan with ``kernel`` ("native" or "python") from now on."""
+    os.environ[gru_native.KERNEL_ENV] = kernel
+    gru_native.loops.cache_clear()
+
+
+def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str] = (),
+            kernels: list[str] = ("native",)) -> dict:
+    """Median seconds of one update per (path, kernel) column, and the paths "auto" took."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose([f"experiment={experiment}", "progress=false", "curriculum=null",
                        "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0",
@@ -57,7 +67,8 @@ def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str
         core = trainer.policy.core
         if not hasattr(core, "sequence_path"):
             raise ValueError(f"{experiment}: core {cfg.core.name!r} has no sequence_path (lstm, gru)")
-        times: dict[str, list[float]] = {p: [] for p in paths}
+        columns = [(p, k) for p in paths for k in kernels]
+        times: dict[tuple[str, str], list[float]] = {c: [] for c in columns}
         auto_took: set[str] = set()  # the layouts the timed updates under "auto" ran
         taken: list[set[str] | None] = [None]  # where the layouts called now go (None: nowhere)
         for method, layout in LAYOUTS.items():
@@ -66,20 +77,28 @@ def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str
 
         def timed(rollout):
             for rep in range(repeats + 1):
-                for path in paths:
+                for path, kernel in columns:
                     core.sequence_path = path
+                    use_kernel(kernel)
                     taken[0] = auto_took if path == "auto" else None
                     t = time.perf_counter()
                     real_update(rollout)
                     taken[0] = None
                     if rep:  # the first round warms up
-                        times[path].append(time.perf_counter() - t)
+                        times[path, kernel].append(time.perf_counter() - t)
             core.sequence_path = "auto"
             return real_update(rollout)
 
         trainer.ppo.update = timed  # type: ignore[method-assign]
         trainer.num_updates = 1
-        trainer.train()
+        before = os.environ.get(gru_native.KERNEL_ENV)
+        try:
+            trainer.train()
+        finally:  # the kernel this process had before
+            os.environ.pop(gru_native.KERNEL_ENV, None)
+            if before is not None:
+                os.environ[gru_native.KERNEL_ENV] = before
+            gru_native.loops.cache_clear()
         return {"median": {p: statistics.median(v) for p, v in times.items()},
                 "auto": sorted(auto_took),
                 "shape": (trainer.algo.num_envs, trainer.algo.num_steps)}
@@ -89,6 +108,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", nargs="+", default=list(DEFAULT_EXPERIMENTS))
     parser.add_argument("--paths", nargs="+", default=["padded", "auto"], choices=SEQUENCE_PATHS)
+    parser.add_argument("--kernels", nargs="+", default=["native"], choices=gru_native.KERNELS)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="key=value for every experiment, e.g. core=lstm")
@@ -100,12 +120,14 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {a.threads} torch thread(s), "
           f"load average {load:.1f}; median of {a.repeats} alternated updates; overrides: "
           f"{' '.join(a.overrides) or 'none'}\n")
-    print("| experiment | copies x steps | " + " | ".join(f"{p} (ms)" for p in a.paths)
+    columns = [(p, k) for p in a.paths for k in a.kernels]
+    names = [p if len(a.kernels) == 1 else f"{p}/{k}" for p, k in columns]
+    print("| experiment | copies x steps | " + " | ".join(f"{n} (ms)" for n in names)
           + " | auto took |")
-    print("|---|---|" + "---:|" * len(a.paths) + "---|")
+    print("|---|---|" + "---:|" * len(columns) + "---|")
     for exp in a.experiments:
-        r = measure(exp, a.paths, a.repeats, a.overrides)
-        cells = " | ".join(f"{1000 * r['median'][p]:.0f}" for p in a.paths)
+        r = measure(exp, a.paths, a.repeats, a.overrides, a.kernels)
+        cells = " | ".join(f"{1000 * r['median'][c]:.0f}" for c in columns)
         print(f"| `{exp}` | {r['shape'][0]} x {r['shape'][1]} | {cells} | "
               f"{', '.join(r['auto']) or '-'} |", flush=True)
     return 0

@@ -25,11 +25,18 @@ are, in permuted gate orders, the gradients of both projections. Everything that
 does not carry the recurrence (the input projection, the gate derivatives, every
 weight gradient) is one batched op over all steps. The loop over steps is the
 recurrence itself, not a loop over envs.
+
+On the CPU the two loops over steps run in C++ (``gru_loops.cpp``, built once by
+:mod:`memory_modules.gru_native`): a step is the recurrent matmul and one fused
+pass over the batch. The Python loops below are their reference and the fallback
+(no compiler, other devices and dtypes, ``RECALL_GRU_KERNEL=python``).
 """
 
 from __future__ import annotations
 
 import torch
+
+from memory_modules import gru_native
 
 
 class _GRUSequence(torch.autograd.Function):
@@ -44,22 +51,14 @@ class _GRUSequence(torch.autograd.Function):
         rz = x.new_empty(T, B, 2 * H)
         n = x.new_empty(T, B, H)
         out = x.new_empty(T, B, H)
-        w_hh_t = w_hh.t()
         # The state each step reads: after its reset with resets, else the previous output.
         hp = None if keep is None else x.new_empty(T, B, H)
-        per_step = [None] * T if keep is None else list(zip(keep.unbind(0), hp.unbind(0), strict=True))
-        steps = zip(per_step, pre.unbind(0), pre[..., : 2 * H].unbind(0),
-                    pre[..., 2 * H :].unbind(0), gi[..., 2 * H :].unbind(0), rz.unbind(0),
-                    rz[..., :H].unbind(0), rz[..., H:].unbind(0), n.unbind(0), out.unbind(0),
-                    strict=True)
-        h = h0
-        for reset, pre_t, pre_rz, gh_n, gi_n, rz_t, r_t, z_t, n_t, out_t in steps:
-            if reset is not None:
-                h = torch.mul(h, reset[0], out=reset[1])
-            pre_t.addmm_(h, w_hh_t)
-            torch.sigmoid(pre_rz, out=rz_t)
-            torch.addcmul(gi_n, r_t, gh_n, out=n_t).tanh_()
-            h = torch.lerp(n_t, h, z_t, out=out_t)
+        native = _native(x, keep)
+        if native is not None:
+            native.forward_loop(pre, gi, h0.contiguous(), w_hh,
+                                None if keep is None else keep.contiguous(), hp, rz, n, out)
+        else:
+            _forward_loop(pre, gi, h0, w_hh, keep, hp, rz, n, out)
         ctx.save_for_backward(x, h0, keep, w_ih, w_hh, hp, pre, rz, n, out)
         if keep is not None:
             ctx.mark_non_differentiable(keep)
@@ -72,39 +71,22 @@ class _GRUSequence(torch.autograd.Function):
         H = w_hh.shape[1]
         if hp is None:  # no resets: the state each step reads is the one before it
             hp = torch.cat([h0.unsqueeze(0), out[:-1]])
-        r, z = rz[..., :H], rz[..., H:]
-        gh_n = pre[..., 2 * H :]
         # The step's gradients live in one buffer, laid out (pn, z, r, hn):
         #   pn = d of the candidate's pre-activation = g * (1 - z) * (1 - n^2)
         #   z  = d of z's pre-activation            = g * (hp - n) * z * (1 - z)
         #   r  = d of r's pre-activation            = pn * gh_n * r * (1 - r)
         #   hn = d of W_hn hp + b_hn                = pn * r
-        # so two broadcast multiplies fill it, (z, r, hn) is the gradient of W_hh hp + b_hh
-        # and (pn, z, r) that of W_ih x + b_ih, each one contiguous slice, in gate orders
-        # (z, r, n) and (n, z, r): the weights are permuted to match, once per call.
-        az = torch.cat([(1 - z) * (1 - n * n), (hp - n) * z * (1 - z)], dim=-1).view(T, B, 2, H)
-        rr = torch.cat([gh_n * r * (1 - r), r], dim=-1).view(T, B, 2, H)
+        # so (z, r, hn) is the gradient of W_hh hp + b_hh and (pn, z, r) that of
+        # W_ih x + b_ih, each one contiguous slice, in gate orders (z, r, n) and (n, z, r):
+        # the weights are permuted to match, once per call.
         d = grad_out.new_empty(T, B, 4 * H)
-        d_pz = d[..., : 2 * H].view(T, B, 2, H)
-        d_rh = d[..., 2 * H :].view(T, B, 2, H)
         w_hh_p = _swap_blocks(w_hh, 0, 1)  # rows (z, r, n)
-        steps = list(zip(grad_out.unbind(0), az.unbind(0), rr.unbind(0), z.unbind(0),
-                         d_pz.unbind(0), d_rh.unbind(0), d[..., H:].unbind(0),
-                         (keep.unbind(0) if keep is not None else [None] * T), strict=True))
-        carry = None  # gradient reaching hp_t from step t
-        keep_next = None
-        for go_t, az_t, rr_t, z_t, d_pz_t, d_rh_t, d_gh_t, keep_t in reversed(steps):
-            if carry is None:
-                g = go_t
-            elif keep_next is None:
-                g = go_t + carry
-            else:
-                g = torch.addcmul(go_t, carry, keep_next)
-            torch.mul(g.unsqueeze(1), az_t, out=d_pz_t)
-            torch.mul(d_pz_t[:, :1], rr_t, out=d_rh_t)
-            carry = torch.mul(g, z_t).addmm_(d_gh_t, w_hh_p)
-            keep_next = keep_t
-        d_h0 = carry if keep_next is None else carry * keep_next
+        native = _native(grad_out, keep)
+        if native is not None:
+            d_h0 = native.backward_loop(grad_out.contiguous(), rz, n, pre, hp,
+                                        None if keep is None else keep.contiguous(), w_hh_p, d)
+        else:
+            d_h0 = _backward_loop(grad_out, rz, n, pre, hp, keep, w_hh_p, d)
         d_gi = d[..., : 3 * H].reshape(T * B, 3 * H)  # gate order (n, z, r)
         d_gh = d[..., H:].reshape(T * B, 3 * H)  # gate order (z, r, n)
         need = ctx.needs_input_grad
@@ -116,6 +98,63 @@ class _GRUSequence(torch.autograd.Function):
         d_b_ih = _swap_blocks(d_gi.sum(0), 0, 2) if need[5] else None
         d_b_hh = _swap_blocks(d_gh.sum(0), 0, 1) if need[6] else None
         return d_x, d_h0, None, d_w_ih, d_w_hh, d_b_ih, d_b_hh
+
+
+def _native(t: torch.Tensor, keep: torch.Tensor | None):
+    """The C++ loops (memory_modules/gru_native.py) for a CPU float or double ``t`` (and a
+    ``keep`` of its dtype), else None."""
+    if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
+            or (keep is not None and keep.dtype != t.dtype)):
+        return None
+    return gru_native.loops()
+
+
+def _forward_loop(pre, gi, h0, w_hh, keep, hp, rz, n, out) -> None:
+    """The forward's steps in Python (the C++ loops' reference): fills rz, n, out (and hp)."""
+    T, B, H = out.shape
+    w_hh_t = w_hh.t()
+    per_step = [None] * T if keep is None else list(zip(keep.unbind(0), hp.unbind(0), strict=True))
+    steps = zip(per_step, pre.unbind(0), pre[..., : 2 * H].unbind(0),
+                pre[..., 2 * H :].unbind(0), gi[..., 2 * H :].unbind(0), rz.unbind(0),
+                rz[..., :H].unbind(0), rz[..., H:].unbind(0), n.unbind(0), out.unbind(0),
+                strict=True)
+    h = h0
+    for reset, pre_t, pre_rz, gh_n, gi_n, rz_t, r_t, z_t, n_t, out_t in steps:
+        if reset is not None:
+            h = torch.mul(h, reset[0], out=reset[1])
+        pre_t.addmm_(h, w_hh_t)
+        torch.sigmoid(pre_rz, out=rz_t)
+        torch.addcmul(gi_n, r_t, gh_n, out=n_t).tanh_()
+        h = torch.lerp(n_t, h, z_t, out=out_t)
+
+
+def _backward_loop(grad_out, rz, n, pre, hp, keep, w_hh_p, d) -> torch.Tensor:
+    """The backward's steps in Python (the C++ loops' reference): fills d, returns d h0."""
+    T, B, H = n.shape
+    r, z = rz[..., :H], rz[..., H:]
+    gh_n = pre[..., 2 * H :]
+    # d's four gate gradients come from two broadcast multiplies a step
+    az = torch.cat([(1 - z) * (1 - n * n), (hp - n) * z * (1 - z)], dim=-1).view(T, B, 2, H)
+    rr = torch.cat([gh_n * r * (1 - r), r], dim=-1).view(T, B, 2, H)
+    d_pz = d[..., : 2 * H].view(T, B, 2, H)
+    d_rh = d[..., 2 * H :].view(T, B, 2, H)
+    steps = list(zip(grad_out.unbind(0), az.unbind(0), rr.unbind(0), z.unbind(0),
+                     d_pz.unbind(0), d_rh.unbind(0), d[..., H:].unbind(0),
+                     (keep.unbind(0) if keep is not None else [None] * T), strict=True))
+    carry = None  # gradient reaching hp_t from step t
+    keep_next = None
+    for go_t, az_t, rr_t, z_t, d_pz_t, d_rh_t, d_gh_t, keep_t in reversed(steps):
+        if carry is None:
+            g = go_t
+        elif keep_next is None:
+            g = go_t + carry
+        else:
+            g = torch.addcmul(go_t, carry, keep_next)
+        torch.mul(g.unsqueeze(1), az_t, out=d_pz_t)
+        torch.mul(d_pz_t[:, :1], rr_t, out=d_rh_t)
+        carry = torch.mul(g, z_t).addmm_(d_gh_t, w_hh_p)
+        keep_next = keep_t
+    return carry if keep_next is None else carry * keep_next
 
 
 def _swap_blocks(t: torch.Tensor, i: int, j: int) -> torch.Tensor:

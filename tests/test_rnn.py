@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -303,3 +305,19 @@ def test_update_paths_benchmark_runs(capsys):
     assert cells[1] == "64 x 102"
     assert all(float(c) > 0 for c in cells[2:5])
     assert cells[5] == "padded"  # two 51-step episodes tile each 102-step sequence
+
+
+def test_update_paths_times_both_gru_kernels(capsys, monkeypatch):
+    """--kernels gives one column per (path, kernel) and leaves the process's kernel as it was."""
+    from benchmarks.update_paths import main
+    from memory_modules import gru_native
+
+    monkeypatch.delenv(gru_native.KERNEL_ENV, raising=False)
+    assert main(["--experiments", "gru_repeat_first", "--paths", "scan", "--kernels", "native",
+                 "python", "--repeats", "1", "algo.num_steps=51", "algo.seq_len=51"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in next(ln for ln in lines if ln.startswith("| experiment")).strip("|").split("|")]
+    assert header[2:4] == ["scan/native (ms)", "scan/python (ms)"]
+    row = [c.strip() for c in next(ln for ln in lines if ln.startswith("| `gru_repeat_first`")).strip("|").split("|")]
+    assert float(row[2]) > 0 and float(row[3]) > 0
+    assert gru_native.KERNEL_ENV not in os.environ

@@ -1,0 +1,103 @@
+"""memory_modules.gru_native: the GRU scan's C++ loops against its Python loops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from memory_modules import gru_native
+from memory_modules.gru_sequence import gru_sequence
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    """Run the scan with ``kernel("python")`` or ``kernel("native")`` (skipped where the
+    C++ loops cannot be built)."""
+    def use(name: str) -> None:
+        monkeypatch.setenv(gru_native.KERNEL_ENV, name)
+        gru_native.loops.cache_clear()
+        if name == "native" and gru_native.loops() is None:
+            pytest.skip("the GRU scan's C++ loops could not be built here")
+    yield use
+    gru_native.loops.cache_clear()
+
+
+def _case(dtype, T=11, B=5, D=7, H=16, resets=True, seed=0):
+    torch.manual_seed(seed)
+    gru = nn.GRU(D, H).to(dtype)
+    x = torch.randn(T, B, D, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    keep = None
+    if resets:
+        keep = torch.ones(T, B, 1, dtype=dtype)
+        keep[[0, 3, 4, T - 1], [1, 0, 0, 2]] = 0  # at step 0, two in a row, at the end
+    weights = [gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0]
+    return x, h0, keep, weights
+
+
+def _run(x, h0, keep, weights):
+    leaves = (x, h0, *weights)
+    out = gru_sequence(x, h0, keep, *weights)
+    w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    grads = torch.autograd.grad((out * w).sum(), leaves)
+    return [out.detach(), *grads]
+
+
+@pytest.mark.parametrize("resets", [True, False], ids=["resets", "no-resets"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_native_matches_python(kernel, dtype, resets):
+    """The output and the gradients of x, h0 and the four weights agree with the Python loops."""
+    case = _case(dtype, resets=resets)
+    kernel("python")
+    ref = _run(*case)
+    kernel("native")
+    got = _run(*case)
+    tol = dict(atol=1e-12, rtol=1e-10) if dtype == torch.float64 else dict(atol=2e-5, rtol=2e-5)
+    for name, a, b in zip(["out", "x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], got, ref, strict=True):
+        torch.testing.assert_close(a, b, msg=name, **tol)
+    if resets:  # copy 1 starts at step 0: h0 gets no gradient there
+        assert torch.all(got[2][1] == 0) and torch.any(got[2][0] != 0)
+
+
+def test_native_gradcheck(kernel):
+    kernel("native")
+    x, h0, keep, weights = _case(torch.float64, T=6, B=3, D=4, H=5)
+    assert torch.autograd.gradcheck(lambda *a: gru_sequence(a[0], a[1], keep, *a[2:]),
+                                    (x, h0, *weights))
+
+
+def test_native_sizes_of_a_ppo_minibatch(kernel):
+    """A GRU-128 over 103 steps of 16 sequences (Autoencode's minibatch), float32."""
+    case = _case(torch.float32, T=103, B=16, D=16, H=128, resets=False, seed=1)
+    kernel("python")
+    ref = _run(*case)
+    kernel("native")
+    for a, b in zip(_run(*case), ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_kernel_switch(kernel, monkeypatch):
+    kernel("python")
+    assert gru_native.loops() is None and not gru_native.available()
+    monkeypatch.setenv(gru_native.KERNEL_ENV, "cuda")
+    gru_native.loops.cache_clear()
+    with pytest.raises(ValueError, match=r"RECALL_GRU_KERNEL='cuda'; accepted: native, python"):
+        gru_native.loops()
+
+
+def test_failed_build_warns_and_falls_back(kernel, monkeypatch, tmp_path):
+    """A build that fails (here: no compiler found) warns once, and the scan runs its Python loops."""
+    kernel("native")  # skips where nothing builds
+    monkeypatch.setenv(gru_native.CACHE_ENV, str(tmp_path))  # nothing built there yet
+
+    def no_compiler(name, where):
+        raise RuntimeError("Error building extension: c++: command not found")
+
+    monkeypatch.setattr(gru_native, "_build", no_compiler)
+    gru_native.loops.cache_clear()
+    with pytest.warns(UserWarning, match="C\\+\\+ loops are not available .*command not found"):
+        assert gru_native.loops() is None
+    x, h0, keep, weights = _case(torch.float64)
+    out = gru_sequence(x, h0, keep, *weights)  # the Python loops
+    assert out.shape == (11, 5, 16) and torch.isfinite(out).all()
