@@ -6,7 +6,7 @@ Python loops otherwise; the two give the same numbers up to rounding (the C++
 file's exp and tanh are glibc's vector versions). A step of a PPO minibatch
 (16-32 sequences, GRU-128) is then the recurrent matmul plus one pass over the
 batch, where Python made five torch calls of a few microseconds each: the scan's
-forward and backward take 0.55-0.8x the time (docs/benchmarks.md).
+forward and backward take 0.6-0.8x the time (docs/benchmarks.md).
 
 ``loops()`` builds the file with torch's C++ extension tools (a C++ compiler, which
 gcc and the Python headers on this project's machines provide, and ninja) into
