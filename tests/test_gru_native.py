@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -101,3 +104,14 @@ def test_failed_build_warns_and_falls_back(kernel, monkeypatch, tmp_path):
     x, h0, keep, weights = _case(torch.float64)
     out = gru_sequence(x, h0, keep, *weights)  # the Python loops
     assert out.shape == (11, 5, 16) and torch.isfinite(out).all()
+
+
+def test_module_command_names_the_loops_in_use(kernel):
+    """``python -m memory_modules.gru_native`` (what ``make setup`` runs) builds or finds the
+    C++ loops and says which loops the scan will use."""
+    kernel("native")
+    done = subprocess.run([sys.executable, "-m", "memory_modules.gru_native"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("GRU scan loops: C++, ")
+    assert gru_native.build_name() in done.stdout
