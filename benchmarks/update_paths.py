@@ -51,9 +51,11 @@ def _noting(method, layout: str, taken: list[set[str] | None]):
 
 
 def use_kernel(kernel: str) -> None:
-    """Run the GRU scan with ``kernel`` ("native" or "python") from now on."""
+    """Run the GRU scan with ``kernel`` ("native" or "python") from now on; the C++ loops
+    are loaded here, not inside the next timed update."""
     os.environ[gru_native.KERNEL_ENV] = kernel
     gru_native.loops.cache_clear()
+    gru_native.loops()
 
 
 def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str] = (),
