@@ -45,13 +45,20 @@ def cache_dir() -> Path:
 def _flags() -> tuple[list[str], list[str]]:
     """Compiler and linker flags. On glibc, ``-ffast-math`` lets gcc call libmvec's vector
     exp and tanh in the loops (scalar calls would cost more than the Python overhead saved);
-    AVX2 and FMA where the CPU has them (the capability is part of the build's name)."""
+    AVX2 and FMA where the CPU has them (the capability is part of the build's name).
+
+    On x86, ``-mno-recip``: under ``-ffast-math`` gcc divides vectors by an approximate
+    reciprocal and one Newton step, which put the sigmoid at 0.49999997 for 0, never at 1,
+    and at NaN for 1 / (1 + inf) (a gate's pre-activation below -88 in float32), where
+    the Python loops give 0.5, 1 and 0 (tests/test_gru_native.py)."""
     cflags, ldflags = ["-O3"], []
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         cflags += ["-ffast-math", "-fopenmp-simd"]
         ldflags += ["-lmvec"]
-        if platform.machine() == "x86_64" and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-            cflags += ["-mavx2", "-mfma"]
+        if platform.machine() == "x86_64":
+            cflags += ["-mno-recip"]
+            if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+                cflags += ["-mavx2", "-mfma"]
     return cflags, ldflags
 
 

@@ -80,6 +80,50 @@ def test_native_sizes_of_a_ppo_minibatch(kernel):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_native_saturated_gates(kernel, dtype):
+    """Pre-activations far past where exp overflows (|x| in the thousands): the gates sit
+    at 0 and 1, finite, as in the Python loops (an approximate division once gave NaN)."""
+    x, h0, keep, weights = _case(dtype, seed=2)
+    x = (x.detach() * 300).requires_grad_()
+    kernel("python")
+    ref = _run(x, h0, keep, weights)
+    kernel("native")
+    got = _run(x, h0, keep, weights)
+    for name, a, b in zip(["out", "x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], got, ref, strict=True):
+        assert torch.isfinite(a).all(), name
+        scale = max(1.0, b.abs().max().item())  # w_ih's gradients are x's size: about 1e3
+        torch.testing.assert_close(a, b, atol=1e-5 * scale, rtol=1e-5, msg=name)
+
+
+def test_native_gates_exact_at_half_and_one(kernel):
+    """sigmoid(0) is 0.5 and sigmoid(40) is 1 in float32, bit for bit as torch gives them:
+    weights 0, biases 0 (r = z = 1/2, n = 0) and then 40 on z (the state kept whole)."""
+    kernel("native")
+    H = 8
+    x, h0 = torch.zeros(3, 2, 4), torch.ones(2, H)
+    w = [torch.zeros(3 * H, 4), torch.zeros(3 * H, H), torch.zeros(3 * H), torch.zeros(3 * H)]
+    half = gru_sequence(x, h0, None, *w)
+    assert torch.equal(half[0], torch.full((2, H), 0.5))  # n = 0: z * h = h / 2 each step
+    assert torch.equal(half[2], torch.full((2, H), 0.125))
+    w[2] = torch.zeros(3 * H).index_fill_(0, torch.arange(H, 2 * H), 40.0)
+    assert torch.equal(gru_sequence(x, h0, None, *w), torch.ones(3, 2, H))
+
+
+def test_native_propagates_nan(kernel):
+    """A NaN in one copy's input is NaN in that copy's outputs from then on, nowhere else,
+    as in the Python loops (the trainer's non-finite loss check relies on it)."""
+    x, h0, keep, weights = _case(torch.float32, resets=False, seed=3)
+    x = x.detach().clone()
+    x[3, 2, 0] = float("nan")
+    kernel("python")
+    ref = gru_sequence(x, h0, None, *weights).detach()
+    kernel("native")
+    got = gru_sequence(x, h0, None, *weights).detach()
+    assert torch.equal(got.isnan(), ref.isnan())
+    assert got[3:, 2].isnan().all() and not got[:3].isnan().any() and not got[:, [0, 1, 3, 4]].isnan().any()
+
 def test_kernel_switch(kernel, monkeypatch):
     kernel("python")
     assert gru_native.loops() is None and not gru_native.available()
