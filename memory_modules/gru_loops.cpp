@@ -71,6 +71,12 @@ void backward_gates(const S* __restrict go, const S* __restrict rz, const S* __r
   }
 }
 
+// The loops walk raw pointers: a strided view would be read as if it were packed.
+void check_packed(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_contiguous(), "gru_loops: ", name, " must be contiguous (got strides ",
+              t.strides(), ")");
+}
+
 }  // namespace
 
 // pre [T, B, 3H] (filled as gru_sequence's forward describes), gi [T, B, 3H], h0 [B, H],
@@ -81,6 +87,11 @@ void forward_loop(torch::Tensor pre, torch::Tensor gi, torch::Tensor h0, torch::
                   torch::Tensor rz, torch::Tensor n, torch::Tensor out) {
   const int64_t T = pre.size(0), B = pre.size(1), H = w_hh.size(1);
   const auto w_t = w_hh.t();
+  for (const auto& [t, name] : {std::pair{&pre, "pre"}, {&gi, "gi"}, {&h0, "h0"}, {&rz, "rz"},
+                                {&n, "n"}, {&out, "out"}})
+    check_packed(*t, name);
+  if (keep) check_packed(*keep, "keep");
+  if (hp) check_packed(*hp, "hp");
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "gru_forward_loop", [&] {
     using S = scalar_t;
     torch::Tensor h = h0;
@@ -108,6 +119,10 @@ torch::Tensor backward_loop(torch::Tensor grad_out, torch::Tensor rz, torch::Ten
                             torch::Tensor pre, torch::Tensor hp, c10::optional<torch::Tensor> keep,
                             torch::Tensor w_hh_p, torch::Tensor d) {
   const int64_t T = grad_out.size(0), B = grad_out.size(1), H = n.size(2);
+  for (const auto& [t, name] : {std::pair{&grad_out, "grad_out"}, {&rz, "rz"}, {&n, "n"},
+                                {&pre, "pre"}, {&hp, "hp"}, {&d, "d"}})
+    check_packed(*t, name);
+  if (keep) check_packed(*keep, "keep");
   auto carry = torch::zeros({B, H}, grad_out.options());
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "gru_backward_loop", [&] {
     using S = scalar_t;

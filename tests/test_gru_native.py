@@ -159,3 +159,18 @@ def test_module_command_names_the_loops_in_use(kernel):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("GRU scan loops: C++, ")
     assert gru_native.build_name() in done.stdout
+
+
+def test_native_refuses_strided_buffers(kernel):
+    """The loops read raw pointers: a strided buffer is an error naming it, not misread."""
+    kernel("native")
+    loops = gru_native.loops()
+    T, B, H = 3, 2, 4
+    pre, gi = torch.zeros(T, B, 3 * H), torch.zeros(B, T, 3 * H).transpose(0, 1)
+    bufs = torch.empty(T, B, 2 * H), torch.empty(T, B, H), torch.empty(T, B, H)
+    with pytest.raises(RuntimeError, match=r"gru_loops: gi must be contiguous"):
+        loops.forward_loop(pre, gi, torch.zeros(B, H), torch.zeros(3 * H, H), None, None, *bufs)
+    grad = torch.zeros(B, T, H).transpose(0, 1)
+    with pytest.raises(RuntimeError, match=r"gru_loops: grad_out must be contiguous"):
+        loops.backward_loop(grad, bufs[0], bufs[1], pre, bufs[2], None, torch.zeros(3 * H, H),
+                            torch.empty(T, B, 4 * H))
