@@ -80,7 +80,6 @@ def test_native_sizes_of_a_ppo_minibatch(kernel):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_native_saturated_gates(kernel, dtype):
     """Pre-activations far past where exp overflows (|x| in the thousands): the gates sit
@@ -123,6 +122,7 @@ def test_native_propagates_nan(kernel):
     got = gru_sequence(x, h0, None, *weights).detach()
     assert torch.equal(got.isnan(), ref.isnan())
     assert got[3:, 2].isnan().all() and not got[:3].isnan().any() and not got[:, [0, 1, 3, 4]].isnan().any()
+
 
 def test_kernel_switch(kernel, monkeypatch):
     kernel("python")
