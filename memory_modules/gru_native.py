@@ -95,7 +95,7 @@ def loops() -> ModuleType | None:
     except Exception as err:  # no compiler, no ninja, a broken cache: the Python loops run
         warnings.warn(f"the GRU scan's C++ loops are not available ({type(err).__name__}: "
                       f"{str(err).strip().splitlines()[-1] if str(err).strip() else err!r}); "
-                      "using its Python loops (same results, slower on the CPU)", stacklevel=2)
+                      "using its Python loops (the same formulas, rounded differently; slower on the CPU)", stacklevel=2)
         return None
 
 
