@@ -30,21 +30,37 @@ On the CPU the two loops over steps run in C++ (``gru_loops.cpp``, built once by
 :mod:`memory_modules.gru_native`): a step is the recurrent matmul and one fused
 pass over the batch. The Python loops below are their reference and the fallback
 (no compiler, other devices and dtypes, ``RECALL_GRU_KERNEL=python``).
+
+Under ``torch.autocast`` the recurrence stays in the weights' dtype and only the input
+projection and the three large gradient products take autocast's lower precision
+(:mod:`memory_modules.precision`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from memory_modules import gru_native
+from memory_modules import gru_native, precision
 
 
 class _GRUSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, keep, w_ih, w_hh, b_ih, b_hh):  # noqa: D102 (see the module doc)
+        lowp = precision.autocast_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            dtype = w_ih.dtype
+            return _GRUSequence._forward(ctx, x.to(dtype), h0.to(dtype),
+                                         None if keep is None else keep.to(dtype),
+                                         w_ih, w_hh, b_ih, b_hh, lowp)
+
+    @staticmethod
+    def _forward(ctx, x, h0, keep, w_ih, w_hh, b_ih, b_hh, lowp):
         T, B, D = x.shape
         H = w_hh.shape[1]
-        gi = torch.addmm(b_ih, x.reshape(T * B, D), w_ih.t()).view(T, B, 3 * H)
+        ctx.lowp = lowp
+        flat = x.reshape(T * B, D)
+        gi = (torch.addmm(b_ih, flat, w_ih.t()) if lowp is None
+              else precision.mm(flat, w_ih.t(), lowp).add_(b_ih)).view(T, B, 3 * H)
         # pre[t] = (gi_r + b_hr, gi_z + b_hz, b_hn) before the step adds W_hh hp_t in place:
         # its first 2H are then the gates' pre-activations and its last H is W_hn hp + b_hn.
         pre = torch.cat([gi[..., : 2 * H] + b_hh[: 2 * H], b_hh[2 * H :].expand(T, B, H)], dim=-1)
@@ -92,9 +108,10 @@ class _GRUSequence(torch.autograd.Function):
         need = ctx.needs_input_grad
         # Each permutation swaps two gate blocks, so it is its own inverse: the same call
         # puts the weights in the gradients' order and the gradients back in torch's.
-        d_x = (d_gi @ _swap_blocks(w_ih, 0, 2)).view(T, B, D) if need[0] else None
-        d_w_ih = _swap_blocks(d_gi.t() @ x.reshape(T * B, D), 0, 2) if need[3] else None
-        d_w_hh = _swap_blocks(d_gh.t() @ hp.reshape(T * B, H), 0, 1) if need[4] else None
+        lowp = ctx.lowp
+        d_x = precision.mm(d_gi, _swap_blocks(w_ih, 0, 2), lowp).view(T, B, D) if need[0] else None
+        d_w_ih = _swap_blocks(precision.mm(d_gi.t(), x.reshape(T * B, D), lowp), 0, 2) if need[3] else None
+        d_w_hh = _swap_blocks(precision.mm(d_gh.t(), hp.reshape(T * B, H), lowp), 0, 1) if need[4] else None
         d_b_ih = _swap_blocks(d_gi.sum(0), 0, 2) if need[5] else None
         d_b_hh = _swap_blocks(d_gh.sum(0), 0, 1) if need[6] else None
         return d_x, d_h0, None, d_w_ih, d_w_hh, d_b_ih, d_b_hh

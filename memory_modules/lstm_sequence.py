@@ -13,21 +13,35 @@ the final cell. The weights are an ``nn.LSTM`` layer's, in its gate order (i, f,
 
 Forward: 10 ops a step into preallocated buffers; backward: 9. The input projection
 (with both biases folded in), the gate derivatives and every weight gradient are one
-batched op over all steps.
+batched op over all steps. Under ``torch.autocast``, as the GRU's
+(:mod:`memory_modules.precision`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from memory_modules import precision
+
 
 class _LSTMSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, keep, w_ih, w_hh, b_ih, b_hh):  # noqa: D102 (see the module doc)
+        lowp = precision.autocast_dtype(x)  # the recurrence in the weights' dtype (precision.py)
+        with torch.autocast(x.device.type, enabled=False):
+            dtype = w_ih.dtype
+            return _LSTMSequence._forward(ctx, x.to(dtype), h0.to(dtype), c0.to(dtype),
+                                          keep.to(dtype), w_ih, w_hh, b_ih, b_hh, lowp)
+
+    @staticmethod
+    def _forward(ctx, x, h0, c0, keep, w_ih, w_hh, b_ih, b_hh, lowp):
         T, B, D = x.shape
         H = w_hh.shape[1]
+        ctx.lowp = lowp
         # x W_ih + b_ih + b_hh for every step: each step then adds hp W_hh in one addmm
-        gib = torch.addmm(b_ih + b_hh, x.reshape(T * B, D), w_ih.t()).view(T, B, 4 * H)
+        flat = x.reshape(T * B, D)
+        gib = (torch.addmm(b_ih + b_hh, flat, w_ih.t()) if lowp is None
+               else precision.mm(flat, w_ih.t(), lowp).add_(b_ih + b_hh)).view(T, B, 4 * H)
         hp = x.new_empty(T, B, H)  # the state each step reads (after its reset)
         cp = x.new_empty(T, B, H)
         gates = x.new_empty(T, B, 4 * H)  # i, f, g, o after their activations
@@ -89,9 +103,10 @@ class _LSTMSequence(torch.autograd.Function):
             carry_h = torch.mm(d_t, w_hh).mul_(keep_t)
         d_flat = d_pre.view(T * B, 4 * H)
         need = ctx.needs_input_grad
-        d_x = (d_flat @ w_ih).view(T, B, D) if need[0] else None
-        d_w_ih = d_flat.t() @ x.reshape(T * B, D) if need[4] else None
-        d_w_hh = d_flat.t() @ hp.view(T * B, H) if need[5] else None
+        lowp = ctx.lowp
+        d_x = precision.mm(d_flat, w_ih, lowp).view(T, B, D) if need[0] else None
+        d_w_ih = precision.mm(d_flat.t(), x.reshape(T * B, D), lowp) if need[4] else None
+        d_w_hh = precision.mm(d_flat.t(), hp.view(T * B, H), lowp) if need[5] else None
         d_b = d_flat.sum(0) if need[6] or need[7] else None
         return d_x, carry_h, carry_c, None, d_w_ih, d_w_hh, d_b, d_b
 

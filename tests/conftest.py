@@ -42,3 +42,20 @@ def tiny_sweep(tmp_path_factory):
     assert proc.returncode == 0, stderr[-3000:]
     (sweep,) = (cwd / "runs" / "tiny").iterdir()
     return cwd, sweep, proc
+
+
+@pytest.fixture
+def short_delayed_match(tmp_path):
+    """``run(*overrides)``: a short PPO run on DelayedMatch (delay 2, 2 choices; chance 0.5,
+    about 7 s on one thread) with extra config overrides; its greedy success rate."""
+    from agents.common.config import compose
+    from agents.ppo import trainer as train_mod
+
+    def run(*overrides: str) -> float:
+        cfg = compose([f"runs_root={tmp_path}", "curriculum=null", "env.delay=2", "env.num_choices=2",
+                       "algo.num_envs=64", "algo.num_steps=16", "algo.seq_len=16",
+                       "total_steps=120000", "progress=false", "eval.episodes=256",
+                       "eval.num_envs=256", "eval.video_episodes=0", "threads=1", *overrides])
+        return train_mod.run(cfg)["eval"]["greedy"]["success_rate"]
+
+    return run

@@ -88,15 +88,7 @@ def test_masked_steps_get_no_policy_gradient(mask):
         assert (grad[~mb["acting"]] > 0).all()
 
 
-def test_training_with_the_mask_learns_delayed_match(tmp_path):
+def test_training_with_the_mask_learns_delayed_match(short_delayed_match):
     """DelayedMatch ignores every action before the choice; with those steps left out of the
     policy loss, a short run still learns the match (chance 0.5)."""
-    from agents.common.config import compose
-    from agents.ppo import trainer as train_mod
-
-    cfg = compose([f"runs_root={tmp_path}", "curriculum=null", "env.delay=2", "env.num_choices=2",
-                   "algo.mask_ignored_actions=true", "algo.num_envs=64", "algo.num_steps=16",
-                   "algo.seq_len=16", "total_steps=120000", "progress=false", "eval.episodes=256",
-                   "eval.num_envs=256", "eval.video_episodes=0", "threads=1"])
-    summary = train_mod.run(cfg)
-    assert summary["eval"]["greedy"]["success_rate"] > 0.8
+    assert short_delayed_match("algo.mask_ignored_actions=true") > 0.8

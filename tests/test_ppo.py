@@ -128,18 +128,41 @@ def _acted_rollout(policy, T, B, L):
     return ro
 
 
-def test_ppo_update_returns_finite_stats_and_moves_weights():
+@pytest.mark.parametrize("core, precision", [
+    ("gru", "float32"),
+    # algo.precision=bfloat16 (tests/test_precision.py): every core trains under autocast
+    *((core, "bfloat16") for core in ("gru", "lstm", "gtrxl", "hcam", "rmc", "mlp")),
+])
+def test_ppo_update_returns_finite_stats_and_moves_weights(core, precision):
     torch.manual_seed(0)
     T, B, L = 16, 8, 8
-    policy = Policy(gym.spaces.MultiDiscrete([3, 5]), gym.spaces.Discrete(3), core="gru")
+    policy = Policy(gym.spaces.MultiDiscrete([3, 5]), gym.spaces.Discrete(3), core=core)
     ppo = PPO(policy, PPOConfig(num_envs=B, num_steps=T, seq_len=L, num_minibatches=2,
-                                update_epochs=2))
+                                update_epochs=2, precision=precision))
     ro = _acted_rollout(policy, T, B, L)
     before = [p.detach().clone() for p in policy.parameters()]
     stats = ppo.update(ro)
     assert set(stats) >= {"pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "grad_norm"}
     assert all(torch.isfinite(v) for v in stats.values())
+    assert all(p.dtype == torch.float32 for p in policy.parameters())
     assert any(not torch.equal(b, p) for b, p in zip(before, policy.parameters(), strict=True))
+
+
+def test_bfloat16_precision_reaches_the_loss():
+    """precision=bfloat16 puts PPO.loss under autocast: the loss is the float32 one up to
+    bfloat16's rounding, not exactly it (tests/test_precision.py)."""
+    from agents.ppo.learner import _select
+
+    torch.manual_seed(0)
+    policy = Policy(gym.spaces.MultiDiscrete([3, 5]), gym.spaces.Discrete(3), core="gru")
+    ro = _acted_rollout(policy, 16, 8, 8)
+    data = ro.sequences()
+    mb = _select(data, torch.arange(data["starts"].shape[1]))
+    losses = {p: PPO(policy, PPOConfig(num_envs=8, num_steps=16, seq_len=8, precision=p)).loss(mb)[0]
+              for p in ("float32", "bfloat16")}
+    assert losses["bfloat16"].dtype == torch.float32
+    assert not torch.equal(losses["bfloat16"], losses["float32"])
+    torch.testing.assert_close(losses["bfloat16"], losses["float32"], rtol=0, atol=1e-2)
 
 
 @pytest.mark.parametrize("target, direction", [(0.2, -1), (5.0, +1), (None, 0)])

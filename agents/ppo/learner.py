@@ -63,12 +63,17 @@ class PPOConfig:
     # (agents.ppo.next_obs; the policy gets the head when this is above 0). 0: off.
     next_obs_coef: float = 0.0
     next_obs_fraction: float = 0.125  # of each minibatch's steps that loss reads (its cost)
+    # The training pass's large matrix products in bfloat16 (torch.autocast; weights, Adam,
+    # the recurrence and the heads stay float32). "float32": none.
+    precision: str = "float32"
 
     @property
     def steps_per_update(self) -> int:
         return self.num_envs * self.num_steps
 
     def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; accepted: {', '.join(PRECISIONS)}")
         if self.num_steps % self.seq_len:
             raise ValueError(f"num_steps={self.num_steps} must be a multiple of seq_len={self.seq_len}")
         sequences = self.num_envs * (self.num_steps // self.seq_len)
@@ -79,6 +84,7 @@ class PPOConfig:
             )
 
 
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 STAT_NAMES = ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac", "grad_norm", "loss", "next_obs_loss",
               "ent_coef")
 
@@ -137,7 +143,9 @@ class PPO:
         args = [mb["obs"], mb["state"], mb["starts"], mb["actions"], mb["prev_actions"], mb["prev_rewards"]]
         if getattr(self.policy, "oracle_critic", False):
             args.append(mb["hints"])  # the critic's privileged input
-        newlogp, entropy, newvalue, *aux = self.evaluate(*args)
+        lowp = PRECISIONS[cfg.precision]
+        with torch.autocast(mb["starts"].device.type, dtype=lowp, enabled=lowp is not None):
+            newlogp, entropy, newvalue, *aux = self.evaluate(*args)
         logratio = newlogp - mb["logprobs"]
         ratio = logratio.exp()
         # mean over the steps whose action mattered (every step unless masking)

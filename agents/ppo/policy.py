@@ -131,6 +131,13 @@ class Policy(nn.Module):
     def heads(self, y: torch.Tensor, hint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[..., A]`` and values ``[...]`` from core outputs."""
         z = self.decoder(y)
+        if torch.is_autocast_enabled(z.device.type):
+            # the heads in full precision: their log-probabilities set PPO's ratio against
+            # the acting pass's, and the value its targets' scale
+            dtype = self.actor.weight.dtype
+            with torch.autocast(z.device.type, enabled=False):
+                y, z = y.to(dtype), z.to(dtype)
+                return F.log_softmax(self.actor(z), dim=-1), self._value(y, hint, z)
         return F.log_softmax(self.actor(z), dim=-1), self._value(y, hint, z)
 
     def _value(self, y: torch.Tensor, hint: torch.Tensor | None, z: torch.Tensor | None = None) -> torch.Tensor:
