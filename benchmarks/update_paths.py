@@ -1,7 +1,8 @@
 """One PPO update of committed experiments with each LSTM/GRU sequence layout.
 
     python benchmarks/update_paths.py [--experiments gru_minigrid_memory gru_repeat_first]
-        [--paths padded auto] [--kernels native python] [--repeats 6] [--threads 1] [key=value ...]
+        [--paths padded auto] [--kernels native python] [--precisions float32 bfloat16]
+        [--repeats 6] [--threads 1] [key=value ...]
 
 For each experiment: the trainer as ``python -m agents.train experiment=<name>``
 builds it, collects one rollout, and times ``PPO.update`` on that rollout with
@@ -11,7 +12,8 @@ path "auto" took (memory_modules/rnn.py). The weights move with every update;
 the rollout stays the same. ``key=value`` overrides apply to every experiment
 (``core=lstm``: the same experiments with an LSTM). ``--kernels`` times each path
 once per GRU scan kernel (memory_modules/gru_native.py: the C++ step loops, or the
-Python ones), columns ``<path>/<kernel>``.
+Python ones), and ``--precisions`` once per ``algo.precision`` (agents/ppo/learner.py),
+columns ``<path>/<kernel>/<precision>`` (each part only where more than one is asked).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 from agents.common.config import compose
+from agents.ppo.learner import PRECISIONS
 from agents.ppo.trainer import Trainer
 from memory_modules import gru_native
 from memory_modules.rnn import SEQUENCE_PATHS
@@ -59,8 +62,9 @@ def use_kernel(kernel: str) -> None:
 
 
 def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str] = (),
-            kernels: list[str] = ("native",)) -> dict:
-    """Median seconds of one update per (path, kernel) column, and the paths "auto" took."""
+            kernels: list[str] = ("native",), precisions: list[str] = ("float32",)) -> dict:
+    """Median seconds of one update per (path, kernel, precision) column, and the paths
+    "auto" took."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose([f"experiment={experiment}", "progress=false", "curriculum=null",
                        "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0",
@@ -69,7 +73,7 @@ def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str
         core = trainer.policy.core
         if not hasattr(core, "sequence_path"):
             raise ValueError(f"{experiment}: core {cfg.core.name!r} has no sequence_path (lstm, gru)")
-        columns = [(p, k) for p in paths for k in kernels]
+        columns = [(p, k, x) for p in paths for k in kernels for x in precisions]
         times: dict[tuple[str, str], list[float]] = {c: [] for c in columns}
         auto_took: set[str] = set()  # the layouts the timed updates under "auto" ran
         taken: list[set[str] | None] = [None]  # where the layouts called now go (None: nowhere)
@@ -79,16 +83,18 @@ def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str
 
         def timed(rollout):
             for rep in range(repeats + 1):
-                for path, kernel in columns:
+                for path, kernel, precision in columns:
                     core.sequence_path = path
                     use_kernel(kernel)
+                    trainer.ppo.cfg.precision = precision
                     taken[0] = auto_took if path == "auto" else None
                     t = time.perf_counter()
                     real_update(rollout)
                     taken[0] = None
                     if rep:  # the first round warms up
-                        times[path, kernel].append(time.perf_counter() - t)
+                        times[path, kernel, precision].append(time.perf_counter() - t)
             core.sequence_path = "auto"
+            trainer.ppo.cfg.precision = cfg.algo.precision
             return real_update(rollout)
 
         trainer.ppo.update = timed  # type: ignore[method-assign]
@@ -111,6 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--experiments", nargs="+", default=list(DEFAULT_EXPERIMENTS))
     parser.add_argument("--paths", nargs="+", default=["padded", "auto"], choices=SEQUENCE_PATHS)
     parser.add_argument("--kernels", nargs="+", default=["native"], choices=gru_native.KERNELS)
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=list(PRECISIONS))
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="key=value for every experiment, e.g. core=lstm")
@@ -122,13 +129,14 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {a.threads} torch thread(s), "
           f"load average {load:.1f}; median of {a.repeats} alternated updates; overrides: "
           f"{' '.join(a.overrides) or 'none'}\n")
-    columns = [(p, k) for p in a.paths for k in a.kernels]
-    names = [p if len(a.kernels) == 1 else f"{p}/{k}" for p, k in columns]
+    columns = [(p, k, x) for p in a.paths for k in a.kernels for x in a.precisions]
+    several = (True, len(a.kernels) > 1, len(a.precisions) > 1)
+    names = ["/".join(part for part, shown in zip(c, several, strict=True) if shown) for c in columns]
     print("| experiment | copies x steps | " + " | ".join(f"{n} (ms)" for n in names)
           + " | auto took |")
     print("|---|---|" + "---:|" * len(columns) + "---|")
     for exp in a.experiments:
-        r = measure(exp, a.paths, a.repeats, a.overrides, a.kernels)
+        r = measure(exp, a.paths, a.repeats, a.overrides, a.kernels, a.precisions)
         cells = " | ".join(f"{1000 * r['median'][c]:.0f}" for c in columns)
         print(f"| `{exp}` | {r['shape'][0]} x {r['shape'][1]} | {cells} | "
               f"{', '.join(r['auto']) or '-'} |", flush=True)

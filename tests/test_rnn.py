@@ -321,3 +321,16 @@ def test_update_paths_times_both_gru_kernels(capsys, monkeypatch):
     row = [c.strip() for c in next(ln for ln in lines if ln.startswith("| `gru_repeat_first`")).strip("|").split("|")]
     assert float(row[2]) > 0 and float(row[3]) > 0
     assert gru_native.KERNEL_ENV not in os.environ
+
+
+def test_update_paths_times_each_precision(capsys):
+    """--precisions gives one column per algo.precision."""
+    from benchmarks.update_paths import main
+
+    assert main(["--experiments", "gru_repeat_first", "--paths", "scan", "--precisions", "float32",
+                 "bfloat16", "--repeats", "1", "algo.num_steps=51", "algo.seq_len=51"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in next(ln for ln in lines if ln.startswith("| experiment")).strip("|").split("|")]
+    assert header[2:4] == ["scan/float32 (ms)", "scan/bfloat16 (ms)"]
+    row = [c.strip() for c in next(ln for ln in lines if ln.startswith("| `gru_repeat_first`")).strip("|").split("|")]
+    assert float(row[2]) > 0 and float(row[3]) > 0
