@@ -307,30 +307,22 @@ def test_update_paths_benchmark_runs(capsys):
     assert cells[5] == "padded"  # two 51-step episodes tile each 102-step sequence
 
 
-def test_update_paths_times_both_gru_kernels(capsys, monkeypatch):
-    """--kernels gives one column per (path, kernel) and leaves the process's kernel as it was."""
+@pytest.mark.parametrize("flags, columns", [
+    (["--kernels", "native", "python"], ["scan/native (ms)", "scan/python (ms)"]),
+    (["--precisions", "float32", "bfloat16"], ["scan/float32 (ms)", "scan/bfloat16 (ms)"]),
+], ids=["kernels", "precisions"])
+def test_update_paths_times_each_kernel_and_precision(capsys, monkeypatch, flags, columns):
+    """--kernels and --precisions give one column per value (with the path), and the
+    process's GRU kernel is left as it was."""
     from benchmarks.update_paths import main
     from memory_modules import gru_native
 
     monkeypatch.delenv(gru_native.KERNEL_ENV, raising=False)
-    assert main(["--experiments", "gru_repeat_first", "--paths", "scan", "--kernels", "native",
-                 "python", "--repeats", "1", "algo.num_steps=51", "algo.seq_len=51"]) == 0
+    assert main(["--experiments", "gru_repeat_first", "--paths", "scan", *flags,
+                 "--repeats", "1", "algo.num_steps=51", "algo.seq_len=51"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = [c.strip() for c in next(ln for ln in lines if ln.startswith("| experiment")).strip("|").split("|")]
-    assert header[2:4] == ["scan/native (ms)", "scan/python (ms)"]
+    assert header[2:4] == columns
     row = [c.strip() for c in next(ln for ln in lines if ln.startswith("| `gru_repeat_first`")).strip("|").split("|")]
     assert float(row[2]) > 0 and float(row[3]) > 0
     assert gru_native.KERNEL_ENV not in os.environ
-
-
-def test_update_paths_times_each_precision(capsys):
-    """--precisions gives one column per algo.precision."""
-    from benchmarks.update_paths import main
-
-    assert main(["--experiments", "gru_repeat_first", "--paths", "scan", "--precisions", "float32",
-                 "bfloat16", "--repeats", "1", "algo.num_steps=51", "algo.seq_len=51"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    header = [c.strip() for c in next(ln for ln in lines if ln.startswith("| experiment")).strip("|").split("|")]
-    assert header[2:4] == ["scan/float32 (ms)", "scan/bfloat16 (ms)"]
-    row = [c.strip() for c in next(ln for ln in lines if ln.startswith("| `gru_repeat_first`")).strip("|").split("|")]
-    assert float(row[2]) > 0 and float(row[3]) > 0
