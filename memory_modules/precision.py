@@ -7,7 +7,8 @@ weights' dtype, and compute only the products that do not carry the recurrence (
 input projection over all steps and the three large gradient products) in the lower
 precision autocast asked for: those are the ones that run 2x faster in bfloat16 on a
 CPU with AVX512-BF16, while the per-step products (16-32 rows) gain little and would
-round the state at every step.
+round the state at every step. The fused torch layers of the padded and packed paths
+(``memory_modules/rnn.py``) run in the weights' dtype too.
 """
 
 from __future__ import annotations

@@ -123,6 +123,13 @@ class _FusedRNNCore(MemoryCore):
 
     def _run_layer(self, i: int, inp, hidden: Hidden):
         layer = self.layers[i]
+        kind = layer.weight_hh_l0.device.type
+        if torch.is_autocast_enabled(kind):
+            # torch's fused layer in the weights' dtype: the recurrence stays in full
+            # precision under autocast, as in the scans (memory_modules/precision.py)
+            dtype = layer.weight_hh_l0.dtype
+            with torch.autocast(kind, enabled=False):
+                return self._run_layer(i, inp.to(dtype), tuple(h.to(dtype) for h in hidden))
         out, new = layer(inp, hidden if len(hidden) > 1 else hidden[0])
         return out, (new if isinstance(new, tuple) else (new,))
 

@@ -30,8 +30,10 @@ def test_cuda_env_plays_the_cpu_episodes(env_id):
             assert _same(x, y)
 
 
-def test_cuda_training_runs_and_keeps_its_rollouts_on_the_device(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # bfloat16: algo.precision's autocast
+def test_cuda_training_runs_and_keeps_its_rollouts_on_the_device(tmp_path, precision):
     cfg = compose([f"runs_root={tmp_path}", "device=cuda", "env=delayed_match", "env.delay=2",
+                   f"algo.precision={precision}",
                    "total_steps=2048", "algo.num_envs=64", "algo.num_steps=16", "algo.seq_len=16",
                    "eval.episodes=64", "eval.num_envs=64", "eval.video_episodes=0", "progress=false"])
     summary = train_mod.run(cfg)

@@ -81,3 +81,26 @@ def test_precision_is_checked():
 def test_training_in_bfloat16_learns_delayed_match(short_delayed_match):
     """A short DelayedMatch run with the training pass in bfloat16 learns the match (chance 0.5)."""
     assert short_delayed_match("algo.precision=bfloat16") > 0.8
+
+
+@pytest.mark.parametrize("core", ["gru", "lstm"])
+@pytest.mark.parametrize("path", ["padded", "packed", "scan"])
+def test_every_sequence_path_keeps_the_recurrence_float32(core, path):
+    """Under autocast each layout of the LSTM/GRU cores (memory_modules/rnn.py) returns
+    float32 outputs and state, within bfloat16's rounding of the float32 run."""
+    from memory_modules import make_core
+
+    torch.manual_seed(0)
+    rnn = make_core(core, D, hidden_size=H)
+    rnn.sequence_path = path
+    x = torch.randn(T, B, D)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[[0, 4, 7], [0, 2, 5]] = True  # episodes start inside: each path cuts them its way
+    state = rnn.initial_state(B, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, new = rnn(x, state, starts)
+    y_ref, new_ref = rnn(x, state, starts)
+    assert y.dtype == torch.float32 and all(v.dtype == torch.float32 for v in new.values())
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=3e-2)
+    for k in new:
+        torch.testing.assert_close(new[k], new_ref[k], rtol=0, atol=3e-2)
