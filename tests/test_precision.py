@@ -54,21 +54,22 @@ def test_sequences_under_autocast_stay_float32_and_close(rnn_cls):
         torch.testing.assert_close(g, r, rtol=0, atol=3e-2 * float(scale), msg=name)
 
 
-def _policy(core="gru"):
+@pytest.mark.parametrize("predict_next_obs", [False, True])
+def test_the_heads_stay_float32_under_autocast(predict_next_obs):
+    """The log-probabilities, entropy, value (and the next-observation loss) come out float32
+    under autocast, within bfloat16's rounding of the float32 pass."""
     torch.manual_seed(0)
-    return Policy(gym.spaces.MultiDiscrete([3, 5]), gym.spaces.Discrete(3), core=core)
-
-
-def test_the_heads_stay_float32_under_autocast():
-    policy = _policy()
+    policy = Policy(gym.spaces.MultiDiscrete([3, 5]), gym.spaces.Discrete(3), core="gru",
+                    predict_next_obs=predict_next_obs)
     obs = torch.randint(0, 3, (T, B, 2))
     starts = torch.zeros(T, B, dtype=torch.bool)
     actions = torch.randint(0, 3, (T, B))
     state = policy.initial_state(B, "cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logp, entropy, value = policy.evaluate_sequence(obs, state, starts, actions)
+        out = policy.evaluate_sequence(obs, state, starts, actions)
     ref = policy.evaluate_sequence(obs, state, starts, actions)
-    for got, want in zip((logp, entropy, value), ref, strict=True):
+    assert len(out) == 3 + predict_next_obs
+    for got, want in zip(out, ref, strict=True):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=0, atol=2e-2)
 

@@ -62,7 +62,7 @@ class NextObsHead(nn.Module):
         if self.fraction < 1.0:  # a fixed number of random steps: no host sync
             idx = torch.randint(n, (max(1, int(n * self.fraction)),), device=y.device)
             y, target, keep = y[idx], target[idx], keep[idx]
-        logp = F.log_softmax(self(y), dim=-1)
+        logp = F.log_softmax(self(y).float(), dim=-1)  # float32 under autocast too (algo.precision)
         nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).mean(-1)
         keep = keep.to(nll.dtype)
         return (nll * keep).sum() / keep.sum().clamp(min=1.0)
