@@ -74,7 +74,7 @@ def measure(experiment: str, paths: list[str], repeats: int, overrides: list[str
         if not hasattr(core, "sequence_path"):
             raise ValueError(f"{experiment}: core {cfg.core.name!r} has no sequence_path (lstm, gru)")
         columns = [(p, k, x) for p in paths for k in kernels for x in precisions]
-        times: dict[tuple[str, str], list[float]] = {c: [] for c in columns}
+        times: dict[tuple[str, str, str], list[float]] = {c: [] for c in columns}
         auto_took: set[str] = set()  # the layouts the timed updates under "auto" ran
         taken: list[set[str] | None] = [None]  # where the layouts called now go (None: nowhere)
         for method, layout in LAYOUTS.items():
