@@ -47,7 +47,9 @@ class _GRUSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, keep, w_ih, w_hh, b_ih, b_hh):  # noqa: D102 (see the module doc)
         lowp = precision.autocast_dtype(x)
-        with torch.autocast(x.device.type, enabled=False):
+        if lowp is None:
+            return _GRUSequence._forward(ctx, x, h0, keep, w_ih, w_hh, b_ih, b_hh, None)
+        with torch.autocast(x.device.type, enabled=False):  # inputs to the weights' dtype
             dtype = w_ih.dtype
             return _GRUSequence._forward(ctx, x.to(dtype), h0.to(dtype),
                                          None if keep is None else keep.to(dtype),

@@ -28,6 +28,8 @@ class _LSTMSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, keep, w_ih, w_hh, b_ih, b_hh):  # noqa: D102 (see the module doc)
         lowp = precision.autocast_dtype(x)  # the recurrence in the weights' dtype (precision.py)
+        if lowp is None:
+            return _LSTMSequence._forward(ctx, x, h0, c0, keep, w_ih, w_hh, b_ih, b_hh, None)
         with torch.autocast(x.device.type, enabled=False):
             dtype = w_ih.dtype
             return _LSTMSequence._forward(ctx, x.to(dtype), h0.to(dtype), c0.to(dtype),
