@@ -60,9 +60,7 @@ class _GRUSequence(torch.autograd.Function):
         T, B, D = x.shape
         H = w_hh.shape[1]
         ctx.lowp = lowp
-        flat = x.reshape(T * B, D)
-        gi = (torch.addmm(b_ih, flat, w_ih.t()) if lowp is None
-              else precision.mm(flat, w_ih.t(), lowp).add_(b_ih)).view(T, B, 3 * H)
+        gi = precision.addmm(b_ih, x.reshape(T * B, D), w_ih.t(), lowp).view(T, B, 3 * H)
         # pre[t] = (gi_r + b_hr, gi_z + b_hz, b_hn) before the step adds W_hh hp_t in place:
         # its first 2H are then the gates' pre-activations and its last H is W_hn hp + b_hn.
         pre = torch.cat([gi[..., : 2 * H] + b_hh[: 2 * H], b_hh[2 * H :].expand(T, B, H)], dim=-1)

@@ -41,9 +41,7 @@ class _LSTMSequence(torch.autograd.Function):
         H = w_hh.shape[1]
         ctx.lowp = lowp
         # x W_ih + b_ih + b_hh for every step: each step then adds hp W_hh in one addmm
-        flat = x.reshape(T * B, D)
-        gib = (torch.addmm(b_ih + b_hh, flat, w_ih.t()) if lowp is None
-               else precision.mm(flat, w_ih.t(), lowp).add_(b_ih + b_hh)).view(T, B, 4 * H)
+        gib = precision.addmm(b_ih + b_hh, x.reshape(T * B, D), w_ih.t(), lowp).view(T, B, 4 * H)
         hp = x.new_empty(T, B, H)  # the state each step reads (after its reset)
         cp = x.new_empty(T, B, H)
         gates = x.new_empty(T, B, 4 * H)  # i, f, g, o after their activations

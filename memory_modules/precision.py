@@ -27,3 +27,11 @@ def mm(a: torch.Tensor, b: torch.Tensor, lowp: torch.dtype | None) -> torch.Tens
     if lowp is None:
         return a @ b
     return (a.to(lowp) @ b.to(lowp)).to(a.dtype)
+
+
+def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lowp: torch.dtype | None) -> torch.Tensor:
+    """``bias + a @ b`` in ``a``'s dtype: torch's fused addmm without ``lowp``, else the
+    product in ``lowp`` and the bias added in ``a``'s dtype."""
+    if lowp is None:
+        return torch.addmm(bias, a, b)
+    return mm(a, b, lowp).add_(bias)
