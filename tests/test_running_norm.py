@@ -14,7 +14,15 @@ import torch
 
 import envs
 from agents.common.config import compose, make_policy, policy_spec
-from agents.common.encoders import ConvTrunk, GridEncoder, RunningNorm, SymbolEncoder, make_encoder
+from agents.common.encoders import (
+    ConvTrunk,
+    FlatTrunk,
+    GridEncoder,
+    RunningNorm,
+    SymbolEncoder,
+    make_encoder,
+)
+from agents.common.multi_hot import multi_hot_mlp, one_hot
 
 
 def test_statistics_are_the_pooled_moments_of_every_training_batch():
@@ -101,13 +109,10 @@ def test_every_symbol_encoder_reads_the_normalised_one_hot():
     view-plus-token: each position's value is one input column, none is looked up."""
     sym = make_encoder(gym.spaces.MultiDiscrete([3, 5], start=[1, 0]), hidden_size=8, symbols="onehot")
     assert isinstance(sym, SymbolEncoder) and not hasattr(sym, "embed") and sym.norm.mean.shape == (8,)
-    sym.eval()
-    hot = sym.norm  # identity before any update: the MLP reads the raw multi-hot
+    sym.eval()  # identity before any update: the MLP reads the raw multi-hot
     x = torch.tensor([[1, 0], [3, 4]])
-    seen = []
-    hot.register_forward_hook(lambda m, i, o: seen.append(i[0]))
-    sym(x)
-    assert torch.equal(seen[0], torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 1]]))
+    hot = torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 1]])
+    torch.testing.assert_close(sym(x), sym.mlp(hot))
     disc = make_encoder(gym.spaces.Discrete(4, start=2), symbols="onehot").eval()
     assert disc.output_size == 4
     torch.testing.assert_close(disc(torch.tensor([2, 5])), torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 1]]),
@@ -134,3 +139,82 @@ def test_the_minigrid_recipes_take_the_input_and_update_they_were_measured_with(
     update = ("num_steps", "seq_len", "update_epochs", "num_minibatches")
     assert tuple(s7.algo[k] for k in update) == (32, 32, 4, 4)
     assert tuple(s11.algo[k] for k in update) == (128, 128, 2, 16)
+
+
+def _trained_norm(width: int, seed: int) -> RunningNorm:
+    """Statistics of a few skewed multi-hot batches: some features rare enough to clip."""
+    g = torch.Generator().manual_seed(seed)
+    norm = RunningNorm(width).train()
+    for _ in range(3):
+        norm(one_hot(torch.multinomial(torch.linspace(0.01, 1, width).expand(64, width), 5,
+                                       generator=g), width))
+    return norm
+
+
+def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.grad.clone() for k, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_the_multi_hot_product_is_the_normalised_one_hot_through_the_mlp(layers):
+    """The gathered first layer (``multi_hot_mlp``) against the one-hot built and
+    normalised: same outputs, same gradients, same statistics after a training step,
+    clipped features included."""
+    from copy import deepcopy
+
+    torch.manual_seed(layers)
+    width = 40
+    norm = _trained_norm(width, layers)
+    mods, size = [], width
+    for _ in range(layers):
+        mods += [torch.nn.Linear(size, 16), torch.nn.ReLU()]
+        size = 16
+    mlp = torch.nn.Sequential(*mods)
+    assert (norm.levels()[1] == norm.clip).any()  # a rare feature's 1 is clipped
+    index = torch.stack([torch.randperm(width)[:6] for _ in range(32)])  # distinct per row
+    ref_norm, ref_mlp = deepcopy(norm), deepcopy(mlp)
+    out = multi_hot_mlp(index, norm, mlp)
+    ref = ref_mlp(ref_norm(one_hot(index, width)))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for k, v in norm.state_dict().items():  # the training forward moved both alike
+        torch.testing.assert_close(v, ref_norm.state_dict()[k], rtol=1e-6, atol=0)
+    assert norm.count.item() == 3 * 64 + 32
+    if layers:
+        weights = torch.randn_like(out)
+        (out * weights).sum().backward()
+        (ref * weights).sum().backward()
+        for k, g in _grads(mlp).items():
+            torch.testing.assert_close(g, _grads(ref_mlp)[k], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # acting: the statistics stay
+        before = norm.mean.clone()
+        multi_hot_mlp(index, norm, mlp)
+    assert torch.equal(norm.mean, before)
+
+
+def test_the_minigrid_view_through_the_mlp_trunk_is_the_normalised_one_hot():
+    """GridEncoder's (cell, symbol) features, gathered, equal the one-hot of the view built
+    and normalised (the recipe's ``symbols=onehot`` with ``grid_trunk=mlp``)."""
+    from copy import deepcopy
+
+    env = envs.make_vec("MiniGrid-MemoryS7-v0", 8, seed=3)
+    enc = make_policy(policy_spec(compose(["experiment=gru_minigrid_memory"]), env)).encoder
+    assert isinstance(enc, GridEncoder) and isinstance(enc.trunk, FlatTrunk)
+    obs, _ = env.reset()
+    views = [obs]
+    for _ in range(5):
+        obs = env.step(torch.randint(0, 3, (8,)))[0]
+        views.append(obs)
+    batch = torch.cat(views)
+    enc.train()
+    enc(batch[:16])  # statistics that are not the identity
+    ref = deepcopy(enc)
+    out = enc(batch)
+    hot = one_hot(batch.long() + ref.offsets, ref.num_ids).flatten(1)
+    expected = ref.trunk(ref.norm(hot))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(enc.norm.var, ref.norm.var, rtol=1e-6, atol=0)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for k, g in _grads(enc).items():  # sums of ~50 terms in another order: float32 rounding
+        torch.testing.assert_close(g, _grads(ref)[k], rtol=1e-5, atol=1e-6 * g.abs().max().item())

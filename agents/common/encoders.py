@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.common.multi_hot import multi_hot_mlp, one_hot
+
 
 def _mlp(in_size: int, hidden: int, layers: int) -> tuple[nn.Module, int]:
     mods: list[nn.Module] = []
@@ -96,7 +98,7 @@ class SymbolEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
-            return self.mlp(self.norm(one_hot(obs.long() + self.offsets, self.norm.mean.shape[0])))
+            return multi_hot_mlp(obs.long() + self.offsets, self.norm, self.mlp)
         e = self.embed(obs.long() + self.offsets)
         if self.position is not None:
             e = e + self.position
@@ -240,10 +242,27 @@ class RunningNorm(nn.Module):
         """Fold a batch ``[..., size]`` into the statistics (Chan et al.'s parallel update)."""
         flat = x.reshape(-1, x.shape[-1]).float()
         n = torch.full((1,), flat.shape[0], dtype=flat.dtype, device=flat.device)
-        moments = torch.cat([flat.sum(0), flat.square().sum(0), n])
+        self._fold(torch.cat([flat.sum(0), flat.square().sum(0), n]))
+
+    @torch.no_grad()
+    def update_multi_hot(self, index: torch.Tensor) -> None:
+        """``update(one_hot(index, size))`` from the indices ``[N, K]`` (distinct in each
+        row) alone: a 0/1 input's sum and sum of squares are both its counts."""
+        counts = torch.bincount(index.flatten(), minlength=self.mean.shape[0]).float()
+        n = torch.full((1,), index.shape[0], dtype=counts.dtype, device=counts.device)
+        self._fold(torch.cat([counts, counts, n]))
+
+    def levels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``forward`` makes of a 0 and of a 1 in each feature: ``[size]`` each."""
+        scale = torch.rsqrt(self.var + self.eps)
+        zero = -self.mean * scale
+        return zero.clamp(-self.clip, self.clip), (zero + scale).clamp_(-self.clip, self.clip)
+
+    def _fold(self, moments: torch.Tensor) -> None:
+        """Fold ``[sum, sum of squares, count]`` of a batch into the statistics."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(moments)
-        size = flat.shape[1]
+        size = self.mean.shape[0]
         n = moments[-1]
         batch_mean = moments[:size] / n
         batch_var = (moments[size:2 * size] / n - batch_mean.square()).clamp(min=0.0)
@@ -253,12 +272,6 @@ class RunningNorm(nn.Module):
                        / total)
         self.mean.add_(delta * n / total)
         self.count.copy_(total)
-
-
-def one_hot(index: torch.Tensor, width: int) -> torch.Tensor:
-    """``[..., K]`` column indices (disjoint ranges) -> ``[..., width]`` float multi-hot."""
-    out = torch.zeros(*index.shape[:-1], width, device=index.device)
-    return out.scatter_(-1, index, 1.0)
 
 
 SYMBOL_INPUTS = ("embed", "onehot")
@@ -331,9 +344,11 @@ class GridEncoder(nn.Module):
         elif self.layout == "chw":
             x = x.permute(0, 2, 3, 1)
         if self.norm is not None:  # the channels' id ranges are disjoint: a multi-hot per cell
+            if isinstance(self.trunk, FlatTrunk):  # feature (cell, id): cell * ids + id
+                cells = torch.arange(x.shape[1] * x.shape[2], device=x.device).view(1, *x.shape[1:3], 1)
+                index = (cells * self.num_ids + x + self.offsets).flatten(1)  # [N, H * W * C]
+                return multi_hot_mlp(index, self.norm, self.trunk.mlp)
             z = self.norm(one_hot(x + self.offsets, self.num_ids).flatten(1))  # [N, H * W * ids]
-            if isinstance(self.trunk, FlatTrunk):
-                return self.trunk(z)
             return self.trunk(z.view(*x.shape[:3], self.num_ids).permute(0, 3, 1, 2))
         if self.joint_sizes is None:
             e = self.embed(x + self.offsets).sum(-2)  # [N, H, W, E]: channels summed per cell
