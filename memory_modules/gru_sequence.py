@@ -31,6 +31,10 @@ On the CPU the two loops over steps run in C++ (``gru_loops.cpp``, built once by
 pass over the batch. The Python loops below are their reference and the fallback
 (no compiler, other devices and dtypes, ``RECALL_GRU_KERNEL=python``).
 
+On the CPU, inputs whose rows repeat (a symbolic task's encoder outputs) are projected
+once per distinct row, and the projection's weight gradient is taken over those rows
+(:mod:`memory_modules.distinct_rows`).
+
 Under ``torch.autocast`` the recurrence stays in the weights' dtype and only the input
 projection and the three large gradient products take autocast's lower precision
 (:mod:`memory_modules.precision`).
@@ -41,6 +45,7 @@ from __future__ import annotations
 import torch
 
 from memory_modules import gru_native, precision
+from memory_modules.distinct_rows import distinct_rows, sum_by_row
 
 
 class _GRUSequence(torch.autograd.Function):
@@ -60,7 +65,14 @@ class _GRUSequence(torch.autograd.Function):
         T, B, D = x.shape
         H = w_hh.shape[1]
         ctx.lowp = lowp
-        gi = precision.addmm(b_ih, x.reshape(T * B, D), w_ih.t(), lowp).view(T, B, 3 * H)
+        rows = x.reshape(T * B, D)
+        found = distinct_rows(rows)
+        if found is None:
+            inverse = None
+            gi = precision.addmm(b_ih, rows, w_ih.t(), lowp).view(T, B, 3 * H)
+        else:  # the projection once per distinct input row, then gathered
+            rows, inverse = found
+            gi = precision.addmm(b_ih, rows, w_ih.t(), lowp).index_select(0, inverse).view(T, B, 3 * H)
         # pre[t] = (gi_r + b_hr, gi_z + b_hz, b_hn) before the step adds W_hh hp_t in place:
         # its first 2H are then the gates' pre-activations and its last H is W_hn hp + b_hn.
         pre = torch.cat([gi[..., : 2 * H] + b_hh[: 2 * H], b_hh[2 * H :].expand(T, B, H)], dim=-1)
@@ -75,16 +87,16 @@ class _GRUSequence(torch.autograd.Function):
                                 None if keep is None else keep.contiguous(), hp, rz, n, out)
         else:
             _forward_loop(pre, gi, h0, w_hh, keep, hp, rz, n, out)
-        ctx.save_for_backward(x, h0, keep, w_ih, w_hh, hp, pre, rz, n, out)
+        ctx.save_for_backward(rows, inverse, h0, keep, w_ih, w_hh, hp, pre, rz, n, out)
         if keep is not None:
             ctx.mark_non_differentiable(keep)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
-        x, h0, keep, w_ih, w_hh, hp, pre, rz, n, out = ctx.saved_tensors
-        T, B, D = x.shape
-        H = w_hh.shape[1]
+        rows, inverse, h0, keep, w_ih, w_hh, hp, pre, rz, n, out = ctx.saved_tensors
+        T, B, H = out.shape
+        D = rows.shape[1]
         if hp is None:  # no resets: the state each step reads is the one before it
             hp = torch.cat([h0.unsqueeze(0), out[:-1]])
         # The step's gradients live in one buffer, laid out (pn, z, r, hn):
@@ -110,7 +122,10 @@ class _GRUSequence(torch.autograd.Function):
         # puts the weights in the gradients' order and the gradients back in torch's.
         lowp = ctx.lowp
         d_x = precision.mm(d_gi, _swap_blocks(w_ih, 0, 2), lowp).view(T, B, D) if need[0] else None
-        d_w_ih = _swap_blocks(precision.mm(d_gi.t(), x.reshape(T * B, D), lowp), 0, 2) if need[3] else None
+        d_w_ih = None
+        if need[3]:  # over the distinct input rows, their gradients summed, where found
+            d_rows = d_gi if inverse is None else sum_by_row(d_gi, inverse, rows.shape[0])
+            d_w_ih = _swap_blocks(precision.mm(d_rows.t(), rows, lowp), 0, 2)
         d_w_hh = _swap_blocks(precision.mm(d_gh.t(), hp.reshape(T * B, H), lowp), 0, 1) if need[4] else None
         d_b_ih = _swap_blocks(d_gi.sum(0), 0, 2) if need[5] else None
         d_b_hh = _swap_blocks(d_gh.sum(0), 0, 1) if need[6] else None

@@ -86,3 +86,64 @@ def test_keep_none_is_no_resets():
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda *a: gru_sequence(a[0], a[1], None, *a[2:]),
                                     (x, h0, *weights))
+
+
+def _repeating(dtype=torch.float64, seed=1, distinct=6, T_=16, B_=8):
+    """Inputs [T_, B_, D] drawn from ``distinct`` rows (a symbolic task's encoder output)."""
+    torch.manual_seed(seed)
+    table = torch.randn(distinct, D, dtype=dtype)
+    x = table[torch.randint(0, distinct, (T_, B_))].requires_grad_()
+    return x
+
+
+def test_repeating_inputs_are_projected_once_per_distinct_row(monkeypatch):
+    """With few distinct input rows the projection runs on those rows and its weight
+    gradient sums theirs first (memory_modules.distinct_rows): outputs and every gradient
+    equal the path that multiplies every row; resets included."""
+    import memory_modules.distinct_rows as dr
+    import memory_modules.gru_sequence as gs
+
+    gru = nn.GRU(D, H).to(torch.float64)
+    weights = [gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0]
+    x = _repeating()
+    h0 = torch.randn(8, H, dtype=torch.float64, requires_grad=True)
+    keep = (torch.rand(16, 8, 1) > 0.2).to(torch.float64)
+    w = torch.randn(16, 8, H, dtype=torch.float64)
+    found = dr.distinct_rows(x.detach().reshape(-1, D))
+    assert found is not None and found[0].shape[0] == 6
+    torch.testing.assert_close(found[0][found[1]], x.detach().reshape(-1, D), rtol=0, atol=0)
+
+    def run():
+        for p in (x, h0, *weights):
+            p.grad = None
+        out = gs.gru_sequence(x, h0, keep, *weights)
+        (out * w).sum().backward()
+        return out.detach(), [p.grad.clone() for p in (x, h0, *weights)]
+
+    taken = []
+    real = gs.distinct_rows
+    monkeypatch.setattr(gs, "distinct_rows", lambda rows: taken.append(real(rows)) or taken[-1])
+    y_once, g_once = run()
+    assert taken and taken[-1] is not None  # the distinct rows were used
+    monkeypatch.setattr(gs, "distinct_rows", lambda rows: None)
+    y_all, g_all = run()
+    torch.testing.assert_close(y_once, y_all)
+    for name, a, b in zip(["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], g_once, g_all, strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_distinct_rows_declines_many_rows_shared_keys_and_other_devices(monkeypatch):
+    import memory_modules.distinct_rows as dr
+
+    rows = torch.randn(128, D)
+    assert dr.distinct_rows(rows) is None  # 128 distinct of 128: nothing to gain
+    few = rows[torch.arange(128) % 8]
+    distinct, inverse = dr.distinct_rows(few)
+    assert distinct.shape == (8, D) and torch.equal(distinct[inverse], few)
+    assert dr.distinct_rows(few[:32]) is None  # too few rows to look at
+    assert dr.distinct_rows(few.to(torch.int64)) is None
+    # every row on one key (a probe of zeros): the check finds rows that differ and declines
+    monkeypatch.setattr(dr, "_probe", lambda width, dtype: torch.zeros(width, dtype=dtype))
+    assert dr.distinct_rows(few) is None
+    sums = dr.sum_by_row(torch.ones(128, 3), inverse, 8)
+    torch.testing.assert_close(sums, torch.full((8, 3), 16.0))
