@@ -51,8 +51,11 @@ def distinct_rows(rows: torch.Tensor, most: float = MOST) -> tuple[torch.Tensor,
     return distinct, inverse
 
 
-def sum_by_row(values: torch.Tensor, inverse: torch.Tensor, count: int) -> torch.Tensor:
-    """``[count, K]``: the rows of ``values`` [N, K] summed by ``inverse`` [N] (a product
-    with the [count, N] one-hot: faster on a CPU than ``index_add_`` for a few rows)."""
-    hot = values.new_zeros(count, values.shape[0]).scatter_(0, inverse.unsqueeze(0), 1.0)
+def sum_by_index(values: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
+    """``[count, K']``: each row of ``values`` [N, K'] added to the rows ``index`` names,
+    one per row ([N], as ``distinct_rows``'s inverse) or several distinct ones ([N, K], a
+    multi-hot). A product with the [count, N] one-hot: faster on a CPU than
+    ``index_add_`` or ``embedding_bag``'s backward, which sorts."""
+    hot = values.new_zeros(count, values.shape[0])
+    hot.scatter_(0, index.reshape(values.shape[0], -1).t(), 1.0)
     return hot @ values

@@ -45,7 +45,7 @@ from __future__ import annotations
 import torch
 
 from memory_modules import gru_native, precision
-from memory_modules.distinct_rows import distinct_rows, sum_by_row
+from memory_modules.distinct_rows import distinct_rows, sum_by_index
 
 
 class _GRUSequence(torch.autograd.Function):
@@ -124,7 +124,7 @@ class _GRUSequence(torch.autograd.Function):
         d_x = precision.mm(d_gi, _swap_blocks(w_ih, 0, 2), lowp).view(T, B, D) if need[0] else None
         d_w_ih = None
         if need[3]:  # over the distinct input rows, their gradients summed, where found
-            d_rows = d_gi if inverse is None else sum_by_row(d_gi, inverse, rows.shape[0])
+            d_rows = d_gi if inverse is None else sum_by_index(d_gi, inverse, rows.shape[0])
             d_w_ih = _swap_blocks(precision.mm(d_rows.t(), rows, lowp), 0, 2)
         d_w_hh = _swap_blocks(precision.mm(d_gh.t(), hp.reshape(T * B, H), lowp), 0, 1) if need[4] else None
         d_b_ih = _swap_blocks(d_gi.sum(0), 0, 2) if need[5] else None

@@ -145,5 +145,5 @@ def test_distinct_rows_declines_many_rows_shared_keys_and_other_devices(monkeypa
     # every row on one key (a probe of zeros): the check finds rows that differ and declines
     monkeypatch.setattr(dr, "_probe", lambda width, dtype: torch.zeros(width, dtype=dtype))
     assert dr.distinct_rows(few) is None
-    sums = dr.sum_by_row(torch.ones(128, 3), inverse, 8)
+    sums = dr.sum_by_index(torch.ones(128, 3), inverse, 8)
     torch.testing.assert_close(sums, torch.full((8, 3), 16.0))

@@ -314,6 +314,9 @@ class GridEncoder(nn.Module):
         self.num_ids = int(sizes.sum())
         if symbols == "onehot":  # no embedding: each (cell, symbol) is one normalised input
             self.norm = RunningNorm(h * w * self.num_ids)
+            # feature (cell, id) of the flattened view: cell * ids + id
+            cells = torch.arange(h * w).view(h, w, 1) * self.num_ids
+            self.register_buffer("feature_base", cells + offsets, persistent=False)  # [H, W, C]
             self.trunk = (ConvTrunk(self.num_ids, h, w, channels, hidden_size) if trunk == "cnn"
                           else FlatTrunk(self.num_ids, h, w, hidden_size, mlp_layers))
             self.output_size = self.trunk.output_size
@@ -344,9 +347,8 @@ class GridEncoder(nn.Module):
         elif self.layout == "chw":
             x = x.permute(0, 2, 3, 1)
         if self.norm is not None:  # the channels' id ranges are disjoint: a multi-hot per cell
-            if isinstance(self.trunk, FlatTrunk):  # feature (cell, id): cell * ids + id
-                cells = torch.arange(x.shape[1] * x.shape[2], device=x.device).view(1, *x.shape[1:3], 1)
-                index = (cells * self.num_ids + x + self.offsets).flatten(1)  # [N, H * W * C]
+            if isinstance(self.trunk, FlatTrunk):
+                index = (x + self.feature_base).flatten(1)  # [N, H * W * C]
                 return multi_hot_mlp(index, self.norm, self.trunk.mlp)
             z = self.norm(one_hot(x + self.offsets, self.num_ids).flatten(1))  # [N, H * W * ids]
             return self.trunk(z.view(*x.shape[:3], self.num_ids).permute(0, 3, 1, 2))

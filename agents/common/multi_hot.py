@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memory_modules.distinct_rows import sum_by_index
+
 if TYPE_CHECKING:
     from agents.common.encoders import RunningNorm
 
@@ -29,9 +31,10 @@ def one_hot(index: torch.Tensor, width: int) -> torch.Tensor:
 class _RowSums(torch.autograd.Function):
     """``one_hot(index, width) @ table`` for ``[N, K]`` indices distinct in each row: the
     forward gathers and sums K rows per output row (``embedding_bag``); the backward, the
-    table's gradient, is the one-hot's transpose times the output's gradient (on a CPU
-    that product beats ``embedding_bag``'s own backward, which sorts the indices: 1.6 ms
-    against 6.0 ms for MiniGrid's [512, 147] indices into 980 rows, 1 thread)."""
+    table's gradient, is the one-hot's transpose times the output's gradient
+    (``sum_by_index``: on a CPU that product beats ``embedding_bag``'s own backward, which
+    sorts the indices: 1.6 ms against 6.0 ms for MiniGrid's [512, 147] indices into 980
+    rows, 1 thread)."""
 
     @staticmethod
     def forward(ctx, index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -42,7 +45,7 @@ class _RowSums(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (index,) = ctx.saved_tensors
-        return None, one_hot(index, ctx.rows).to(grad.dtype).t() @ grad
+        return None, sum_by_index(grad, index, ctx.rows)
 
 
 def multi_hot_mlp(index: torch.Tensor, norm: RunningNorm, mlp: nn.Sequential) -> torch.Tensor:

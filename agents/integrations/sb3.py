@@ -44,7 +44,7 @@ import torch
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from agents.common.encoders import one_hot
+from agents.common.multi_hot import one_hot
 from envs.batched import BatchedEnv
 
 
