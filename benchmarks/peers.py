@@ -28,7 +28,9 @@ The frameworks, same core size (the recall-rl recipe's core width):
   (``agents.integrations.sample_factory``), serial synchronous mode, batched sampling of 64
   copies (its fastest set-up on this CPU), rollout = recurrence = the recipe's
   sequence length (whole episodes), its own defaults otherwise
-  (``agents.sf_train``: 4 epochs, lr 1e-3);
+  (``agents.sf_train``: 4 epochs, lr 1e-3); with ``--sf-core own``, its own
+  ``nn.GRU`` of the same width instead of the recall-rl core (the library as its
+  users get it: the recall-rl core brings recall-rl's GRU kernels into its learner);
 * sb3-contrib RecurrentPPO with an LSTM (its only core) of the same width, 16
   copies through ``agents.integrations.sb3.to_vec_env``, n_steps 128, batch 512, 4 epochs,
   lr 3e-4 (its defaults apart from the batch).
@@ -130,7 +132,8 @@ def _worker_cmd(fw, spec, a, seed, logdir):
             "--seeds", str(seed), "--logdir", str(logdir), "--device", a.device,
             "--threads", str(a.threads), "--max-minutes", str(a.max_minutes),
             "--eval-episodes", str(a.eval_episodes), "--eval-every-seconds", str(a.eval_every_seconds),
-            "--bar", str(a.bar), *(["--sf-flags", *a.sf_flags] if fw == "sf" and a.sf_flags else [])]
+            "--bar", str(a.bar), "--sf-core", a.sf_core,
+            *(["--sf-flags", *a.sf_flags] if fw == "sf" and a.sf_flags else [])]
 
 
 # -------------------------------------------------------------------------------- workers
@@ -223,11 +226,26 @@ def new_workdir(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"logs_{out.stem}_{stamp}_", dir=out.parent))
 
 
+def sf_core(spec: dict, which: str) -> tuple[str, dict]:
+    """The ``agents.sf_train`` core name and options of a peer run: the recipe's recall-rl core
+    (``which="recall"``), or sample-factory's own GRU / LSTM of the same width and depth."""
+    if which == "recall":
+        return spec["core"], spec["core_kwargs"]
+    from agents.integrations.sample_factory import SF_OWN_CORE_OPTIONS, SF_OWN_CORES
+
+    own = f"sf_{spec['core']}"
+    if own not in SF_OWN_CORES:
+        raise ValueError(f"--sf-core own: sample-factory has no core of the recipe's kind "
+                         f"{spec['core']!r}; accepted: {', '.join(c[3:] for c in SF_OWN_CORES)}")
+    return own, {k: v for k, v in spec["core_kwargs"].items() if k in SF_OWN_CORE_OPTIONS}
+
+
 def sf_argv(spec: dict, seed: int, a) -> list[str]:
     """``agents.sf_train`` words and flags of a peer run; ``--sf-flags`` come last, so they win."""
-    words = [f"env={spec['env_id']}", f"core={spec['core']}",
+    core, core_kwargs = sf_core(spec, a.sf_core)
+    words = [f"env={spec['env_id']}", f"core={core}",
              *(f"env.{k}={json.dumps(v)}" for k, v in spec["knobs"].items()),
-             *(f"core.{k}={json.dumps(v)}" for k, v in spec["core_kwargs"].items()),
+             *(f"core.{k}={json.dumps(v)}" for k, v in core_kwargs.items()),
              f"threads={a.threads}"]
     flags = ["--batched_sampling=True", "--num_envs_per_worker=1", f"--recall_copies={SF_COPIES}",
              f"--rollout={spec['seq_len']}", f"--gamma={spec['gamma']}",
@@ -345,8 +363,11 @@ def run_one(fw: str, spec: dict, seed: int, a, workdir: Path) -> dict:
     """Launch one framework on one task and seed; stop at the bar or the cap; its JSON row."""
     logdir = workdir / f"{fw}_{spec['task']}_s{seed}"
     logdir.mkdir(parents=True, exist_ok=True)
+    core = {"recall": spec["core"], "sb3": "lstm", "sf": spec["core"]}[fw]
+    if fw == "sf" and a.sf_core == "own":
+        core = sf_core(spec, "own")[0]
     row = {"framework": fw, "task": spec["task"], "seed": seed, "env": spec["env_id"],
-           "knobs": spec["knobs"], "core": spec["core"] if fw != "sb3" else "lstm",
+           "knobs": spec["knobs"], "core": core,
            "hidden": spec["hidden"], "metric": spec["metric"], "bar": a.bar,
            "max_minutes": a.max_minutes, "threads": a.threads, "device": a.device,
            "eval_every_s": a.eval_every_seconds, "eval_episodes": a.eval_episodes,
@@ -486,6 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sf-flags", nargs="*", default=[], metavar="FLAG=VALUE",
                    help="extra sample-factory flags for its APPO, without the dashes (a probe, not its "
                         "set-up; e.g. normalize_input=False); a flag given here wins over the script's")
+    p.add_argument("--sf-core", choices=("recall", "own"), default="recall",
+                   help="sample-factory's model core: the recipe's recall-rl core inside it (recall, "
+                        "its learner then runs recall-rl's GRU kernels) or its own nn.GRU / nn.LSTM of "
+                        "the same width (own: the library as its users run it)")
     p.add_argument("--out", default="runs/peers/solve.jsonl",
                    help="JSON lines, one per run (appended); the runs' logs go beside it")
     p.add_argument("--table-only", action="store_true", help="print the table of --out and stop")

@@ -43,7 +43,8 @@ the input's device; the one host sync is the copy of the segment lengths to the
 CPU, from which the padded layout also plans its buckets on the host.
 
 The bias of the gate that retains the state starts at +2 (see ``RETAIN_BIAS``),
-the usual forget-gate bias trick, so memory lasts across long delays from the start.
+the usual forget-gate bias trick, so memory lasts across long delays from the start;
+the core option ``retain_bias`` sets another shift (0: torch's own init).
 """
 
 from __future__ import annotations
@@ -80,12 +81,16 @@ class _FusedRNNCore(MemoryCore):
     # make one fused call (the GRU: its scan is then the faster; see GRUCore).
     _cpu_uncut_scan = False
 
-    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 1):
+    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 1,
+                 retain_bias: float = RETAIN_BIAS):
         super().__init__()
         if hidden_size < 1 or num_layers < 1:
             raise ValueError(
                 f"hidden_size and num_layers must be positive, got {hidden_size}, {num_layers}"
             )
+        if not math.isfinite(retain_bias):
+            raise ValueError(f"retain_bias={retain_bias!r} is not accepted; accepted: a finite number")
+        self.retain_bias = float(retain_bias)
         self.input_size = input_size
         self.output_size = hidden_size
         self.hidden_size = hidden_size
@@ -102,13 +107,14 @@ class _FusedRNNCore(MemoryCore):
 
     def _init_retain_bias(self) -> None:
         """Shift the bias of the gate that keeps the old state (LSTM forget gate, GRU update
-        gate) by ``RETAIN_BIAS``: at init the cell then keeps ~88% of its state per step
-        instead of ~50%, so gradients reach across long delays. Both gates are the second
-        block of torch's gate layout (LSTM: i, f, g, o; GRU: r, z, n)."""
+        gate) by ``retain_bias`` (``RETAIN_BIAS`` unless set): at init the cell then keeps
+        ~88% of its state per step instead of ~50%, so gradients reach across long delays.
+        A task that overwrites its memory every step (RepeatPrevious) wants 0, torch's own.
+        Both gates are the second block of torch's gate layout (LSTM: i, f, g, o; GRU: r, z, n)."""
         H = self.hidden_size
         with torch.no_grad():
             for layer in self.layers:
-                layer.bias_ih_l0[H : 2 * H] += RETAIN_BIAS
+                layer.bias_ih_l0[H : 2 * H] += self.retain_bias
 
     def initial_state(self, batch_size: int, device: torch.device | str) -> State:
         dtype = self.layers[0].weight_ih_l0.dtype

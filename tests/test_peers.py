@@ -67,16 +67,18 @@ def test_the_table_gives_the_best_peer_ratio_and_the_target():
     assert "16 s (gru 128, 1/1, 1 failed)" in text and "| 4.0x | yes |" in text
 
 
-@pytest.mark.parametrize("fw", ["recall", "sb3", "sf"])
-def test_each_framework_run_stops_at_the_bar(tmp_path, fw):
+@pytest.mark.parametrize("fw, sf_core", [("recall", "recall"), ("sb3", "recall"), ("sf", "recall"),
+                                         ("sf", "own")])
+def test_each_framework_run_stops_at_the_bar(tmp_path, fw, sf_core):
     # A bar every evaluation meets (POPGym returns lie in [-1, 1]): the run must stop at
     # its first greedy evaluation, long before the cap, and say so in its row.
     a = peers.build_parser().parse_args(["--bar", "-1", "--max-minutes", "3", "--eval-every-seconds",
-                                         "1", "--eval-episodes", "8"])
+                                         "1", "--eval-episodes", "8", "--sf-core", sf_core])
     row = peers.run_one(fw, peers.task_spec("repeat_previous"), 0, a, tmp_path)
     assert row["status"] == "solved", (tmp_path / f"{fw}_repeat_previous_s0" / "stdout.txt").read_text()[-2000:]
     assert row["evals"] >= 1 and 0 < row["solve_s"] <= row["solve_wall_s"] < row["wall_s"] < 120
     assert row["steps_at_solve"] > 0 and row["metric"] == "return"
+    assert row["core"] == {"recall": "gru", "sb3": "lstm", "sf": "gru" if sf_core == "recall" else "sf_gru"}[fw]
 
 
 def test_recall_overrides_reach_the_trainer_and_the_row(tmp_path):

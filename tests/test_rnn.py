@@ -267,6 +267,27 @@ def test_retain_gate_bias(name):
         assert other.abs().mean().item() < 0.5
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("shift", [0.0, -1.0, 3.5])
+def test_retain_bias_option(name, shift):
+    """``retain_bias`` replaces the shift; 0 leaves torch's init (gate bias like the others)."""
+    H = 64
+    torch.manual_seed(0)
+    core = make_core(name, IN, hidden_size=H, num_layers=2, retain_bias=shift)
+    torch.manual_seed(0)
+    default = make_core(name, IN, hidden_size=H, num_layers=2)
+    for layer, ref in zip(core.layers, default.layers, strict=True):
+        b, b_ref = layer.bias_ih_l0, ref.bias_ih_l0
+        assert torch.allclose(b[H : 2 * H], b_ref[H : 2 * H] - rnn.RETAIN_BIAS + shift, atol=1e-6)
+        assert torch.equal(torch.cat([b[:H], b[2 * H :]]), torch.cat([b_ref[:H], b_ref[2 * H :]]))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_retain_bias_rejects_non_finite(bad):
+    with pytest.raises(ValueError, match="retain_bias"):
+        make_core("gru", IN, retain_bias=bad)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_cuda_matches_cpu(name):

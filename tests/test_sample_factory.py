@@ -217,6 +217,41 @@ def test_a_flag_given_twice_sizes_the_batch_by_its_last_value():
     assert (cfg.rollout, cfg.batch_size) == (102, 1632)
 
 
+@pytest.mark.parametrize("core, rnn_type", [("sf_gru", "gru"), ("sf_lstm", "lstm")])
+def test_sample_factorys_own_core_is_its_torch_rnn(core, rnn_type):
+    """core=sf_gru / sf_lstm: sample-factory's ModelCoreRNN (nn.GRU / nn.LSTM) of that width,
+    none of recall-rl's code in the model, and the evaluation plays it like any other."""
+    from sample_factory.algo.utils.make_env import make_env_func_batched
+    from sample_factory.model.actor_critic import create_actor_critic
+    from sample_factory.model.core import ModelCoreRNN
+    from sample_factory.utils.attr_dict import AttrDict
+
+    from agents.integrations.sf_enjoy import play_episodes
+
+    words = [*SHORT, f"core={core}", "core.hidden_size=24", "--batched_sampling=True"]
+    argv = build_argv(words)
+    assert {"--rnn_size=24", f"--rnn_type={rnn_type}", "--rnn_num_layers=1"} <= set(argv)
+    register_all()
+    cfg = parse_cfg(words)
+    env = make_env_func_batched(cfg, AttrDict(worker_index=0, vector_index=0, env_id=0))
+    ac = create_actor_critic(cfg, env.observation_space, env.action_space)
+    env.close()
+    assert type(ac.core) is ModelCoreRNN and ac.core.core.hidden_size == 24
+    assert isinstance(ac.core.core, torch.nn.GRU if rnn_type == "gru" else torch.nn.LSTM)
+    successes, returns, _ = play_episodes(ac, cfg, 12, 4, seed=3)
+    assert len(successes) == 12 and all(-1.0 <= r <= 1.0 for r in returns)
+
+
+def test_sample_factorys_own_core_refuses_other_options():
+    with pytest.raises(ValueError, match="core 'sf_gru' does not take window; accepted options: "
+                                         "hidden_size, num_layers"):
+        build_argv([*SHORT, "core=sf_gru", "core.window=4"])
+    with pytest.raises(ValueError, match=r"core.hidden_size=0 is out of range; accepted: an int >= 1"):
+        build_argv([*SHORT, "core=sf_gru", "core.hidden_size=0"])
+    with pytest.raises(ValueError, match="unknown core 'sf_rmc'; accepted: .*sf_gru, sf_lstm"):
+        build_argv([*SHORT, "core=sf_rmc"])
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="missing env="):
         build_argv(["core=gru"])

@@ -54,6 +54,11 @@ Sequences
     segments.
 
 Which cores fit
+    ``core=sf_gru`` / ``sf_lstm`` (``SF_OWN_CORES``) leave sample-factory's own
+    ``ModelCoreRNN`` (torch's ``nn.GRU`` / ``nn.LSTM``) in place instead: the
+    library as its users run it, the peer that ``benchmarks.peers --sf-core own``
+    measures.
+
     All of ``memory_modules.CORES`` run and pass the same test (the learner's
     packed path equals the acting path step by step). What limits them is
     size: sample-factory stores the state vector for every step of every
@@ -372,7 +377,32 @@ class SFCore(_model_core_base()):
         return out, self.layout.flatten(new, N, rnn_states)
 
 
+#: sample-factory's own recurrent cores (``ModelCoreRNN``: torch's ``nn.GRU`` / ``nn.LSTM``),
+#: by the ``core=`` name that picks them, as the library's users run it: no recall-rl code
+#: inside the model (the peer as shipped, for benchmarks.peers).
+SF_OWN_CORES = {"sf_gru": "gru", "sf_lstm": "lstm"}
+SF_OWN_CORE_OPTIONS = ("hidden_size", "num_layers")
+
+
+def sf_own_core_flags(name: str, core_kwargs: dict[str, Any] | None = None) -> list[str]:
+    """sample-factory's ``--rnn_*`` flags for one of ``SF_OWN_CORES`` with its options."""
+    kwargs = dict(core_kwargs or {})
+    unknown = sorted(set(kwargs) - set(SF_OWN_CORE_OPTIONS))
+    if unknown:
+        raise ValueError(f"core {name!r} does not take {', '.join(unknown)}; accepted options: "
+                         f"{', '.join(SF_OWN_CORE_OPTIONS)}")
+    size, layers = kwargs.get("hidden_size", 128), kwargs.get("num_layers", 1)
+    for key, value in (("hidden_size", size), ("num_layers", layers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"core.{key}={value!r} is out of range; accepted: an int >= 1")
+    return [f"--rnn_size={size}", f"--rnn_type={SF_OWN_CORES[name]}", f"--rnn_num_layers={layers}"]
+
+
 def make_sf_core(cfg, core_input_size: int):
+    if getattr(cfg, "recall_core", None) in SF_OWN_CORES:
+        from sample_factory.model.core import default_make_core_func
+
+        return default_make_core_func(cfg, core_input_size)
     return SFCore(cfg, core_input_size)
 
 
@@ -387,7 +417,8 @@ def register_sf_model() -> None:
 
 def add_recall_args(parser) -> None:
     """The three settings sample-factory stores in cfg.json next to its own."""
-    parser.add_argument("--recall_core", type=str, default="gru", help="a memory_modules core name")
+    parser.add_argument("--recall_core", type=str, default="gru",
+                        help="a memory_modules core name, or sf_gru / sf_lstm: sample-factory's own")
     parser.add_argument(
         "--recall_core_kwargs", type=str, default="{}", help="JSON object of core options"
     )

@@ -10,7 +10,9 @@
   ``MiniGrid-MemoryS11-v0``); ``env.<knob>=<value>`` sets a task knob
   (``env.room=S11`` moves a MiniGrid run to that room's id);
 * ``core=<name>``: a ``memory_modules`` core; ``core.<option>=<value>`` sets
-  one of its options;
+  one of its options; ``core=sf_gru`` / ``core=sf_lstm``: sample-factory's own
+  GRU / LSTM core (torch's ``nn.GRU`` / ``nn.LSTM``; options ``hidden_size``,
+  ``num_layers``);
 * ``threads=<n>``: torch CPU threads (default 1: on a small shared CPU more
   threads make sample-factory's many small forward passes slower, not faster).
 
@@ -35,11 +37,13 @@ import torch
 from agents.common.cli import one_line_errors
 from agents.integrations.sample_factory import (
     SF_ENV_IDS,
+    SF_OWN_CORES,
     add_recall_args,
     check_batched_envs_per_worker,
     core_state_size,
     register_all,
     resolve_env_id,
+    sf_own_core_flags,
 )
 
 FORCED = ("rnn_size", "rnn_type", "rnn_num_layers", "actor_critic_share_weights", "use_rnn")
@@ -143,11 +147,16 @@ def build_argv(argv: list[str]) -> list[str]:
             raise ValueError(f"--{name}: use env=/core=/env.<knob>=/core.<option>= instead")
     if words["env"] is None:
         raise ValueError("missing env=<task>; accepted: " + ", ".join(SF_ENV_IDS))
-    if words["core"] not in CORES:
-        raise ValueError(f"unknown core {words['core']!r}; accepted: {', '.join(CORES)}")
+    if words["core"] not in CORES and words["core"] not in SF_OWN_CORES:
+        raise ValueError(f"unknown core {words['core']!r}; accepted: "
+                         f"{', '.join([*CORES, *SF_OWN_CORES])}")
     # Validate knobs and options now, with the tasks' and cores' own error messages.
     envs.make_vec(words["env"], 1, **words["env_kwargs"])
-    size = core_state_size(words["core"], words["core_kwargs"])
+    if words["core"] in SF_OWN_CORES:  # sample-factory's own nn.GRU / nn.LSTM
+        rnn = sf_own_core_flags(words["core"], words["core_kwargs"])
+    else:  # a recall-rl core inside sample-factory's state vector
+        rnn = [f"--rnn_size={core_state_size(words['core'], words['core_kwargs'])}",
+               "--rnn_type=gru", "--rnn_num_layers=1"]
 
     given = {flag.lstrip("-").split("=", 1)[0] for flag in rest}
     out = [
@@ -156,9 +165,7 @@ def build_argv(argv: list[str]) -> list[str]:
         f"--recall_core_kwargs={json.dumps(words['core_kwargs'])}",
         f"--env_kwargs={json.dumps(words['env_kwargs'])}",
         "--use_rnn=True",
-        f"--rnn_size={size}",
-        "--rnn_type=gru",
-        "--rnn_num_layers=1",
+        *rnn,
         "--actor_critic_share_weights=True",
     ]
     defaults = dict(DEFAULTS)
