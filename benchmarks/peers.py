@@ -18,7 +18,13 @@ training, greedy actions, the same episode seeds each time (training seed +
 and ``eval/seconds`` (how long that evaluation held training up) to
 TensorBoard; this script reads them. "Time to bar" is the wall-clock at that
 evaluation less the time spent in evaluations (start-up included: imports,
-building the model); "wall" includes the evaluations.
+building the model); "wall" includes the evaluations. With ``--snapshots`` each
+framework also keeps its weights after every update and plays them at the next
+evaluation, each logged at the wall-clock time of its update
+(``agents/evaluation/snapshots.py``): the bar is then timed to the first update
+that meets it, not to the evaluation that first saw it, while training still
+pauses only every ``--eval-every-seconds``. Without it a fast run is charged up
+to one interval it did not need, which weighs most on the shortest runs.
 
 The frameworks, same core size (the recall-rl recipe's core width):
 
@@ -124,7 +130,7 @@ def _recall_cmd(spec, a, seed, logdir):
             "eval.episodes=0", "eval.video_episodes=0", "checkpoint_every=0",
             f"eval_every_seconds={a.eval_every_seconds}", "eval.deterministic=true",
             f"eval.during_episodes={a.eval_episodes}", f"eval.num_envs={a.eval_episodes}",
-            *a.recall_overrides]
+            *(["eval.snapshots=true"] if a.snapshots else []), *a.recall_overrides]
 
 
 def _worker_cmd(fw, spec, a, seed, logdir):
@@ -132,7 +138,7 @@ def _worker_cmd(fw, spec, a, seed, logdir):
             "--seeds", str(seed), "--logdir", str(logdir), "--device", a.device,
             "--threads", str(a.threads), "--max-minutes", str(a.max_minutes),
             "--eval-episodes", str(a.eval_episodes), "--eval-every-seconds", str(a.eval_every_seconds),
-            "--bar", str(a.bar), "--sf-core", a.sf_core,
+            "--bar", str(a.bar), "--sf-core", a.sf_core, *(["--snapshots"] if a.snapshots else []),
             *(["--sf-flags", *a.sf_flags] if fw == "sf" and a.sf_flags else [])]
 
 
@@ -145,20 +151,42 @@ class EvalClock:
 
         self.writer = SummaryWriter(os.path.join(logdir, "eval_tb"))
         self.spec, self.every, self.bar = spec, every, bar
-        self.next = time.perf_counter() + every
+        self.next: float | None = None  # set at the first training step, as recall-rl's trainer does
         self.solved = False
 
     def due(self) -> bool:
+        """Called after each training step: ``every`` seconds of training since the last
+        evaluation (or since the first step) have passed."""
+        if self.next is None:
+            self.next = time.perf_counter() + self.every
         return time.perf_counter() >= self.next
 
-    def log(self, steps: int, success: float, mean_return: float, seconds: float) -> None:
+    def log(self, steps: int, success: float, mean_return: float, walltime: float | None = None) -> None:
+        """One evaluation's result; ``walltime``: when its weights were trained (a snapshot's)."""
         w = self.writer
-        w.add_scalar("eval/greedy_success_rate", success, steps)
-        w.add_scalar("eval/greedy_mean_return", mean_return, steps)
-        w.add_scalar("eval/seconds", seconds, steps)
-        w.flush()
+        w.add_scalar("eval/greedy_success_rate", success, steps, walltime=walltime)
+        w.add_scalar("eval/greedy_mean_return", mean_return, steps, walltime=walltime)
         value = success if self.spec["metric"] == "success" else mean_return
         self.solved = self.solved or value >= self.bar
+
+    def evaluate(self, module, steps: int, play, snapshots=None) -> None:
+        """``play()`` -> (success, return) of ``module``'s weights now, logged at ``steps``;
+        first each of ``snapshots`` (the updates since the last evaluation), oldest first,
+        up to the first that meets the bar."""
+        started = time.perf_counter()
+        if snapshots is not None and len(snapshots):
+            with snapshots.replay(module) as each:
+                for snap in each:
+                    self.log(snap.steps, *play(), walltime=snap.walltime)
+                    if self.solved:  # the first update at the bar: the run stops there
+                        break
+        if not self.solved:
+            self.log(steps, *play())
+            # How long the evaluations held training up, at the step of the last, which is
+            # logged after them all (a snapshot's walltime is before): Curves.evals pairs
+            # them. A run solved at a snapshot stops there, and its pause counts for nothing.
+            self.writer.add_scalar("eval/seconds", time.perf_counter() - started, steps)
+        self.writer.flush()
         self.next = time.perf_counter() + self.every
 
 
@@ -193,10 +221,12 @@ def sb3_worker(spec: dict, seed: int, a) -> None:
     from stable_baselines3.common.callbacks import BaseCallback
 
     from agents.common.config import make_env
+    from agents.evaluation.snapshots import WeightSnapshots
     from agents.integrations.sb3 import to_vec_env
 
     torch.set_num_threads(a.threads)
     clock = EvalClock(a.logdir, spec, a.eval_every_seconds, a.bar)
+    snapshots = WeightSnapshots() if a.snapshots else None
     budget = a.max_minutes * 60
 
     class Stop(BaseCallback):
@@ -204,10 +234,14 @@ def sb3_worker(spec: dict, seed: int, a) -> None:
             return time.time() - t0 < budget and not clock.solved
 
         def _on_rollout_end(self) -> None:
+            # (the update of this rollout's samples comes after this call: a snapshot
+            # here holds the weights that the last rollout ended with, as evaluated)
+            model = self.model
             if clock.due():
-                started = time.perf_counter()
-                s, r = sb3_greedy(self.model, spec, a.eval_episodes, seed + EVAL_SEED_OFFSET, a.device)
-                clock.log(self.model.num_timesteps, s, r, time.perf_counter() - started)
+                clock.evaluate(model.policy, model.num_timesteps, lambda: sb3_greedy(
+                    model, spec, a.eval_episodes, seed + EVAL_SEED_OFFSET, a.device), snapshots)
+            elif snapshots is not None:
+                snapshots.take(model.policy, model.num_timesteps)
 
     venv = to_vec_env(make_env(spec["env"], SB3_COPIES, a.device, seed))
     model = RecurrentPPO(
@@ -264,6 +298,7 @@ def sf_worker(spec: dict, seed: int, a) -> int:
     from sample_factory.algo.utils.misc import ExperimentStatus
     from sample_factory.train import make_runner
 
+    from agents.evaluation.snapshots import WeightSnapshots
     from agents.integrations.sample_factory import register_all
     from agents.integrations.sf_enjoy import play_episodes
     from agents.integrations.sf_train import parse_cfg
@@ -273,17 +308,24 @@ def sf_worker(spec: dict, seed: int, a) -> int:
     cfg = parse_cfg(sf_argv(spec, seed, a))
     clock = EvalClock(a.logdir, spec, a.eval_every_seconds, a.bar)
 
+    snapshots = WeightSnapshots() if a.snapshots else None
+
     class Evaluate(AlgoObserver):
         def on_training_step(self, runner, training_iteration_since_resume: int) -> None:
-            if not clock.due():
-                return
-            started = time.perf_counter()
             learner = runner.learners[0].learner  # its step count is current; the runner's lags
-            with torch.no_grad():
-                succ, rets, _ = play_episodes(learner.actor_critic, runner.cfg, a.eval_episodes,
-                                              a.eval_episodes, seed + EVAL_SEED_OFFSET, True, a.device)
-            clock.log(int(learner.env_steps), sum(succ) / len(succ), sum(rets) / len(rets),
-                      time.perf_counter() - started)
+            model = learner.actor_critic
+            if not clock.due():
+                if snapshots is not None:
+                    snapshots.take(model, learner.env_steps)
+                return
+
+            def play():
+                with torch.no_grad():
+                    succ, rets, _ = play_episodes(model, runner.cfg, a.eval_episodes, a.eval_episodes,
+                                                  seed + EVAL_SEED_OFFSET, True, a.device)
+                return sum(succ) / len(succ), sum(rets) / len(rets)
+
+            clock.evaluate(model, int(learner.env_steps), play, snapshots)
             if clock.solved:
                 runner.cfg.train_for_seconds = 0  # the runner stops after this training step
 
@@ -320,7 +362,11 @@ class Curves:
         """(wall time, env steps, greedy metric, evaluation seconds) of each evaluation."""
         values = self.points(EVAL_TAGS[metric])
         seconds = {s: v for _, s, v in self.points("eval/seconds")}
-        return [(w, s, v, seconds.get(s, 0.0)) for w, s, v in values]
+        # An evaluation's seconds go with the last result logged at its step: snapshots
+        # (--snapshots) may share a step with it, logged at their own earlier times.
+        last = {s: i for i, (_, s, _) in enumerate(values)}
+        return [(w, s, v, seconds.get(s, 0.0) if last[s] == i else 0.0)
+                for i, (w, s, v) in enumerate(values)]
 
 
 def time_to_bar(evals, launched: float, bar: float) -> dict:
@@ -371,6 +417,7 @@ def run_one(fw: str, spec: dict, seed: int, a, workdir: Path) -> dict:
            "hidden": spec["hidden"], "metric": spec["metric"], "bar": a.bar,
            "max_minutes": a.max_minutes, "threads": a.threads, "device": a.device,
            "eval_every_s": a.eval_every_seconds, "eval_episodes": a.eval_episodes,
+           **({"snapshots": True} if a.snapshots else {}),
            **({"recall_overrides": a.recall_overrides} if fw == "recall" and a.recall_overrides else {}),
            **({"sf_flags": a.sf_flags} if fw == "sf" and a.sf_flags else {}),
            "commit": _commit(), "machine": f"{os.cpu_count()} CPUs {platform.machine()}",
@@ -511,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample-factory's model core: the recipe's recall-rl core inside it (recall, "
                         "its learner then runs recall-rl's GRU kernels) or its own nn.GRU / nn.LSTM of "
                         "the same width (own: the library as its users run it)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="every framework keeps its weights after each update and plays them at the "
+                        "next evaluation, each logged at its own time: the bar to the update, not to "
+                        "the evaluation (agents/evaluation/snapshots.py)")
     p.add_argument("--out", default="runs/peers/solve.jsonl",
                    help="JSON lines, one per run (appended); the runs' logs go beside it")
     p.add_argument("--table-only", action="store_true", help="print the table of --out and stop")

@@ -24,6 +24,16 @@ def test_time_to_bar_leaves_out_the_evaluations():
     assert peers.time_to_bar([], 100.0, 0.9) == {"solved": False, "evals": 0}
 
 
+def test_time_to_bar_of_a_snapshot_counts_only_the_evaluations_before_it():
+    # Evaluations paused training 1 s at 110 and 2 s at 123 (the second also played the
+    # snapshot taken at 117 before the current weights): the snapshot's training time
+    # leaves out only the first pause.
+    evals = [(110.0, 1000, 0.2, 1.0), (117.0, 1500, 0.95, 0.0), (123.0, 2000, 0.97, 2.0)]
+    res = peers.time_to_bar(evals, launched=100.0, bar=0.9)
+    assert res["solve_s"] == 17.0 - 1.0 and res["steps_at_solve"] == 1500
+    assert res["train_s"] == 23.0 - 3.0
+
+
 def test_tasks_are_the_committed_recipes_at_their_levels():
     dm = peers.task_spec("delayed_match")
     assert dm["experiment"] == "gru_delayed_match" and dm["knobs"]["delay"] == 32
@@ -67,18 +77,27 @@ def test_the_table_gives_the_best_peer_ratio_and_the_target():
     assert "16 s (gru 128, 1/1, 1 failed)" in text and "| 4.0x | yes |" in text
 
 
-@pytest.mark.parametrize("fw, sf_core", [("recall", "recall"), ("sb3", "recall"), ("sf", "recall"),
-                                         ("sf", "own")])
-def test_each_framework_run_stops_at_the_bar(tmp_path, fw, sf_core):
+@pytest.mark.parametrize("fw, sf_core, snapshots", [
+    ("recall", "recall", False), ("recall", "recall", True), ("sb3", "recall", True),
+    ("sf", "recall", False), ("sf", "own", True)])
+def test_each_framework_run_stops_at_the_bar(tmp_path, fw, sf_core, snapshots):
     # A bar every evaluation meets (POPGym returns lie in [-1, 1]): the run must stop at
-    # its first greedy evaluation, long before the cap, and say so in its row.
+    # its first greedy evaluation, long before the cap, and say so in its row. With
+    # snapshots, the first evaluation plays the earlier updates' weights first, and the
+    # first of those already meets the bar.
     a = peers.build_parser().parse_args(["--bar", "-1", "--max-minutes", "3", "--eval-every-seconds",
-                                         "1", "--eval-episodes", "8", "--sf-core", sf_core])
+                                         "3" if snapshots else "1", "--eval-episodes", "8", "--sf-core", sf_core,
+                                         *(["--snapshots"] if snapshots else [])])
     row = peers.run_one(fw, peers.task_spec("repeat_previous"), 0, a, tmp_path)
     assert row["status"] == "solved", (tmp_path / f"{fw}_repeat_previous_s0" / "stdout.txt").read_text()[-2000:]
     assert row["evals"] >= 1 and 0 < row["solve_s"] <= row["solve_wall_s"] < row["wall_s"] < 120
     assert row["steps_at_solve"] > 0 and row["metric"] == "return"
     assert row["core"] == {"recall": "gru", "sb3": "lstm", "sf": "gru" if sf_core == "recall" else "sf_gru"}[fw]
+    evals = peers.Curves(str(tmp_path / f"{fw}_repeat_previous_s0")).evals("return")
+    if snapshots:  # solved at a snapshot: an update before the first evaluation's pause
+        assert row.get("snapshots") and evals[0][3] == 0.0  # no pause logged with it
+        # and before any pause, so no evaluation time is left out of it
+        assert row["steps_at_solve"] == evals[0][1] and row["solve_s"] == row["solve_wall_s"]
 
 
 def test_recall_overrides_reach_the_trainer_and_the_row(tmp_path):

@@ -227,6 +227,25 @@ def test_eval_every_seconds_evaluates_by_training_time_and_logs_its_cost(tmp_pat
         train_mod.run(_tiny(tmp_path / "bad", "eval_every_seconds=-1"))
 
 
+def test_eval_snapshots_play_each_update_at_its_own_time_and_leave_training_unchanged(tmp_path):
+    """eval.snapshots: an evaluation every 2 updates also plays the update before it, logged
+    at that update's step and wall-clock time (before the evaluation that played it)."""
+    plain = train_mod.run(_tiny(tmp_path / "a", "total_steps=512", "eval.episodes=0"))
+    snap = train_mod.run(_tiny(tmp_path / "b", "total_steps=512", "eval_every=2", "eval.snapshots=true",
+                               "eval.during_episodes=8", "eval.deterministic=true", "eval.episodes=0"))
+    scalars = _scalars(Path(snap["run_dir"]))
+    greedy, seconds = scalars["eval/greedy_success_rate"], scalars["eval/seconds"]
+    assert [e.step for e in greedy] == [128, 256, 384, 512]  # every update
+    assert [e.step for e in seconds] == [256, 512]  # two pauses, each timing both plays
+    walls = {e.step: e.wall_time for e in greedy}
+    sps = {e.step: e.wall_time for e in scalars["charts/SPS"]}
+    # a snapshot's time is its update's (logged right after it), before the evaluation's
+    assert walls[128] <= sps[256] <= walls[256] and walls[384] <= sps[512] <= walls[512]
+    a = load_checkpoint(plain["run_dir"])["model"]
+    b = load_checkpoint(snap["run_dir"])["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_curriculum_over_several_knobs_at_once(tmp_path, capsys):
     cfg = _tiny(tmp_path, "total_steps=384", "eval.episodes=0", "env.delay=3", "env.num_choices=3",
                 "curriculum={stages: [{delay: 1, cue_steps: 2}, {delay: 2}, {}], threshold: 0.0}")

@@ -2,5 +2,6 @@
 
 ``evaluate`` (greedy and sampled success of a PPO or DT checkpoint;
 ``python -m agents.evaluate``), ``episode_tally``, ``record`` (``python -m
-agents.record``), ``video`` (frames, MP4s), ``memory_strip`` (where the core read).
+agents.record``), ``video`` (frames, MP4s), ``memory_strip`` (where the core read), ``snapshots``
+(each update's weights, evaluated at the next evaluation during training).
 """

@@ -70,6 +70,7 @@ from agents.common.signals import GracefulStop
 from agents.common.tree import tree_map
 from agents.evaluation.evaluate import EVAL_SEED_OFFSET, MODES, evaluate_modes
 from agents.evaluation.record import record_policy
+from agents.evaluation.snapshots import WeightSnapshots
 from agents.evaluation.video import add_video, play_episodes
 from agents.ppo.curriculum import Curriculum
 from agents.ppo.distributed import (
@@ -399,6 +400,10 @@ class Trainer:
         session_steps, t_start = 0, time.perf_counter()
         every_s = float(cfg.get("eval_every_seconds") or 0)
         next_eval = time.perf_counter() + every_s  # training time only: set after each evaluation
+        # eval.snapshots: the weights of every update between two evaluations, played at the
+        # next one (agents/evaluation/snapshots.py)
+        snapshots = (WeightSnapshots() if cfg.eval.get("snapshots") and (every_s or cfg.get("eval_every"))
+                     else None)
 
         # Between two iterations is the one safe point: a stop request waits for it.
         while self.update < self.num_updates and not self.ranks.stop_requested(stop):
@@ -487,8 +492,10 @@ class Trainer:
                 self._video()
             if (cfg.get("eval_every") and self.update % int(cfg.eval_every) == 0) or (
                     every_s and time.perf_counter() >= next_eval):
-                self._evaluate(int(cfg.eval.get("during_episodes", 128)))
+                self._evaluate(int(cfg.eval.get("during_episodes", 128)), snapshots)
                 next_eval = time.perf_counter() + every_s
+            elif snapshots is not None:
+                snapshots.take(self.policy, self.global_step, self.update)
 
     def _log(self, n_ep, ret_sum, len_sum, succ_sum, ev, s, sps, lr) -> None:
         w, step = self.writer, self.global_step
@@ -524,30 +531,43 @@ class Trainer:
         add_video(self.writer, "eval/video", frames, self.global_step, int(self.cfg.eval.fps))
         self.policy.train()
 
-    def _evaluate(self, episodes: int) -> dict[str, Any]:
-        """Greedy and sampled evaluation now, logged as ``eval/<mode>_*`` at this step.
+    def _evaluate(self, episodes: int, snapshots: WeightSnapshots | None = None) -> dict[str, Any]:
+        """Greedy and sampled evaluation now, logged as ``eval/<mode>_*`` at this step;
+        first the weights of ``snapshots`` (each update's since the last evaluation), each
+        logged at its own step and wall-clock time.
 
         It runs on its own RNG stream (the global one is restored after), so a run
         that evaluates every few updates trains exactly as one that does not, and
         resumes bit-identically whether or not an evaluation fell between.
         """
-        ev = self.cfg.eval
-        n = min(int(ev.num_envs), episodes)
         started = time.perf_counter()
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(self.cfg.seed) + self.update)
-            result = evaluate_modes(self.policy, lambda: self._eval_env(n), episodes,
-                                    ev.get("deterministic"))
-        self.policy.train()
-        for mode in MODES:
-            if mode in result:
-                for key in ("success_rate", "mean_return"):
-                    self.writer.add_scalar(f"eval/{mode}_{key}", result[mode][key],
-                                           self.global_step)
+        if snapshots:
+            with snapshots.replay(self.policy) as each:
+                for snap in each:
+                    self._log_eval(self._play(episodes, snap.update), snap.steps, snap.walltime)
+        result = self._play(episodes, self.update)
+        self._log_eval(result, self.global_step)
         # How long this evaluation held training up (benchmarks/peers.py subtracts it).
         self.writer.add_scalar("eval/seconds", time.perf_counter() - started, self.global_step)
         return result
+
+    def _play(self, episodes: int, update: int) -> dict[str, Any]:
+        ev = self.cfg.eval
+        n = min(int(ev.num_envs), episodes)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(self.cfg.seed) + update)
+            result = evaluate_modes(self.policy, lambda: self._eval_env(n), episodes,
+                                    ev.get("deterministic"))
+        self.policy.train()
+        return result
+
+    def _log_eval(self, result: dict[str, Any], step: int, walltime: float | None = None) -> None:
+        for mode in MODES:
+            if mode in result:
+                for key in ("success_rate", "mean_return"):
+                    self.writer.add_scalar(f"eval/{mode}_{key}", result[mode][key], step,
+                                           walltime=walltime)
 
     def _finish(self) -> dict[str, Any]:
         """Final checkpoint, greedy evaluation (its JSON line printed), final video."""
