@@ -44,7 +44,8 @@ CPU, from which the padded layout also plans its buckets on the host.
 
 The bias of the gate that retains the state starts at +2 (see ``RETAIN_BIAS``),
 the usual forget-gate bias trick, so memory lasts across long delays from the start;
-the core option ``retain_bias`` sets another shift (0: torch's own init).
+the core option ``retain_bias`` sets another shift (0: torch's own init; negative:
+biased to overwrite, for tasks whose memory is a step or two back).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class _FusedRNNCore(MemoryCore):
         """Shift the bias of the gate that keeps the old state (LSTM forget gate, GRU update
         gate) by ``retain_bias`` (``RETAIN_BIAS`` unless set): at init the cell then keeps
         ~88% of its state per step instead of ~50%, so gradients reach across long delays.
-        A task that overwrites its memory every step (RepeatPrevious) wants 0, torch's own.
+        A task that replaces its memory every step wants less: 0 is torch's own init, and
+        the RepeatPrevious, NBack and MiniGrid recipes take -2 (biased to overwrite).
         Both gates are the second block of torch's gate layout (LSTM: i, f, g, o; GRU: r, z, n)."""
         H = self.hidden_size
         with torch.no_grad():
