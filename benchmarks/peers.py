@@ -410,8 +410,12 @@ def run_one(fw: str, spec: dict, seed: int, a, workdir: Path) -> dict:
     logdir = workdir / f"{fw}_{spec['task']}_s{seed}"
     logdir.mkdir(parents=True, exist_ok=True)
     core = {"recall": spec["core"], "sb3": "lstm", "sf": spec["core"]}[fw]
+    no_own_core = None  # --sf-core own on a recipe whose core sample-factory does not have
     if fw == "sf" and a.sf_core == "own":
-        core = sf_core(spec, "own")[0]
+        try:
+            core = sf_core(spec, "own")[0]
+        except ValueError as err:
+            no_own_core = f"unsupported: {err}"
     row = {"framework": fw, "task": spec["task"], "seed": seed, "env": spec["env_id"],
            "knobs": spec["knobs"], "core": core,
            "hidden": spec["hidden"], "metric": spec["metric"], "bar": a.bar,
@@ -423,7 +427,7 @@ def run_one(fw: str, spec: dict, seed: int, a, workdir: Path) -> dict:
            "commit": _commit(), "machine": f"{os.cpu_count()} CPUs {platform.machine()}",
            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "load_before": round(os.getloadavg()[0], 2), "log": str(logdir / "stdout.txt")}
-    why = unsupported(fw, spec)
+    why = no_own_core or unsupported(fw, spec)
     if why:
         return {**row, "status": why, "solved": False}
     cmd = _recall_cmd(spec, a, seed, logdir) if fw == "recall" else _worker_cmd(fw, spec, a, seed, logdir)

@@ -106,6 +106,14 @@ def test_recall_overrides_reach_the_trainer_and_the_row(tmp_path):
     assert cmd[-1] == "algo.num_envs=64" and "experiment=gru_repeat_previous" in cmd
 
 
+def test_sf_own_core_on_a_recipe_it_lacks_is_a_row_not_a_crash(tmp_path):
+    # AssociativeRecall's recipe is HCAM: sample-factory has no core of that kind.
+    a = peers.build_parser().parse_args(["--sf-core", "own"])
+    row = peers.run_one("sf", peers.task_spec("associative_recall"), 0, a, tmp_path)
+    assert row["status"] == ("unsupported: --sf-core own: sample-factory has no core of the "
+                             "recipe's kind 'hcam'; accepted: gru, lstm") and not row["solved"]
+
+
 def test_main_appends_one_json_line_per_run_and_prints_the_table(tmp_path, monkeypatch):
     out = tmp_path / "solve.jsonl"
     argv = ["--tasks", "minigrid_memory", "--frameworks", "sf", "--out", str(out)]
