@@ -320,7 +320,8 @@ def test_update_paths_benchmark_runs(capsys):
 
     # 102-step sequences (the recipe takes 51, one episode each, so no start inside)
     assert main(["--experiments", "gru_repeat_first", "--paths", "padded", "scan", "auto",
-                 "--repeats", "1", "algo.num_steps=102", "algo.seq_len=102"]) == 0
+                 "--repeats", "1", "algo.num_envs=64", "algo.num_steps=102",
+                 "algo.seq_len=102"]) == 0
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| `gru_repeat_first`")]
     cells = [c.strip() for c in row[0].strip("|").split("|")]
     assert cells[1] == "64 x 102"

@@ -69,9 +69,7 @@ from agents.common.run_dir import new_run_dir
 from agents.common.signals import GracefulStop
 from agents.common.tree import tree_map
 from agents.evaluation.evaluate import EVAL_SEED_OFFSET, MODES, evaluate_modes
-from agents.evaluation.record import record_policy
 from agents.evaluation.snapshots import WeightSnapshots
-from agents.evaluation.video import add_video, play_episodes
 from agents.ppo.curriculum import Curriculum
 from agents.ppo.distributed import (
     REPEAT_GRACE_S,
@@ -527,6 +525,10 @@ class Trainer:
         return make_env(self.cfg.env, num_envs, str(self.device), seed, check_actions=False)
 
     def _video(self) -> None:
+        # (imported here: video and record load PIL and the decision transformer, 35 ms
+        # of a start that time-to-solve counts; docs/benchmarks.md)
+        from agents.evaluation.video import add_video, play_episodes
+
         frames, _ = play_episodes(self.policy, self._eval_env(1), 1, deterministic=True)
         add_video(self.writer, "eval/video", frames, self.global_step, int(self.cfg.eval.fps))
         self.policy.train()
@@ -580,6 +582,8 @@ class Trainer:
                            "core": self.cfg.core.name, "global_step": self.global_step,
                            "run_dir": str(self.run_dir)}
         if ev.video_episodes:
+            from agents.evaluation.record import record_policy
+
             rec = record_policy(self.policy, self._eval_env(1), self.run_dir / "videos" / "final.mp4",
                                 int(ev.video_episodes), int(ev.fps))
             out["video"] = rec["out"]
