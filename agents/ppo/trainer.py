@@ -525,7 +525,7 @@ class Trainer:
         return make_env(self.cfg.env, num_envs, str(self.device), seed, check_actions=False)
 
     def _video(self) -> None:
-        # (imported here: video and record load PIL and the decision transformer, 35 ms
+        # (imported here: video and record load PIL and the decision transformer, 20-30 ms
         # of a start that time-to-solve counts; docs/benchmarks.md)
         from agents.evaluation.video import add_video, play_episodes
 
