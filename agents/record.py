@@ -2,7 +2,10 @@
 
 import sys
 
-from agents.evaluation.record import main
+from agents import imports_without_gc
+
+with imports_without_gc(freeze=__name__ == "__main__"):
+    from agents.evaluation.record import main
 
 if __name__ == "__main__":
     sys.exit(main())

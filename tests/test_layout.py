@@ -41,4 +41,5 @@ def test_each_command_is_a_small_module_calling_a_main(command):
     assert f"python -m agents.{command}" in mod.__doc__
     target = re.search(r":mod:`(agents\.[\w.]+)`", mod.__doc__).group(1)
     assert mod.main is importlib.import_module(target).main
-    assert len((AGENTS / f"{command}.py").read_text().splitlines()) <= 10
+    # the import under imports_without_gc (tests/test_startup.py) and sys.exit(main())
+    assert len((AGENTS / f"{command}.py").read_text().splitlines()) <= 11

@@ -1,11 +1,14 @@
 """The commands' start-up: imports_without_gc (agents/__init__.py)."""
 
 import gc
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import agents
 from agents import imports_without_gc
 
 
@@ -47,20 +50,43 @@ def test_env_var_leaves_the_collector_on(collector_on, monkeypatch):
         assert gc.isenabled()
 
 
-def test_a_command_freezes_what_its_imports_built():
-    """``python -m agents.train`` moves its imports out of the collector's reach and turns
-    it back on: a fresh interpreter, as a command runs."""
+def commands() -> dict[str, str]:
+    """``agents/<command>.py`` -> the module whose ``main`` it runs (its docstring's :mod:)."""
+    found = {}
+    for path in sorted((Path(agents.__file__).parent).glob("*.py")):
+        if path.stem != "__init__":
+            found[path.stem] = re.search(r":mod:`(agents\.[\w.]+)`", path.read_text()).group(1)
+    return found
+
+
+def test_a_command_imported_as_a_module_freezes_nothing():
     code = "import gc, agents.train; print(gc.isenabled(), gc.get_freeze_count())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     on, frozen = out.stdout.split()
     assert on == "True"
-    assert int(frozen) == 0  # imported as a module, not run: nothing frozen
-    run = ("import gc, runpy, sys\n"
-           "sys.argv = ['agents.train']\n"
-           "import agents.ppo.trainer as t\n"
-           "t.main = lambda: print(gc.isenabled(), gc.get_freeze_count())\n"
-           "runpy.run_module('agents.train', run_name='__main__')\n")
+    assert int(frozen) == 0
+
+
+def test_every_command_freezes_what_its_imports_built():
+    """``python -m agents.<command>`` moves its imports out of the collector's reach and
+    turns it back on: each command run (its main() replaced by a report) in one fresh
+    interpreter, unfrozen again before the next."""
+    expected = commands()
+    assert len(expected) == 8  # train, train_dt, evaluate, record, collect, report, sf_*
+    run = ("import gc, importlib, runpy, sys\n"
+           f"for command, impl in {expected!r}.items():\n"
+           "    gc.unfreeze()\n"
+           "    importlib.import_module(impl).main = lambda: print(command, gc.isenabled(), gc.get_freeze_count())\n"
+           "    try:\n"
+           "        runpy.run_module('agents.' + command, run_name='__main__')\n"
+           "    except SystemExit:\n"  # sys.exit(main())
+           "        pass\n")
     out = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, check=True)
-    on, frozen = out.stdout.split()
-    assert on == "True"
-    assert int(frozen) > 100_000
+    seen = {}
+    for line in out.stdout.splitlines():
+        command, on, frozen = line.split()
+        seen[command] = (on, int(frozen))
+    assert sorted(seen) == sorted(expected)
+    for command, (on, frozen) in seen.items():
+        assert on == "True", command
+        assert frozen > 100_000, (command, frozen)
