@@ -12,7 +12,6 @@ from __future__ import annotations
 import colorsys
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 BACKGROUND = (24, 24, 32)
 TEXT = (230, 230, 230)
@@ -41,6 +40,9 @@ class Canvas:
     """A PIL canvas with the few primitives the tasks need."""
 
     def __init__(self, width: int, height: int):
+        # PIL on the first frame drawn, not at the import of every task (training draws none)
+        from PIL import Image, ImageDraw
+
         self.image = Image.new("RGB", (width, height), BACKGROUND)
         self.draw = ImageDraw.Draw(self.image)
 

@@ -132,6 +132,27 @@ class _GRUSequence(torch.autograd.Function):
         return d_x, d_h0, None, d_w_ih, d_w_hh, d_b_ih, d_b_hh
 
 
+def gru_step(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+             b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor | None:
+    """One step without autograd, ``x`` [B, D] and ``h`` [B, H] to the next state [B, H],
+    through the forward's C++ loop: an acting step with the formulas of the scan that later
+    trains on it, in three torch calls and the loop where torch's fused GRU cell makes
+    about a dozen. None where that loop does not run (autograd or autocast
+    on, another device or dtype, no build): the caller takes torch's cell."""
+    if torch.is_grad_enabled() or precision.autocast_dtype(x) is not None:
+        return None
+    native = _native(x, None)
+    if native is None or not (h.dtype == w_hh.dtype == x.dtype):
+        return None
+    B, H = h.shape
+    gi = torch.addmm(b_ih, x, w_ih.t())
+    pre = torch.cat([gi[:, : 2 * H] + b_hh[: 2 * H], b_hh[2 * H :].expand(B, H)], dim=1)
+    rz, n, out = x.new_empty(1, B, 2 * H), x.new_empty(1, B, H), x.new_empty(1, B, H)
+    native.forward_loop(pre.unsqueeze(0), gi.unsqueeze(0), h.contiguous(), w_hh, None, None,
+                        rz, n, out)
+    return out[0]
+
+
 def _native(t: torch.Tensor, keep: torch.Tensor | None):
     """The C++ loops (memory_modules/gru_native.py) for a CPU float or double ``t`` (and a
     ``keep`` of its dtype), else None."""

@@ -58,7 +58,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from memory_modules.base import MemoryCore, State, reset_state
-from memory_modules.gru_sequence import gru_sequence
+from memory_modules.gru_sequence import gru_sequence, gru_step
 from memory_modules.lstm_sequence import lstm_sequence
 
 # Added to the retain gate's bias at init (see _FusedRNNCore._init_retain_bias). With
@@ -410,6 +410,21 @@ class GRUCore(_FusedRNNCore):
     # benchmarks/update_paths.py; docs/benchmarks.md): RepeatFirst 268 ms scanned against
     # 342 ms in torch's fused GRU, RepeatPrevious 277 / 343, NBack 300 / 319.
     _cpu_uncut_scan = True
+
+    def _run_plain(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """An acting step (T = 1) without autograd on the CPU goes through the scan's C++
+        step (``gru_step``): the same numbers the training pass recomputes, and a step of
+        Autoencode's rollout (96 copies) ... ; anything else takes torch's fused GRU."""
+        if x.shape[0] == 1:
+            y, finals = x[0], []
+            for i, layer in enumerate(self.layers):
+                y = gru_step(y, state["h"][:, i], layer.weight_ih_l0, layer.weight_hh_l0,
+                             layer.bias_ih_l0, layer.bias_hh_l0)
+                if y is None:  # the same for every layer: the first says so
+                    return super()._run_plain(x, state)
+                finals.append((y,))
+            return y.unsqueeze(0), self._stack(finals)
+        return super()._run_plain(x, state)
 
     def _scan_layer(self, layer: nn.GRU, x, hidden: Hidden, keep):  # noqa: D102
         out = gru_sequence(x, hidden[0], keep, layer.weight_ih_l0, layer.weight_hh_l0,

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from memory_modules import gru_native
-from memory_modules.gru_sequence import gru_sequence
+from memory_modules.gru_sequence import gru_sequence, gru_step
+from memory_modules.rnn import GRUCore
 
 
 @pytest.fixture
@@ -174,3 +175,43 @@ def test_native_refuses_strided_buffers(kernel):
     with pytest.raises(RuntimeError, match=r"gru_loops: grad_out must be contiguous"):
         loops.backward_loop(grad, bufs[0], bufs[1], pre, bufs[2], None, torch.zeros(3 * H, H),
                             torch.empty(T, B, 4 * H))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_acting_step_is_the_scans_first_step(kernel, layers):
+    """A GRU core's acting step (T = 1, no autograd) takes the scan's C++ step: the state it
+    returns is, bit for bit, what the training pass's scan computes at that step, and within
+    rounding of torch's fused cell; resets wipe the state as before."""
+    kernel("native")
+    torch.manual_seed(0)
+    core = GRUCore(7, 16, num_layers=layers, retain_bias=-2.0)
+    x = torch.randn(1, 5, 7)
+    state = {"h": torch.randn(5, layers, 16)}
+    starts = torch.tensor([[True, False, False, True, False]])
+    with torch.no_grad():
+        y, new = core(x, state, starts)
+        scan_y, scan_new = core._run_scan(x, {"h": state["h"] * (~starts[0]).view(5, 1, 1)},
+                                          starts)
+        kernel("python")  # the Python loops: no C++ step, so torch's fused cell
+        fused_y, fused_new = core(x, state, starts)
+    assert torch.equal(y, scan_y) and torch.equal(new["h"], scan_new["h"])
+    torch.testing.assert_close(y, fused_y, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(new["h"], fused_new["h"], atol=1e-6, rtol=1e-6)
+    assert new["h"].shape == (5, layers, 16) and torch.equal(new["h"][:, -1], y[0])
+
+
+def test_acting_step_leaves_autograd_and_other_dtypes_to_torch(kernel):
+    """With autograd on, or a dtype the loops do not take, ``gru_step`` declines (None) and
+    the core's step is torch's fused cell, its gradients intact."""
+    kernel("native")
+    gru = nn.GRU(3, 4)
+    w = [gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0]
+    assert gru_step(torch.randn(2, 3), torch.randn(2, 4), *w) is None  # autograd on
+    with torch.no_grad():
+        assert gru_step(torch.randn(2, 3), torch.randn(2, 4), *w) is not None
+        half = [t.bfloat16() for t in w]
+        assert gru_step(torch.randn(2, 3).bfloat16(), torch.randn(2, 4).bfloat16(), *half) is None
+    core = GRUCore(3, 4)
+    y, _ = core(torch.randn(1, 2, 3), core.initial_state(2, "cpu"), torch.zeros(1, 2, dtype=torch.bool))
+    y.sum().backward()
+    assert core.layers[0].weight_hh_l0.grad is not None
