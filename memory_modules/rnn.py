@@ -413,8 +413,9 @@ class GRUCore(_FusedRNNCore):
 
     def _run_plain(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """An acting step (T = 1) without autograd on the CPU goes through the scan's C++
-        step (``gru_step``): the same numbers the training pass recomputes, and a step of
-        Autoencode's rollout (96 copies) ... ; anything else takes torch's fused GRU."""
+        step (``gru_step``): the formulas the training pass recomputes it with, and a step
+        of Autoencode's 96 copies in 190 us against 225 us (idle, 1 thread); anything else
+        takes torch's fused GRU."""
         if x.shape[0] == 1:
             y, finals = x[0], []
             for i, layer in enumerate(self.layers):
