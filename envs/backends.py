@@ -93,11 +93,16 @@ class TorchXP:
     def false(like: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(like, dtype=torch.bool)
 
-    @staticmethod
-    def maybe(mask: torch.Tensor) -> bool:
-        """Whether work for the copies in ``mask`` may be needed: always, for a batch (no
-        host sync); the work must then leave the other copies as they are."""
-        return True
+    def maybe(self, mask: torch.Tensor) -> bool:
+        """Whether work for the copies in ``mask`` may be needed; the work must leave the
+        other copies as they are. On an accelerator always (asking would sync the host),
+        and while traced for ``envs.compiled`` (one program for every case). On the CPU,
+        where asking costs no sync, whether any copy is in ``mask``: copies whose episodes
+        end together then skip the new-episode draws on every other step, and
+        Autoencode its deal in the play phase."""
+        if self.device.type != "cpu" or torch.compiler.is_compiling():
+            return True
+        return bool(mask.any())
 
     @staticmethod
     def minimum(x: torch.Tensor, high) -> torch.Tensor:

@@ -244,7 +244,8 @@ class BatchedEnv(gym.vector.VectorEnv):
         done = terminated | truncated
         final = self._observe() if self.final_observation else None
         ep_return, ep_length = self.episode_return, self.t
-        self._begin(done)
+        if self.xp.maybe(done):  # (no episode ends at most steps of most tasks)
+            self._begin(done)
         self._advance()
         return self._observe(), reward, terminated, truncated, done, success & done, ep_return, ep_length, final
 

@@ -36,6 +36,29 @@ def test_loaded_state_continues_every_copy_exactly(env_id):
         assert torch.equal(info_a["episode_return"], info_b["episode_return"])
 
 
+@pytest.mark.parametrize("env_id", [*IDS, MINIGRID])
+def test_work_skipped_on_the_cpu_changes_nothing(env_id, monkeypatch):
+    """On the CPU, ``xp.maybe`` asks whether any copy needs a piece of work (a new episode,
+    a deal) and the step skips it where none does; every step's results equal those of a
+    batch that does all the work every step, as on an accelerator."""
+    knobs = small(env_id)
+    lazy, eager = (envs.make_vec(env_id, 8, seed=5, **knobs) for _ in range(2))
+    monkeypatch.setattr(eager.xp, "maybe", lambda mask: True)
+    assert lazy.xp.maybe(torch.zeros(8, dtype=torch.bool)) is False
+    for env in (lazy, eager):
+        env.reset()
+    ga, gb = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    ends = 0
+    for sa, sb in zip(_random_steps(lazy, ga, 150), _random_steps(eager, gb, 150), strict=True):
+        for a, b in zip(sa[:4], sb[:4], strict=True):
+            assert torch.equal(a, b)
+        for key in ("episode_return", "episode_length", "success", "done"):
+            assert torch.equal(sa[4][key], sb[4][key]), key
+        ends += int(sa[4]["done"].sum())
+    assert ends > 0  # episodes ended (and began) along the way
+    assert torch.equal(lazy.episode_key, eager.episode_key)
+
+
 @pytest.mark.parametrize("other", [
     ("recall/DelayedMatch-v0", 5, {"delay": 5}),  # other num_envs
     ("recall/NBack-v0", 4, {}),  # other task
