@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 VENV_BIN = Path(sys.executable).parent
 
-TRAIN = ["total_steps=64", "algo.num_envs=8", "algo.num_steps=8", "algo.seq_len=8",
+# 16 copies: 16 sequences, which every recipe's minibatch count divides (gru_nback: 16)
+TRAIN = ["total_steps=64", "algo.num_envs=16", "algo.num_steps=8", "algo.seq_len=8",
          "eval.episodes=8", "eval.num_envs=8", "eval.during_episodes=8", "eval.video_episodes=0",
          "progress=false", "threads=1"]
 TINY: dict[str, list[str]] = {
@@ -247,7 +248,8 @@ def run_command(cmd: str, comment: str) -> str:
             return "serves HTTP"
         cmd, prog = " ".join(args), program(" ".join(args))
     args = shlex.split(re.sub(r"runs/([\w-]+)/<time>", lambda m: newest_run(m.group(1)), cmd))[1:]
-    extra = ["total_steps=128"] if any(a.startswith("resume=") for a in args) else TINY[prog]
+    # a resume trains one more of TRAIN's updates (16 copies x 8 steps)
+    extra = ["total_steps=256"] if any(a.startswith("resume=") for a in args) else TINY[prog]
     if prog.endswith(" -m") and comment.startswith("long"):
         return f"composed all {compose_sweep(args[2:])} jobs (long: not run)"
     stdout = (subprocess_run if prog in SUBPROCESS else in_process)([*args, *extra])
