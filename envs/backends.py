@@ -98,8 +98,8 @@ class TorchXP:
         other copies as they are. On an accelerator always (asking would sync the host),
         and while traced for ``envs.compiled`` (one program for every case). On the CPU,
         where asking costs no sync, whether any copy is in ``mask``: copies whose episodes
-        end together then skip the new-episode draws on every other step, and
-        Autoencode its deal in the play phase."""
+        end together then skip the new-episode draws on every step but the one where they
+        end, and Autoencode its deal in the play phase."""
         if self.device.type != "cpu" or torch.compiler.is_compiling():
             return True
         return bool(mask.any())
