@@ -73,20 +73,7 @@ class _GRUSequence(torch.autograd.Function):
         else:  # the projection once per distinct input row, then gathered
             rows, inverse = found
             gi = precision.addmm(b_ih, rows, w_ih.t(), lowp).index_select(0, inverse).view(T, B, 3 * H)
-        # pre[t] = (gi_r + b_hr, gi_z + b_hz, b_hn) before the step adds W_hh hp_t in place:
-        # its first 2H are then the gates' pre-activations and its last H is W_hn hp + b_hn.
-        pre = torch.cat([gi[..., : 2 * H] + b_hh[: 2 * H], b_hh[2 * H :].expand(T, B, H)], dim=-1)
-        rz = x.new_empty(T, B, 2 * H)
-        n = x.new_empty(T, B, H)
-        out = x.new_empty(T, B, H)
-        # The state each step reads: after its reset with resets, else the previous output.
-        hp = None if keep is None else x.new_empty(T, B, H)
-        native = _native(x, keep)
-        if native is not None:
-            native.forward_loop(pre, gi, h0.contiguous(), w_hh,
-                                None if keep is None else keep.contiguous(), hp, rz, n, out)
-        else:
-            _forward_loop(pre, gi, h0, w_hh, keep, hp, rz, n, out)
+        pre, rz, n, out, hp = _recur(gi, h0, keep, w_hh, b_hh, _native(x, keep))
         ctx.save_for_backward(rows, inverse, h0, keep, w_ih, w_hh, hp, pre, rz, n, out)
         if keep is not None:
             ctx.mark_non_differentiable(keep)
@@ -144,13 +131,30 @@ def gru_step(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.T
     native = _native(x, None)
     if native is None or not (h.dtype == w_hh.dtype == x.dtype):
         return None
-    B, H = h.shape
-    gi = torch.addmm(b_ih, x, w_ih.t())
-    pre = torch.cat([gi[:, : 2 * H] + b_hh[: 2 * H], b_hh[2 * H :].expand(B, H)], dim=1)
-    rz, n, out = x.new_empty(1, B, 2 * H), x.new_empty(1, B, H), x.new_empty(1, B, H)
-    native.forward_loop(pre.unsqueeze(0), gi.unsqueeze(0), h.contiguous(), w_hh, None, None,
-                        rz, n, out)
-    return out[0]
+    gi = torch.addmm(b_ih, x, w_ih.t()).unsqueeze(0)
+    return _recur(gi, h, None, w_hh, b_hh, native)[3][0]
+
+
+def _recur(gi, h0, keep, w_hh, b_hh, native):
+    """The recurrence over the input projection ``gi`` [T, B, 3H] (with ``b_ih``) from
+    ``h0`` [B, H]: the C++ loops where ``native`` is given, else the Python ones. Returns
+    the buffers the backward reads, ``(pre, rz, n, out, hp)``."""
+    T, B, _ = gi.shape
+    H = w_hh.shape[1]
+    # pre[t] = (gi_r + b_hr, gi_z + b_hz, b_hn) before the step adds W_hh hp_t in place:
+    # its first 2H are then the gates' pre-activations and its last H is W_hn hp + b_hn.
+    pre = torch.cat([gi[..., : 2 * H] + b_hh[: 2 * H], b_hh[2 * H :].expand(T, B, H)], dim=-1)
+    rz = gi.new_empty(T, B, 2 * H)
+    n = gi.new_empty(T, B, H)
+    out = gi.new_empty(T, B, H)
+    # The state each step reads: after its reset with resets, else the previous output.
+    hp = None if keep is None else gi.new_empty(T, B, H)
+    if native is not None:
+        native.forward_loop(pre, gi, h0.contiguous(), w_hh,
+                            None if keep is None else keep.contiguous(), hp, rz, n, out)
+    else:
+        _forward_loop(pre, gi, h0, w_hh, keep, hp, rz, n, out)
+    return pre, rz, n, out, hp
 
 
 def _native(t: torch.Tensor, keep: torch.Tensor | None):
